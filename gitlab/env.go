@@ -1,0 +1,363 @@
+package gitlab
+
+import (
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// Names of the variables stagehand derives. They are part of the public
+// interface: jobs read them, and a job variable of the same name overrides
+// the derived value.
+const (
+	VarDockerConfig                = "DOCKER_CONFIG"
+	VarStagesStorage               = "STAGEHAND_STAGES_STORAGE"
+	VarImagesRepo                  = "STAGEHAND_IMAGES_REPO"
+	VarTagStrategy                 = "STAGEHAND_TAG_STRATEGY"
+	VarTagGitTag                   = "STAGEHAND_TAG_GIT_TAG"
+	VarTagGitBranch                = "STAGEHAND_TAG_GIT_BRANCH"
+	VarEnv                         = "STAGEHAND_ENV"
+	VarNamespace                   = "STAGEHAND_NAMESPACE"
+	VarRelease                     = "STAGEHAND_RELEASE"
+	VarAnnotations                 = "STAGEHAND_ANNOTATIONS"
+	VarGitTagStrategyLimit         = "STAGEHAND_GIT_TAG_STRATEGY_LIMIT"
+	VarGitTagStrategyExpiryDays    = "STAGEHAND_GIT_TAG_STRATEGY_EXPIRY_DAYS"
+	VarGitCommitStrategyLimit      = "STAGEHAND_GIT_COMMIT_STRATEGY_LIMIT"
+	VarGitCommitStrategyExpiryDays = "STAGEHAND_GIT_COMMIT_STRATEGY_EXPIRY_DAYS"
+	VarStagesSignatureLimit        = "STAGEHAND_STAGES_SIGNATURE_STRATEGY_LIMIT"
+	VarStagesSignatureExpiryDays   = "STAGEHAND_STAGES_SIGNATURE_STRATEGY_EXPIRY_DAYS"
+	VarAppNamespace                = "APP_NAMESPACE"
+)
+
+// Tag strategies: how published images are tagged.
+const (
+	TagStagesSignature = "stages-signature"
+	TagOrBranch        = "tag-or-branch"
+)
+
+// Annotation keys put on every deployed resource.
+const (
+	AnnotationGit         = "project.stagehand.io/git"
+	AnnotationCommit      = "ci.stagehand.io/commit"
+	AnnotationPipelineURL = "gitlab.ci.stagehand.io/pipeline-url"
+	AnnotationJobURL      = "gitlab.ci.stagehand.io/job-url"
+)
+
+// Policy is one cleanup policy: keep at most Limit images, none older than
+// ExpiryDays days; -1 means no bound.
+type Policy struct {
+	Limit      int
+	ExpiryDays int
+}
+
+// Default cleanup policies (werf 1.1's).
+var (
+	DefaultGitTagPolicy          = Policy{Limit: 10, ExpiryDays: 30}
+	DefaultGitCommitPolicy       = Policy{Limit: 50, ExpiryDays: 30}
+	DefaultStagesSignaturePolicy = Policy{Limit: -1, ExpiryDays: -1}
+)
+
+// Annotation is one Kubernetes annotation.
+type Annotation struct {
+	Key, Value string
+}
+
+// Env is the CI environment stagehand derives for a job.
+type Env struct {
+	DockerConfig  string
+	StagesStorage string
+	ImagesRepo    string
+	TagStrategy   string
+	// TagGitTag and TagGitBranch are the slugged tag or branch the
+	// tag-or-branch strategy publishes under; only one is set.
+	TagGitTag    string
+	TagGitBranch string
+	// Environment is CI_ENVIRONMENT_SLUG; Namespace and Release are empty
+	// when the job has no environment and no override.
+	Environment string
+	Namespace   string
+	Release     string
+	Annotations []Annotation
+
+	GitTagPolicy          Policy
+	GitCommitPolicy       Policy
+	StagesSignaturePolicy Policy
+}
+
+// Input is what DeriveEnv reads: the job's variables (CI_* and overrides)
+// and the per-job docker config directory.
+type Input struct {
+	Vars         map[string]string
+	DockerConfig string
+}
+
+// VarError says which variable is missing or malformed.
+type VarError struct {
+	Name   string
+	Reason string
+}
+
+func (e *VarError) Error() string { return fmt.Sprintf("variable %s: %s", e.Name, e.Reason) }
+
+// DeriveEnv computes the job's CI environment from its variables.
+func DeriveEnv(in Input) (Env, error) {
+	d := deriver{vars: in.Vars}
+	project := d.required("CI_PROJECT_NAME")
+	projectURL := d.httpURL("CI_PROJECT_URL")
+	commit := d.commitSHA("CI_COMMIT_SHA")
+	pipelineID := d.positiveInt("CI_PIPELINE_ID")
+	jobID := d.positiveInt("CI_JOB_ID")
+	if d.err != nil {
+		return Env{}, d.err
+	}
+
+	env := Env{DockerConfig: d.override(VarDockerConfig, in.DockerConfig)}
+
+	registryImage := strings.TrimSuffix(in.Vars["CI_REGISTRY_IMAGE"], "/")
+	if registryImage != "" {
+		env.StagesStorage = registryImage + "/stages"
+		env.ImagesRepo = registryImage
+	}
+	env.StagesStorage = d.override(VarStagesStorage, env.StagesStorage)
+	env.ImagesRepo = d.override(VarImagesRepo, env.ImagesRepo)
+
+	env.TagStrategy = d.override(VarTagStrategy, TagStagesSignature)
+	switch env.TagStrategy {
+	case TagStagesSignature:
+	case TagOrBranch:
+		if tag := in.Vars["CI_COMMIT_TAG"]; tag != "" {
+			env.TagGitTag = Slug(tag, TagSlugLimit)
+		} else {
+			env.TagGitBranch = Slug(d.required("CI_COMMIT_REF_NAME"), TagSlugLimit)
+		}
+		env.TagGitTag = d.override(VarTagGitTag, env.TagGitTag)
+		env.TagGitBranch = d.override(VarTagGitBranch, env.TagGitBranch)
+	default:
+		d.fail(VarTagStrategy, fmt.Sprintf("%q is not a tag strategy; use %s or %s", env.TagStrategy, TagStagesSignature, TagOrBranch))
+	}
+
+	env.Environment = d.override(VarEnv, in.Vars["CI_ENVIRONMENT_SLUG"])
+	if env.Environment != "" {
+		name := project + "-" + env.Environment
+		env.Namespace = Slug(name, NamespaceSlugLimit)
+		env.Release = Slug(name, ReleaseSlugLimit)
+	}
+	env.Namespace = d.namespace(VarAppNamespace, env.Namespace)
+	env.Namespace = d.namespace(VarNamespace, env.Namespace)
+	env.Release = d.release(VarRelease, env.Release)
+
+	pipelineURL := in.Vars["CI_PIPELINE_URL"]
+	if pipelineURL == "" {
+		pipelineURL = fmt.Sprintf("%s/-/pipelines/%d", projectURL, pipelineID)
+	}
+	jobURL := in.Vars["CI_JOB_URL"]
+	if jobURL == "" {
+		jobURL = fmt.Sprintf("%s/-/jobs/%d", projectURL, jobID)
+	}
+	env.Annotations = []Annotation{
+		{AnnotationGit, projectURL},
+		{AnnotationCommit, commit},
+		{AnnotationPipelineURL, pipelineURL},
+		{AnnotationJobURL, jobURL},
+	}
+	if v, ok := in.Vars[VarAnnotations]; ok {
+		a, err := ParseAnnotations(v)
+		if err != nil {
+			d.fail(VarAnnotations, err.Error())
+		}
+		env.Annotations = a
+	}
+
+	env.GitTagPolicy = d.policy(VarGitTagStrategyLimit, VarGitTagStrategyExpiryDays, DefaultGitTagPolicy)
+	env.GitCommitPolicy = d.policy(VarGitCommitStrategyLimit, VarGitCommitStrategyExpiryDays, DefaultGitCommitPolicy)
+	env.StagesSignaturePolicy = d.policy(VarStagesSignatureLimit, VarStagesSignatureExpiryDays, DefaultStagesSignaturePolicy)
+
+	if d.err != nil {
+		return Env{}, d.err
+	}
+	return env, nil
+}
+
+// deriver reads variables and keeps the first error, so DeriveEnv reads
+// as a list of rules.
+type deriver struct {
+	vars map[string]string
+	err  error
+}
+
+func (d *deriver) fail(name, reason string) {
+	if d.err == nil {
+		d.err = &VarError{Name: name, Reason: reason}
+	}
+}
+
+func (d *deriver) required(name string) string {
+	v := d.vars[name]
+	if v == "" {
+		d.fail(name, "is missing; GitLab sets it for every job, so the runner is not passing the job's variables")
+	}
+	return v
+}
+
+func (d *deriver) httpURL(name string) string {
+	v := d.required(name)
+	if v == "" {
+		return ""
+	}
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		d.fail(name, fmt.Sprintf("%q is not an http(s) URL", v))
+		return ""
+	}
+	return strings.TrimSuffix(v, "/")
+}
+
+func (d *deriver) commitSHA(name string) string {
+	v := d.required(name)
+	if v == "" {
+		return ""
+	}
+	if (len(v) != 40 && len(v) != 64) || strings.Trim(v, "0123456789abcdef") != "" {
+		d.fail(name, fmt.Sprintf("%q is not a full lowercase hex commit SHA (40 or 64 digits)", v))
+		return ""
+	}
+	return v
+}
+
+func (d *deriver) positiveInt(name string) int64 {
+	v := d.required(name)
+	if v == "" {
+		return 0
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 {
+		d.fail(name, fmt.Sprintf("%q is not a positive integer", v))
+		return 0
+	}
+	return n
+}
+
+// override returns the job's variable name when it is set and not empty,
+// else def.
+func (d *deriver) override(name, def string) string {
+	if v := d.vars[name]; v != "" {
+		return v
+	}
+	return def
+}
+
+func (d *deriver) namespace(name, def string) string {
+	v := d.override(name, def)
+	if v != def && !IsDNS1123Label(v) {
+		d.fail(name, fmt.Sprintf("%q is not a valid namespace name (lowercase letters, digits and '-', at most %d characters, starting and ending with a letter or digit)", v, NamespaceSlugLimit))
+	}
+	return v
+}
+
+func (d *deriver) release(name, def string) string {
+	v := d.override(name, def)
+	if v != def && (len(v) > ReleaseSlugLimit || !IsDNS1123Label(v)) {
+		d.fail(name, fmt.Sprintf("%q is not a valid Helm release name (lowercase letters, digits and '-', at most %d characters)", v, ReleaseSlugLimit))
+	}
+	return v
+}
+
+func (d *deriver) policy(limitName, expiryName string, def Policy) Policy {
+	return Policy{
+		Limit:      d.policyValue(limitName, def.Limit),
+		ExpiryDays: d.policyValue(expiryName, def.ExpiryDays),
+	}
+}
+
+func (d *deriver) policyValue(name string, def int) int {
+	v := d.vars[name]
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < -1 {
+		d.fail(name, fmt.Sprintf("%q is not a number of at least -1 (-1 means no bound)", v))
+		return def
+	}
+	return n
+}
+
+// FormatAnnotations writes annotations as comma-separated key=value pairs;
+// commas inside values are written as %2C (and '%' as %25) so that
+// ParseAnnotations gives them back.
+func FormatAnnotations(as []Annotation) string {
+	parts := make([]string, len(as))
+	for i, a := range as {
+		parts[i] = a.Key + "=" + escapeAnnotation(a.Value)
+	}
+	return strings.Join(parts, ",")
+}
+
+var annotationEscaper = strings.NewReplacer("%", "%25", ",", "%2C")
+
+func escapeAnnotation(s string) string { return annotationEscaper.Replace(s) }
+
+// ParseAnnotations reads what FormatAnnotations wrote.
+func ParseAnnotations(s string) ([]Annotation, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var as []Annotation
+	for _, part := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(part, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%q is not key=value", part)
+		}
+		val, err := url.PathUnescape(v)
+		if err != nil {
+			return nil, fmt.Errorf("value of %s: %w", k, err)
+		}
+		as = append(as, Annotation{Key: k, Value: val})
+	}
+	return as, nil
+}
+
+// Var is one exported variable.
+type Var struct {
+	Name, Value string
+}
+
+// Vars lists the environment as variables in a fixed order, leaving out
+// the empty ones.
+func (e Env) Vars() []Var {
+	all := []Var{
+		{VarDockerConfig, e.DockerConfig},
+		{VarStagesStorage, e.StagesStorage},
+		{VarImagesRepo, e.ImagesRepo},
+		{VarTagStrategy, e.TagStrategy},
+		{VarTagGitTag, e.TagGitTag},
+		{VarTagGitBranch, e.TagGitBranch},
+		{VarEnv, e.Environment},
+		{VarNamespace, e.Namespace},
+		{VarRelease, e.Release},
+		{VarAnnotations, FormatAnnotations(e.Annotations)},
+		{VarGitTagStrategyLimit, strconv.Itoa(e.GitTagPolicy.Limit)},
+		{VarGitTagStrategyExpiryDays, strconv.Itoa(e.GitTagPolicy.ExpiryDays)},
+		{VarGitCommitStrategyLimit, strconv.Itoa(e.GitCommitPolicy.Limit)},
+		{VarGitCommitStrategyExpiryDays, strconv.Itoa(e.GitCommitPolicy.ExpiryDays)},
+		{VarStagesSignatureLimit, strconv.Itoa(e.StagesSignaturePolicy.Limit)},
+		{VarStagesSignatureExpiryDays, strconv.Itoa(e.StagesSignaturePolicy.ExpiryDays)},
+	}
+	out := all[:0]
+	for _, v := range all {
+		if v.Value != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// FormatExports writes vars as POSIX shell `export NAME='value'` lines.
+func FormatExports(vars []Var) string {
+	var b strings.Builder
+	for _, v := range vars {
+		fmt.Fprintf(&b, "export %s='%s'\n", v.Name, strings.ReplaceAll(v.Value, "'", `'\''`))
+	}
+	return b.String()
+}
