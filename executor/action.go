@@ -1,0 +1,92 @@
+package executor
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// ActionKind is what the executor does for a job around its script.
+type ActionKind string
+
+const (
+	ActionNone    ActionKind = "none"
+	ActionBuild   ActionKind = "build"
+	ActionDeploy  ActionKind = "deploy"
+	ActionDismiss ActionKind = "dismiss"
+	ActionCleanup ActionKind = "cleanup"
+)
+
+// VarAction is the job variable that overrides the choice.
+const VarAction = "STAGEHAND_ACTION"
+
+var actionKinds = []ActionKind{ActionNone, ActionBuild, ActionDeploy, ActionDismiss, ActionCleanup}
+
+// ChooseAction picks the job's action from its variables (the table in
+// README.md). It is pure so that the table is tested as a table.
+func ChooseAction(vars map[string]string) (ActionKind, error) {
+	if v, ok := vars[VarAction]; ok && v != "" {
+		for _, k := range actionKinds {
+			if strings.EqualFold(v, string(k)) {
+				return k, nil
+			}
+		}
+		return "", fmt.Errorf("%s=%q is not an action: use one of %s", VarAction, v, joinKinds(actionKinds))
+	}
+	switch {
+	case vars["CI_PIPELINE_SOURCE"] == "schedule":
+		return ActionCleanup, nil
+	case vars["CI_ENVIRONMENT_NAME"] != "" && vars["CI_ENVIRONMENT_ACTION"] == "stop":
+		return ActionDismiss, nil
+	case vars["CI_ENVIRONMENT_NAME"] != "" && isStartAction(vars["CI_ENVIRONMENT_ACTION"]):
+		return ActionDeploy, nil
+	case vars["CI_JOB_STAGE"] == "build":
+		return ActionBuild, nil
+	}
+	return ActionNone, nil
+}
+
+// isStartAction: GitLab's environment actions are start (the default),
+// prepare, verify, access and stop; only start deploys. prepare, verify and
+// access jobs touch an environment without deploying it.
+func isStartAction(a string) bool { return a == "" || a == "start" }
+
+func joinKinds(ks []ActionKind) string {
+	s := make([]string, len(ks))
+	for i, k := range ks {
+		s[i] = string(k)
+	}
+	return strings.Join(s, ", ")
+}
+
+// Action is one kind of work the executor does for a job. The stages,
+// deploy and cleanup packages each provide one; the executor only calls
+// them.
+type Action interface {
+	// Check runs in the prepare hook: it verifies early what Perform will
+	// need (reachable services, required variables) and says what is
+	// missing.
+	Check(ctx context.Context, a *ActionContext) error
+	// Perform runs in the run hook, before the user's script, and returns
+	// the variables to export to that script (and to later stages).
+	Perform(ctx context.Context, a *ActionContext) (map[string]string, error)
+}
+
+// ActionContext is what an action gets to work with.
+type ActionContext struct {
+	Job      *Job
+	Settings *Settings
+	// Env holds the derived ci-env values, as exported to the script.
+	Env map[string]string
+	// Trace is the job's trace; write progress lines to it.
+	Trace io.Writer
+}
+
+// noAction is the action of jobs that only run their script.
+type noAction struct{}
+
+func (noAction) Check(context.Context, *ActionContext) error { return nil }
+func (noAction) Perform(context.Context, *ActionContext) (map[string]string, error) {
+	return nil, nil
+}

@@ -1,0 +1,245 @@
+package executor
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/moby/moby/api/pkg/authconfig"
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/registry"
+	"github.com/moby/moby/client"
+)
+
+// Labels on job containers, so that cleanup finds them even after a crash.
+const (
+	labelJob   = "io.stagehand.job"
+	labelStage = "io.stagehand.stage"
+)
+
+// dockerPingTimeout bounds the reachability check, so that a dead engine
+// fails the job in seconds instead of hanging the hook.
+const dockerPingTimeout = 10 * time.Second
+
+// Docker is the host's Docker Engine as the executor uses it for job images.
+type Docker struct {
+	cli  *client.Client
+	host string
+}
+
+// NewDocker connects to the engine at host (not yet contacted).
+func NewDocker(host string) (*Docker, error) {
+	cli, err := client.New(client.WithHost(host))
+	if err != nil {
+		return nil, fmt.Errorf("docker client for %s: %w", host, err)
+	}
+	return &Docker{cli: cli, host: host}, nil
+}
+
+// Close releases the client's connections.
+func (d *Docker) Close() error { return d.cli.Close() }
+
+// Ping checks that the engine answers.
+func (d *Docker) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, dockerPingTimeout)
+	defer cancel()
+	if _, err := d.cli.Ping(ctx, client.PingOptions{}); err != nil {
+		return fmt.Errorf("Docker Engine at %s is unreachable (is dockerd running? set --docker-host): %w", d.host, err)
+	}
+	return nil
+}
+
+// EnsureImage makes the job image available per the pull policy. An image
+// that does not exist is the job's fault; an unreachable registry is not.
+func (d *Docker) EnsureImage(ctx context.Context, ref, policy, dockerConfigDir string, log io.Writer) error {
+	if policy != PullAlways {
+		_, err := d.cli.ImageInspect(ctx, ref)
+		if err == nil {
+			fmt.Fprintf(log, "Using image %s (present on this host)\n", ref)
+			return nil
+		}
+		if !errdefs.IsNotFound(err) {
+			return fmt.Errorf("inspect image %s: %w", ref, err)
+		}
+		if policy == PullNever {
+			return JobErrorf("image %s is not on this runner host and the pull policy is %q: pre-load it or change --pull-policy", ref, PullNever)
+		}
+	}
+	fmt.Fprintf(log, "Pulling image %s ...\n", ref)
+	start := time.Now()
+	auth, err := registryAuth(dockerConfigDir, ref)
+	if err != nil {
+		return err
+	}
+	resp, err := d.cli.ImagePull(ctx, ref, client.ImagePullOptions{RegistryAuth: auth})
+	if err == nil {
+		err = resp.Wait(ctx)
+		resp.Close()
+	}
+	if err != nil {
+		if errdefs.IsNotFound(err) || strings.Contains(err.Error(), "manifest unknown") || strings.Contains(err.Error(), "not found") {
+			return JobErrorf("pull image %s: %w (check the image name in `image:`)", ref, err)
+		}
+		return fmt.Errorf("pull image %s: %w", ref, err)
+	}
+	fmt.Fprintf(log, "Pulled image %s in %s\n", ref, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// registryAuth returns the engine's encoded credentials for the registry of
+// ref, taken from the job's docker config; "" when it has none.
+func registryAuth(dockerConfigDir, ref string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dockerConfigDir, "config.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read job docker config: %w", err)
+	}
+	var cfg dockerConfigFile
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return "", fmt.Errorf("parse job docker config: %w", err)
+	}
+	host := registryHost(ref)
+	entry, ok := cfg.Auths[host]
+	if !ok {
+		return "", nil
+	}
+	raw, err := base64.StdEncoding.DecodeString(entry.Auth)
+	if err != nil {
+		return "", fmt.Errorf("job docker config: bad auth for %s", host)
+	}
+	user, pass, _ := strings.Cut(string(raw), ":")
+	return authconfig.Encode(registry.AuthConfig{Username: user, Password: pass, ServerAddress: host})
+}
+
+// registryHost is the registry part of an image reference ("docker.io" for
+// Docker Hub's short names).
+func registryHost(ref string) string {
+	first, _, found := strings.Cut(ref, "/")
+	if found && (strings.ContainsAny(first, ".:") || first == "localhost") {
+		return first
+	}
+	return "docker.io"
+}
+
+// containerShell starts the script with bash when the image has it, else
+// with sh: the runner's bash scripts are written to run in both.
+const containerShell = `for s in /usr/local/bin/bash /usr/bin/bash /bin/bash /bin/sh /usr/bin/sh; do if [ -x "$s" ]; then exec "$s" "$@"; fi; done; echo "stagehand: no bash or sh in the job image" >&2; exit 127`
+
+// containerShellRunner runs user stages in a fresh container of the job
+// image, one container per stage, with the builds dir and the script
+// mounted at the same paths as on the host.
+type containerShellRunner struct {
+	docker      *Docker
+	image       string
+	jobKey      string
+	binds       []string
+	network     string
+	stopTimeout time.Duration
+}
+
+func (r containerShellRunner) Run(ctx context.Context, s Script) (int, error) {
+	cli := r.docker.cli
+	name := "stagehand-" + r.jobKey + "-" + s.Stage
+	// A leftover of an earlier attempt of this stage would block the name.
+	_, _ = cli.ContainerRemove(context.WithoutCancel(ctx), name, client.ContainerRemoveOptions{Force: true})
+
+	binds := append(append([]string{}, r.binds...), s.Path+":"+s.Path+":ro")
+	created, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Name: name,
+		Config: &container.Config{
+			Image:        r.image,
+			Cmd:          []string{"sh", "-c", containerShell, "stagehand", s.Path},
+			Entrypoint:   []string{},
+			Env:          s.Env,
+			AttachStdout: true,
+			AttachStderr: true,
+			Labels:       map[string]string{labelJob: r.jobKey, labelStage: s.Stage},
+		},
+		HostConfig: &container.HostConfig{
+			Binds:       binds,
+			NetworkMode: container.NetworkMode(r.network),
+		},
+	})
+	if err != nil {
+		return -1, fmt.Errorf("create container for %s from %s: %w", s.Stage, r.image, err)
+	}
+	id := created.ID
+	// Removal must happen even when the job is being cancelled.
+	defer func() {
+		_, _ = cli.ContainerRemove(context.WithoutCancel(ctx), id, client.ContainerRemoveOptions{Force: true})
+	}()
+
+	att, err := cli.ContainerAttach(ctx, id, client.ContainerAttachOptions{Stream: true, Stdout: true, Stderr: true})
+	if err != nil {
+		return -1, fmt.Errorf("attach to container %s: %w", name, err)
+	}
+	defer att.Close()
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		_, _ = stdcopy.StdCopy(s.Stdout, s.Stderr, att.Reader)
+	}()
+
+	waited := cli.ContainerWait(context.WithoutCancel(ctx), id, client.ContainerWaitOptions{Condition: container.WaitConditionNextExit})
+	if _, err := cli.ContainerStart(ctx, id, client.ContainerStartOptions{}); err != nil {
+		return -1, fmt.Errorf("start container %s: %w", name, err)
+	}
+
+	stopped := false
+	var cause error
+	for {
+		select {
+		case res := <-waited.Result:
+			<-copied
+			if stopped {
+				return -1, fmt.Errorf("%s stopped: %w", s.Stage, cause)
+			}
+			if res.Error != nil && res.Error.Message != "" {
+				return -1, fmt.Errorf("container %s: %s", name, res.Error.Message)
+			}
+			return int(res.StatusCode), nil
+		case err := <-waited.Error:
+			return -1, fmt.Errorf("wait for container %s: %w", name, err)
+		case <-ctx.Done():
+			if stopped {
+				continue
+			}
+			stopped, cause = true, context.Cause(ctx)
+			secs := int(r.stopTimeout.Seconds())
+			_, _ = cli.ContainerStop(context.WithoutCancel(ctx), id, client.ContainerStopOptions{Timeout: &secs})
+			ctx = context.WithoutCancel(ctx)
+		}
+	}
+}
+
+// RemoveJobContainers removes every container of the job, running or not.
+func (d *Docker) RemoveJobContainers(ctx context.Context, jobKey string) (int, error) {
+	list, err := d.cli.ContainerList(ctx, client.ContainerListOptions{
+		All:     true,
+		Filters: make(client.Filters).Add("label", labelJob+"="+jobKey),
+	})
+	if err != nil {
+		return 0, fmt.Errorf("list containers of job %s: %w", jobKey, err)
+	}
+	n := 0
+	var errs []error
+	for _, c := range list.Items {
+		if _, err := d.cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true}); err != nil && !errdefs.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("remove container %s: %w", c.ID[:12], err))
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}

@@ -1,0 +1,373 @@
+package executor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"gitlab.com/gitlab-org/gitlab-runner/executors/custom/api"
+
+	"gitlab.com/stagehand/stagehand/gitlab"
+)
+
+// DriverName is how the runner's trace names this executor.
+const DriverName = "stagehand"
+
+// Executor runs the custom executor hooks for one job.
+type Executor struct {
+	Settings Settings
+	// Actions by kind; kinds missing here are refused in prepare.
+	Actions map[ActionKind]Action
+	Version string
+	// Stdout receives the config JSON; Trace is the job trace (the hooks'
+	// stderr, which the runner copies into the job log).
+	Stdout, Trace io.Writer
+	Job           *Job
+	Log           *logrus.Logger
+}
+
+// New prepares an executor for the job described by environ.
+func New(settings Settings, version string, environ []string, stdout, trace io.Writer) (*Executor, error) {
+	e := &Executor{
+		Settings: settings,
+		Actions:  map[ActionKind]Action{ActionNone: noAction{}},
+		Version:  version,
+		Stdout:   stdout,
+		Trace:    trace,
+		Log:      NewLogger(trace),
+	}
+	job, err := LoadJob(environ)
+	e.Job = job
+	if err != nil {
+		return e, err
+	}
+	return e, settings.Validate()
+}
+
+// Register plugs an action in.
+func (e *Executor) Register(kind ActionKind, a Action) { e.Actions[kind] = a }
+
+// derive computes the job's ci-env. Its errors name the variable and are
+// the job's fault.
+func (e *Executor) derive() (gitlab.Env, error) {
+	env, err := gitlab.DeriveEnv(gitlab.Input{Vars: e.Job.Vars, DockerConfig: e.Job.DockerConfigDir()})
+	if err != nil {
+		return env, JobErrorf("deriving the CI environment: %w", err)
+	}
+	return env, nil
+}
+
+// Config prints the runner's configuration for the job (config_exec).
+func (e *Executor) Config(ctx context.Context) error {
+	buildsDir := filepath.Join(e.Settings.BuildsRoot, e.slotDir())
+	out := api.ConfigExecOutput{
+		Driver:            &api.DriverInfo{Name: ptr(DriverName), Version: ptr(e.Version)},
+		Hostname:          ptr(hostname()),
+		BuildsDir:         &buildsDir,
+		CacheDir:          ptr(e.Settings.CacheRoot),
+		BuildsDirIsShared: ptr(false),
+	}
+	// A derivation error is reported by prepare, where it can fail the job
+	// as the job's fault; config failures are always system failures.
+	if env, err := e.derive(); err == nil {
+		jobEnv := map[string]string{}
+		for _, v := range env.Vars() {
+			jobEnv[v.Name] = v.Value
+		}
+		out.JobEnv = &jobEnv
+	}
+	enc := json.NewEncoder(e.Stdout)
+	return enc.Encode(out)
+}
+
+// slotDir separates checkouts per runner and per concurrent slot of a
+// project; the runner then adds <namespace>/<project> below it.
+func (e *Executor) slotDir() string {
+	runner := e.Job.Vars["CI_RUNNER_SHORT_TOKEN"]
+	if runner == "" {
+		runner = "runner"
+	}
+	slot := e.Job.Vars["CI_CONCURRENT_PROJECT_ID"]
+	if slot == "" {
+		slot = "0"
+	}
+	return filepath.Join(sanitizeName(runner), sanitizeName(slot))
+}
+
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return "unknown"
+	}
+	return h
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// Prepare checks what the job will need and sets up its private state
+// (prepare_exec).
+func (e *Executor) Prepare(ctx context.Context) error {
+	start := time.Now()
+	fmt.Fprintf(e.Trace, "%sstagehand %s on %s%s\n", ansiBold, e.Version, hostname(), ansiReset)
+	env, err := e.derive()
+	if err != nil {
+		return err
+	}
+	kind, action, err := e.action()
+	if err != nil {
+		return err
+	}
+	e.Log.Infof("Action: %s", kind)
+
+	if err := os.MkdirAll(e.Job.StateDir(), 0o700); err != nil {
+		return fmt.Errorf("create job state dir: %w", err)
+	}
+	reg, err := writeDockerConfig(e.Job.DockerConfigDir(), e.Job.Vars)
+	if err != nil {
+		return err
+	}
+	if reg != "" {
+		e.Log.Infof("DOCKER_CONFIG %s: logged in to %s as %s", e.Job.DockerConfigDir(), reg, registryUser)
+	} else {
+		e.Log.Infof("DOCKER_CONFIG %s: no registry login (the job has no CI_REGISTRY or CI_JOB_TOKEN)", e.Job.DockerConfigDir())
+	}
+
+	if img := e.Job.Image(); img != "" {
+		if err := e.prepareImage(ctx, img); err != nil {
+			return err
+		}
+	}
+	ac := &ActionContext{Job: e.Job, Settings: &e.Settings, Env: envMap(env), Trace: e.Trace}
+	if err := action.Check(ctx, ac); err != nil {
+		return fmt.Errorf("%s: %w", kind, err)
+	}
+	e.Log.Infof("Prepared in %s", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func (e *Executor) prepareImage(ctx context.Context, img string) error {
+	d, err := NewDocker(e.Settings.DockerHost)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Ping(ctx); err != nil {
+		return err
+	}
+	return d.EnsureImage(ctx, img, e.Settings.PullPolicy, e.Job.DockerConfigDir(), e.Trace)
+}
+
+// action resolves the job's action to its implementation.
+func (e *Executor) action() (ActionKind, Action, error) {
+	kind, err := ChooseAction(e.Job.Vars)
+	if err != nil {
+		return "", nil, JobError(err)
+	}
+	a, ok := e.Actions[kind]
+	if !ok {
+		return kind, nil, JobErrorf("this job's action is %q, which this stagehand version does not provide; set %s=none on the job to only run its script", kind, VarAction)
+	}
+	return kind, a, nil
+}
+
+func envMap(env gitlab.Env) map[string]string {
+	m := map[string]string{}
+	for _, v := range env.Vars() {
+		m[v.Name] = v.Value
+	}
+	return m
+}
+
+// Run runs the runner's script for one stage (run_exec), performing the
+// job's action first when the stage is the user's main script.
+func (e *Executor) Run(ctx context.Context, scriptPath, stage string) error {
+	env, err := e.derive()
+	if err != nil {
+		return err
+	}
+	vars := envMap(env)
+	if scriptStage(stage) {
+		exports, err := e.perform(ctx, vars)
+		if err != nil {
+			return err
+		}
+		if err := e.saveExports(exports); err != nil {
+			return err
+		}
+	}
+	exports, err := e.loadExports()
+	if err != nil {
+		return err
+	}
+	for k, v := range exports {
+		vars[k] = v
+	}
+
+	runner, closeRunner, err := e.scriptRunner(stage)
+	if err != nil {
+		return err
+	}
+	defer closeRunner()
+	code, err := runner.Run(ctx, Script{Path: scriptPath, Stage: stage, Env: envList(vars), Stdout: e.Trace, Stderr: e.Trace})
+	if err != nil {
+		if ctx.Err() != nil {
+			e.Log.Warnf("Job stopped during %s: %v", stage, err)
+			return JobError(err)
+		}
+		return err
+	}
+	if code != 0 {
+		if e.Job.BuildExitCodeFile != "" {
+			if werr := os.WriteFile(e.Job.BuildExitCodeFile, []byte(fmt.Sprint(code)), 0o600); werr != nil {
+				return fmt.Errorf("write %s: %w", api.BuildCodeFileVariable, werr)
+			}
+		}
+		return &ScriptExit{Code: code}
+	}
+	return nil
+}
+
+func (e *Executor) perform(ctx context.Context, vars map[string]string) (map[string]string, error) {
+	kind, action, err := e.action()
+	if err != nil || kind == ActionNone {
+		return nil, err
+	}
+	var exports map[string]string
+	err = Section(e.Trace, "stagehand_"+string(kind), "stagehand "+string(kind), func() error {
+		ac := &ActionContext{Job: e.Job, Settings: &e.Settings, Env: vars, Trace: e.Trace}
+		var err error
+		exports, err = action.Perform(ctx, ac)
+		return err
+	})
+	return exports, err
+}
+
+// scriptRunner picks where a stage runs: user stages of image jobs in a
+// container, everything else on the host.
+func (e *Executor) scriptRunner(stage string) (ScriptRunner, func(), error) {
+	img := e.Job.Image()
+	if img == "" || !userStage(stage) {
+		return hostShell{baseEnv: e.Job.HostEnv, stopTimeout: e.Settings.StopTimeout}, func() {}, nil
+	}
+	d, err := NewDocker(e.Settings.DockerHost)
+	if err != nil {
+		return nil, nil, err
+	}
+	binds := []string{e.slotPath() + ":" + e.slotPath()}
+	if _, err := os.Stat(e.Job.DockerConfigDir()); err == nil {
+		binds = append(binds, e.Job.DockerConfigDir()+":"+e.Job.DockerConfigDir()+":ro")
+	}
+	return containerShellRunner{
+		docker:      d,
+		image:       img,
+		jobKey:      e.Job.Key(),
+		binds:       binds,
+		network:     e.Settings.DockerNetwork,
+		stopTimeout: e.Settings.StopTimeout,
+	}, func() { _ = d.Close() }, nil
+}
+
+// slotPath is the job's builds dir root on the host.
+func (e *Executor) slotPath() string { return filepath.Join(e.Settings.BuildsRoot, e.slotDir()) }
+
+func envList(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = k + "=" + m[k]
+	}
+	return out
+}
+
+func (e *Executor) exportsPath() string { return filepath.Join(e.Job.StateDir(), "exports.json") }
+
+// saveExports keeps what the action exported for later stages
+// (after_script runs in another hook process).
+func (e *Executor) saveExports(m map[string]string) error {
+	if len(m) == 0 {
+		return nil
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(e.Job.StateDir(), 0o700); err != nil {
+		return err
+	}
+	return os.WriteFile(e.exportsPath(), b, 0o600)
+}
+
+func (e *Executor) loadExports() (map[string]string, error) {
+	b, err := os.ReadFile(e.exportsPath())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read exported values: %w", err)
+	}
+	var m map[string]string
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("read exported values: %w", err)
+	}
+	return m, nil
+}
+
+// Cleanup removes everything the job left on this host (cleanup_exec). It
+// reports problems but never fails the job.
+func (e *Executor) Cleanup(ctx context.Context) {
+	start := time.Now()
+	var problems []string
+	if e.Job.Image() != "" {
+		if n, err := e.removeContainers(ctx); err != nil {
+			problems = append(problems, err.Error())
+		} else if n > 0 {
+			e.Log.Infof("Removed %d leftover job container(s)", n)
+		}
+	}
+	if err := os.RemoveAll(e.Job.StateDir()); err != nil {
+		problems = append(problems, fmt.Sprintf("remove job state %s: %v", e.Job.StateDir(), err))
+	}
+	for _, p := range problems {
+		e.Log.Warnf("cleanup: %s", p)
+	}
+	e.Log.Infof("Cleaned up in %s", time.Since(start).Round(time.Millisecond))
+}
+
+func (e *Executor) removeContainers(ctx context.Context) (int, error) {
+	d, err := NewDocker(e.Settings.DockerHost)
+	if err != nil {
+		return 0, err
+	}
+	defer d.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return d.RemoveJobContainers(ctx, e.Job.Key())
+}
+
+// ExitCode is the hook's exit status for err.
+func (e *Executor) ExitCode(err error) int { return e.Job.ExitCode(err) }
+
+// Report writes err to the trace the way the job log should show it.
+func (e *Executor) Report(err error) {
+	var se *ScriptExit
+	if err == nil || errors.As(err, &se) {
+		return
+	}
+	kind := "system failure"
+	if KindOf(err) == BuildFailure {
+		kind = "job failure"
+	}
+	e.Log.Errorf("stagehand: %s (%s)", strings.TrimSpace(err.Error()), kind)
+}

@@ -1,0 +1,66 @@
+package executor
+
+import (
+	"fmt"
+	"path/filepath"
+	"time"
+)
+
+// Settings are the operator's choices for this runner host, given as flags
+// of `stagehand hook` in config.toml (or STAGEHAND_* variables of the runner
+// process). Jobs cannot change them.
+type Settings struct {
+	// BuildsRoot is where job checkouts live; each project and concurrent
+	// slot gets its own directory below it.
+	BuildsRoot string
+	// CacheRoot is the runner's local cache directory (cache: in jobs).
+	CacheRoot string
+	// DockerHost is the Docker Engine for image: jobs and builds.
+	DockerHost string
+	// DockerNetwork is the network mode of job containers ("" = the
+	// engine's default).
+	DockerNetwork string
+	// PullPolicy decides when a job image is pulled: if-not-present,
+	// always or never.
+	PullPolicy string
+	// StopTimeout is how long the user's script gets after SIGTERM before
+	// it is killed.
+	StopTimeout time.Duration
+}
+
+// Pull policies for job images.
+const (
+	PullIfNotPresent = "if-not-present"
+	PullAlways       = "always"
+	PullNever        = "never"
+)
+
+// DefaultSettings are used where the operator gives nothing.
+func DefaultSettings() Settings {
+	return Settings{
+		BuildsRoot:  "/var/lib/stagehand/builds",
+		CacheRoot:   "/var/lib/stagehand/cache",
+		DockerHost:  "unix:///var/run/docker.sock",
+		PullPolicy:  PullIfNotPresent,
+		StopTimeout: 10 * time.Second,
+	}
+}
+
+// Validate says which setting is wrong and how to fix it.
+func (s *Settings) Validate() error {
+	if !filepath.IsAbs(s.BuildsRoot) {
+		return fmt.Errorf("--builds-root %q must be an absolute path", s.BuildsRoot)
+	}
+	if !filepath.IsAbs(s.CacheRoot) {
+		return fmt.Errorf("--cache-root %q must be an absolute path", s.CacheRoot)
+	}
+	switch s.PullPolicy {
+	case PullIfNotPresent, PullAlways, PullNever:
+	default:
+		return fmt.Errorf("--pull-policy %q: use %s, %s or %s", s.PullPolicy, PullIfNotPresent, PullAlways, PullNever)
+	}
+	if s.StopTimeout <= 0 {
+		return fmt.Errorf("--stop-timeout %s must be positive", s.StopTimeout)
+	}
+	return nil
+}

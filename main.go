@@ -1,0 +1,173 @@
+// Command stagehand is a GitLab Runner custom executor: `stagehand hook ...`
+// are the four hooks gitlab-runner calls; the other commands are for
+// operators.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"gitlab.com/stagehand/stagehand/executor"
+	"gitlab.com/stagehand/stagehand/gitlab"
+)
+
+// version is set at build time (-ldflags "-X main.version=...").
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	root := &cobra.Command{
+		Use:           "stagehand",
+		Short:         "GitLab Runner custom executor: ci-env, distributed stages, per-environment deploys, scheduled cleanup",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version,
+	}
+	code := 0
+	root.AddCommand(hookCommand(&code), ciEnvCommand())
+	root.SetArgs(args)
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "stagehand:", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	return code
+}
+
+// hookCommand holds the four hooks. Their settings come from flags in
+// config.toml's *_args, or from STAGEHAND_* variables of the runner process.
+func hookCommand(code *int) *cobra.Command {
+	s := executor.DefaultSettings()
+	hook := &cobra.Command{
+		Use:   "hook",
+		Short: "The custom executor hooks gitlab-runner calls (config, prepare, run, cleanup)",
+	}
+	f := hook.PersistentFlags()
+	f.StringVar(&s.BuildsRoot, "builds-root", s.BuildsRoot, "directory for job checkouts (per runner, project and concurrent slot)")
+	f.StringVar(&s.CacheRoot, "cache-root", s.CacheRoot, "directory for the runner's local cache")
+	f.StringVar(&s.DockerHost, "docker-host", dockerHostDefault(s.DockerHost), "Docker Engine for image: jobs and builds")
+	f.StringVar(&s.DockerNetwork, "docker-network", s.DockerNetwork, "network mode of job containers (empty: the engine's default)")
+	f.StringVar(&s.PullPolicy, "pull-policy", s.PullPolicy, "when to pull job images: if-not-present, always, never")
+	f.DurationVar(&s.StopTimeout, "stop-timeout", s.StopTimeout, "time a cancelled script gets after SIGTERM before SIGKILL")
+	envDefaults(f)
+
+	// do runs one hook: it loads the job, runs fn, reports and sets the
+	// exit code the runner expects.
+	do := func(fn func(ctx context.Context, e *executor.Executor) error) func(*cobra.Command, []string) error {
+		return func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			e, err := executor.New(s, version, os.Environ(), os.Stdout, os.Stderr)
+			if err != nil {
+				e.Report(executor.SystemError(err))
+				*code = e.ExitCode(executor.SystemError(err))
+				return nil
+			}
+			if err := fn(ctx, e); err != nil {
+				e.Report(err)
+				*code = e.ExitCode(err)
+			}
+			return nil
+		}
+	}
+	hook.AddCommand(
+		&cobra.Command{
+			Use:   "config",
+			Short: "Print the job's executor configuration as JSON (config_exec)",
+			Args:  cobra.NoArgs,
+			RunE:  do(func(ctx context.Context, e *executor.Executor) error { return e.Config(ctx) }),
+		},
+		&cobra.Command{
+			Use:   "prepare",
+			Short: "Check what the job needs and set up its private state (prepare_exec)",
+			Args:  cobra.NoArgs,
+			RunE:  do(func(ctx context.Context, e *executor.Executor) error { return e.Prepare(ctx) }),
+		},
+		&cobra.Command{
+			Use:   "run SCRIPT STAGE",
+			Short: "Run one stage's script, performing the job's action first (run_exec)",
+			Args:  cobra.ExactArgs(2),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return do(func(ctx context.Context, e *executor.Executor) error { return e.Run(ctx, args[0], args[1]) })(cmd, args)
+			},
+		},
+		&cobra.Command{
+			Use:   "cleanup",
+			Short: "Remove the job's containers, secrets and temporary files (cleanup_exec); never fails",
+			Args:  cobra.NoArgs,
+			RunE: do(func(ctx context.Context, e *executor.Executor) error {
+				// A cancelled job still gets its cleanup.
+				ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+				defer cancel()
+				e.Cleanup(ctx)
+				return nil
+			}),
+		},
+	)
+	return hook
+}
+
+// dockerHostDefault prefers the runner process's DOCKER_HOST, as the docker
+// CLI does.
+func dockerHostDefault(def string) string {
+	if h := os.Getenv("DOCKER_HOST"); h != "" {
+		return h
+	}
+	return def
+}
+
+// envDefaults lets STAGEHAND_<FLAG> in the runner process's environment
+// set a flag the command line does not give.
+func envDefaults(f *pflag.FlagSet) {
+	f.VisitAll(func(fl *pflag.Flag) {
+		name := "STAGEHAND_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok && v != "" {
+			if err := fl.Value.Set(v); err != nil {
+				fmt.Fprintf(os.Stderr, "stagehand: ignoring %s=%q: %v\n", name, v, err)
+				return
+			}
+			fl.DefValue = v
+		}
+		fl.Usage += " (env " + name + ")"
+	})
+}
+
+func ciEnvCommand() *cobra.Command {
+	var dockerConfig string
+	cmd := &cobra.Command{
+		Use:   "ci-env",
+		Short: "Print the derived CI environment of the current shell's CI_* variables as export lines",
+		Long: "Reads GitLab's CI_* variables (and STAGEHAND_* overrides) from the environment, " +
+			"as a job sees them, and prints what stagehand derives from them as `export NAME='value'` " +
+			"lines, for `eval \"$(stagehand ci-env)\"`.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			vars := map[string]string{}
+			for _, kv := range os.Environ() {
+				if k, v, ok := strings.Cut(kv, "="); ok {
+					vars[k] = v
+				}
+			}
+			env, err := gitlab.DeriveEnv(gitlab.Input{Vars: vars, DockerConfig: dockerConfig})
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprint(cmd.OutOrStdout(), gitlab.FormatExports(env.Vars()))
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&dockerConfig, "docker-config", os.Getenv("DOCKER_CONFIG"), "DOCKER_CONFIG to export")
+	return cmd
+}
