@@ -1,0 +1,241 @@
+// Package harness runs jobs through the real gitlab-runner and stagehand
+// against the components scripts/harness.sh started (Docker Engine,
+// registry). The e2e tests and `make demo` share it.
+package harness
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"gitlab.com/stagehand/stagehand/e2e/coordinator"
+)
+
+// DefaultEnvFile is where scripts/harness.sh writes what it started.
+const DefaultEnvFile = "/var/lib/stagehand-harness/harness.env"
+
+// Harness knows the real components and a freshly built stagehand.
+type Harness struct {
+	Stagehand    string // stagehand binary built from this checkout
+	GitlabRunner string
+	DockerHost   string
+	Registry     string
+	BaseImage    string
+	Coordinator  *coordinator.Server
+	// Root holds everything jobs leave behind (builds, cache, runner temp
+	// dirs, logs), so that tests can inspect it.
+	Root string
+}
+
+// ErrNotStarted says the harness is not up; outside CI tests skip on it.
+var ErrNotStarted = errors.New("harness not started: run `make harness` (scripts/harness.sh up)")
+
+// Load reads the harness env file, builds stagehand into root and starts a
+// coordinator.
+func Load(root string) (*Harness, error) {
+	path := os.Getenv("STAGEHAND_HARNESS_ENV")
+	if path == "" {
+		path = DefaultEnvFile
+	}
+	env, err := readEnvFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w (%v)", ErrNotStarted, err)
+	}
+	h := &Harness{
+		GitlabRunner: env["STAGEHAND_TEST_GITLAB_RUNNER"],
+		DockerHost:   env["STAGEHAND_TEST_DOCKER_HOST"],
+		Registry:     env["STAGEHAND_TEST_REGISTRY"],
+		BaseImage:    env["STAGEHAND_TEST_BASE_IMAGE"],
+		Root:         root,
+	}
+	for name, v := range map[string]string{"gitlab-runner": h.GitlabRunner, "docker host": h.DockerHost, "registry": h.Registry, "base image": h.BaseImage} {
+		if v == "" {
+			return nil, fmt.Errorf("%w: %s has no %s", ErrNotStarted, path, name)
+		}
+	}
+	if _, err := os.Stat(h.GitlabRunner); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNotStarted, err)
+	}
+	if h.Stagehand, err = BuildStagehand(filepath.Join(root, "bin")); err != nil {
+		return nil, err
+	}
+	if h.Coordinator, err = coordinator.New(); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// Close stops the coordinator.
+func (h *Harness) Close() { h.Coordinator.Close() }
+
+func readEnvFile(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	m := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
+			m[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		}
+	}
+	return m, sc.Err()
+}
+
+// BuildStagehand compiles this checkout's stagehand into dir.
+func BuildStagehand(dir string) (string, error) {
+	_, file, _, _ := runtime.Caller(0)
+	module := filepath.Join(filepath.Dir(file), "..", "..")
+	out := filepath.Join(dir, "stagehand")
+	cmd := exec.Command("go", "build", "-ldflags", "-X main.version=e2e", "-o", out, ".")
+	cmd.Dir = module
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build stagehand: %v\n%s", err, b)
+	}
+	return out, nil
+}
+
+// Runner is one gitlab-runner configuration: a directory with its
+// config.toml, builds, cache and temp dirs.
+type Runner struct {
+	h   *Harness
+	Dir string
+	// Env is added to the runner process's environment (and so to every
+	// hook's), e.g. STAGEHAND_DOCKER_HOST.
+	Env []string
+	// Hooks, when set, replaces stagehand by another custom executor
+	// (benchmarks compare against trivial shell hooks).
+	Hooks *Hooks
+}
+
+// Hooks are the four custom executor programs and their arguments.
+type Hooks struct {
+	Config, Prepare, Run, Cleanup []string
+}
+
+// NewRunner makes a runner directory below the harness root.
+func (h *Harness) NewRunner(name string) (*Runner, error) {
+	dir := filepath.Join(h.Root, "runners", name)
+	for _, d := range []string{"builds", "cache", "tmp", "logs"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	return &Runner{h: h, Dir: dir, Env: []string{"STAGEHAND_DOCKER_HOST=" + h.DockerHost}}, nil
+}
+
+// BuildsDir, CacheDir and TempDir are what jobs of this runner leave behind.
+func (r *Runner) BuildsDir() string { return filepath.Join(r.Dir, "builds") }
+func (r *Runner) CacheDir() string  { return filepath.Join(r.Dir, "cache") }
+func (r *Runner) TempDir() string   { return filepath.Join(r.Dir, "tmp") }
+
+// configTOML is config.toml.example with the coordinator's URL, a token and
+// this runner's paths put in: the tests run the documented configuration.
+func (r *Runner) configTOML() (string, error) {
+	_, file, _, _ := runtime.Caller(0)
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "config.toml.example"))
+	if err != nil {
+		return "", err
+	}
+	s := string(b)
+	s = strings.Replace(s, `url = "https://gitlab.example.com/"`, fmt.Sprintf("url = %q", r.h.Coordinator.URL()), 1)
+	s = strings.Replace(s, `token = "glrt-REPLACE-ME"`, `token = "glrt-e2e-runner"`, 1)
+	s = strings.ReplaceAll(s, "/usr/local/bin/stagehand", r.h.Stagehand)
+	s = strings.ReplaceAll(s, "/var/lib/stagehand/builds", r.BuildsDir())
+	s = strings.ReplaceAll(s, "/var/lib/stagehand/cache", r.CacheDir())
+	if r.Hooks != nil {
+		s = replaceHooks(s, r.Hooks)
+	}
+	return s, nil
+}
+
+func replaceHooks(s string, h *Hooks) string {
+	lines := strings.Split(s, "\n")
+	set := map[string][]string{"config": h.Config, "prepare": h.Prepare, "run": h.Run, "cleanup": h.Cleanup}
+	for i, l := range lines {
+		t := strings.TrimSpace(l)
+		for name, argv := range set {
+			switch {
+			case strings.HasPrefix(t, name+"_exec "):
+				lines[i] = fmt.Sprintf("    %s_exec = %q", name, argv[0])
+			case strings.HasPrefix(t, name+"_args "):
+				q := make([]string, len(argv)-1)
+				for j, a := range argv[1:] {
+					q[j] = fmt.Sprintf("%q", a)
+				}
+				lines[i] = fmt.Sprintf("    %s_args = [%s]", name, strings.Join(q, ", "))
+			}
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// JobRun is one job's outcome and what the runner printed.
+type JobRun struct {
+	ID        int64
+	Token     string
+	Result    coordinator.Result
+	RunnerLog string
+	Duration  time.Duration
+}
+
+// Run hands job to the coordinator and runs `gitlab-runner run-single` for
+// it. onStart, when not nil, is called while the job runs (e.g. to cancel
+// it).
+func (r *Runner) Run(ctx context.Context, job coordinator.Job, onStart func(id int64)) (*JobRun, error) {
+	cfg, err := r.configTOML()
+	if err != nil {
+		return nil, err
+	}
+	cfgPath := filepath.Join(r.Dir, "config.toml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	id, token := r.h.Coordinator.Enqueue(job)
+	logPath := filepath.Join(r.Dir, "logs", fmt.Sprintf("runner-job-%d.log", id))
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close()
+
+	cmd := exec.CommandContext(ctx, r.h.GitlabRunner, "run-single", "-c", cfgPath, "-r", "stagehand",
+		"--wait-timeout", "30", "--max-builds", "1")
+	cmd.Dir = r.Dir
+	cmd.Env = append(append(os.Environ(), "TMPDIR="+r.TempDir()), r.Env...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start gitlab-runner: %w", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	if onStart != nil {
+		go onStart(id)
+	}
+	res, werr := r.h.Coordinator.Wait(ctx, id)
+	select {
+	case err = <-exited:
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		err = errors.New("gitlab-runner did not exit after the job")
+	}
+	log, _ := os.ReadFile(logPath)
+	run := &JobRun{ID: id, Token: token, Result: res, RunnerLog: string(log), Duration: time.Since(start)}
+	if werr != nil {
+		return run, fmt.Errorf("job %d: %w (runner log %s)", id, werr, logPath)
+	}
+	if err != nil {
+		return run, fmt.Errorf("gitlab-runner: %w (log %s)", err, logPath)
+	}
+	return run, nil
+}

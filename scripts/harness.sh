@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# The real components stagehand's tests and demo run against, on this host:
+# Docker Engine(s) with their own data roots and sockets, a registry on
+# loopback with a locally made base image, and the real gitlab-runner built
+# from Go modules. Idempotent: what already runs is left alone.
+#
+#   scripts/harness.sh up      install what is missing, start what is down
+#   scripts/harness.sh down    stop what `up` started
+#   scripts/harness.sh env     print the env file tests read
+#
+# Settings (environment): STAGEHAND_HARNESS_HOME (/var/lib/stagehand-harness),
+# STAGEHAND_CACHE ($HOME/.cache/stagehand: built binaries, reused),
+# STAGEHAND_ENGINES ("h1": one Docker Engine per name), STAGEHAND_REGISTRY_PORT (5000).
+set -euo pipefail
+
+SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$SCRIPTS")
+HOME_DIR=${STAGEHAND_HARNESS_HOME:-/var/lib/stagehand-harness}
+RUN=$HOME_DIR/run
+CACHE=${STAGEHAND_CACHE:-$HOME/.cache/stagehand}
+ENGINES=${STAGEHAND_ENGINES:-h1}
+REGISTRY_PORT=${STAGEHAND_REGISTRY_PORT:-5000}
+REGISTRY=127.0.0.1:$REGISTRY_PORT
+BASE_IMAGE=$REGISTRY/stagehand/busybox:latest
+ENV_FILE=$HOME_DIR/harness.env
+# Where the recipes live: ../shared next to the checkout (CI and developers).
+SHARED=${STAGEHAND_SHARED:-$(cd "$REPO/.." && pwd)/shared}
+
+log() { printf '\033[36;1mharness:\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[31;1mharness: %s\033[0m\n' "$*" >&2; exit 1; }
+
+need_root() { [ "$(id -u)" = 0 ] || die "must run as root (it installs packages and starts dockerd)"; }
+
+install_packages() {
+	local missing=()
+	command -v dockerd >/dev/null || missing+=(docker.io)
+	command -v docker-registry >/dev/null || missing+=(docker-registry)
+	[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx sh && file_static /bin/busybox || missing+=(busybox-static)
+	command -v git >/dev/null || missing+=(git)
+	command -v curl >/dev/null || missing+=(curl)
+	command -v ss >/dev/null || missing+=(iproute2)
+	command -v openssl >/dev/null || missing+=(openssl)
+	[ ${#missing[@]} -eq 0 ] && return
+	log "installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq >/dev/null
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# busybox-static is what makes a base image without internet; the dynamic
+# busybox package would not run inside an empty rootfs.
+file_static() { ! ldd "$1" >/dev/null 2>&1; }
+
+engine_sock() { echo "$RUN/$1/docker.sock"; }
+
+start_engine() {
+	local name=$1 dir=$RUN/$1 sock
+	sock=$(engine_sock "$name")
+	if DOCKER_HOST=unix://$sock docker version >/dev/null 2>&1; then
+		log "docker engine $name: running ($sock)"
+		return
+	fi
+	mkdir -p "$dir" "$HOME_DIR/$name/docker"
+	if [ -f "$dir/dockerd.pid" ]; then kill "$(cat "$dir/dockerd.pid")" 2>/dev/null || true; sleep 1; fi
+	rm -f "$sock" "$dir/dockerd.pid"
+	log "docker engine $name: starting"
+	# No bridge and no iptables: engines share the host network namespace and
+	# must not fight over docker0; job containers use host or none networking.
+	setsid dockerd \
+		--data-root "$HOME_DIR/$name/docker" \
+		--exec-root "$dir/exec" \
+		--pidfile "$dir/dockerd.pid" \
+		--host "unix://$sock" \
+		--bridge none --iptables=false --ip6tables=false \
+		--containerd-namespace "stagehand-$name" \
+		--containerd-plugins-namespace "stagehand-$name-plugins" \
+		>"$dir/dockerd.log" 2>&1 </dev/null &
+	for _ in $(seq 1 150); do
+		DOCKER_HOST=unix://$sock docker version >/dev/null 2>&1 && { log "docker engine $name: up"; return; }
+		sleep 0.2
+	done
+	tail -20 "$dir/dockerd.log" >&2
+	die "docker engine $name did not start (log: $dir/dockerd.log)"
+}
+
+start_registry() {
+	if curl -fsS "http://$REGISTRY/v2/" >/dev/null 2>&1; then
+		log "registry: running ($REGISTRY)"
+		return
+	fi
+	mkdir -p "$RUN/registry" "$HOME_DIR/registry"
+	cat >"$RUN/registry/config.yml" <<EOC
+version: 0.1
+log:
+  level: info
+  accesslog:
+    disabled: false
+storage:
+  filesystem:
+    rootdirectory: $HOME_DIR/registry
+  delete:
+    enabled: true
+  cache:
+    blobdescriptor: inmemory
+http:
+  addr: $REGISTRY
+EOC
+	log "registry: starting on $REGISTRY"
+	setsid docker-registry serve "$RUN/registry/config.yml" >"$RUN/registry/registry.log" 2>&1 </dev/null &
+	echo $! >"$RUN/registry/registry.pid"
+	for _ in $(seq 1 100); do
+		curl -fsS "http://$REGISTRY/v2/" >/dev/null 2>&1 && { log "registry: up"; return; }
+		sleep 0.1
+	done
+	tail -20 "$RUN/registry/registry.log" >&2
+	die "registry did not start (log: $RUN/registry/registry.log)"
+}
+
+# make_base_image builds a tiny image from busybox-static (no internet here)
+# with a marker file only this image has, and pushes it to the registry.
+make_base_image() {
+	local sock
+	sock=$(engine_sock "${ENGINES%% *}")
+	if curl -fsS -o /dev/null -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+		"http://$REGISTRY/v2/stagehand/busybox/manifests/latest" 2>/dev/null; then
+		log "base image: $BASE_IMAGE present"
+	else
+		log "base image: building $BASE_IMAGE from busybox-static"
+		local root
+		root=$(mktemp -d)
+		mkdir -p "$root/bin" "$root/etc" "$root/tmp" "$root/root"
+		chmod 1777 "$root/tmp"
+		cp /bin/busybox "$root/bin/busybox"
+		for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$root/bin/$a"; done
+		echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
+		echo 'root:x:0:' >"$root/etc/group"
+		echo 'stagehand base image (busybox-static)' >"$root/etc/stagehand-base-image"
+		tar -C "$root" -c . | DOCKER_HOST=unix://$sock docker import -c 'ENV PATH=/bin' -c 'CMD ["sh"]' - "$BASE_IMAGE" >/dev/null
+		rm -rf "$root"
+		DOCKER_HOST=unix://$sock docker push -q "$BASE_IMAGE" >/dev/null
+	fi
+	# Every engine gets it locally too, as a pre-pulled base.
+	for name in $ENGINES; do
+		DOCKER_HOST=unix://$(engine_sock "$name") docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 ||
+			DOCKER_HOST=unix://$(engine_sock "$name") docker pull -q "$BASE_IMAGE" >/dev/null
+	done
+}
+
+build_gitlab_runner() {
+	local recipe=$SHARED/recipes/gitlab-runner/build.sh
+	[ -x "$recipe" ] || die "gitlab-runner recipe not found at $recipe (set STAGEHAND_SHARED to the shared/ directory)"
+	mkdir -p "$CACHE/bin"
+	RUNNERBUILD_CACHE=$CACHE/runnerbuild "$recipe" "$CACHE/bin" >"$CACHE/gitlab-runner-build.log" 2>&1 ||
+		{ tail -30 "$CACHE/gitlab-runner-build.log" >&2; die "building gitlab-runner failed (log: $CACHE/gitlab-runner-build.log)"; }
+	log "gitlab-runner: $("$CACHE/bin/gitlab-runner" --version 2>/dev/null | head -1)"
+}
+
+write_env() {
+	local engines_env="" first=""
+	for name in $ENGINES; do
+		[ -n "$first" ] || first=$name
+		engines_env="$engines_env $name=unix://$(engine_sock "$name")"
+	done
+	cat >"$ENV_FILE" <<EOE
+STAGEHAND_TEST_DOCKER_HOST=unix://$(engine_sock "$first")
+STAGEHAND_TEST_DOCKER_ENGINES=${engines_env# }
+STAGEHAND_TEST_REGISTRY=$REGISTRY
+STAGEHAND_TEST_REGISTRY_LOG=$RUN/registry/registry.log
+STAGEHAND_TEST_BASE_IMAGE=$BASE_IMAGE
+STAGEHAND_TEST_GITLAB_RUNNER=$CACHE/bin/gitlab-runner
+EOE
+	log "env: $ENV_FILE"
+}
+
+up() {
+	need_root
+	install_packages
+	mkdir -p "$HOME_DIR" "$RUN"
+	for name in $ENGINES; do start_engine "$name"; done
+	start_registry
+	make_base_image
+	build_gitlab_runner
+	write_env
+}
+
+down() {
+	for pidfile in "$RUN"/*/dockerd.pid "$RUN"/registry/registry.pid; do
+		[ -f "$pidfile" ] || continue
+		local pid
+		pid=$(cat "$pidfile")
+		kill "$pid" 2>/dev/null || true
+		for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+		kill -9 "$pid" 2>/dev/null || true
+		rm -f "$pidfile"
+	done
+	log "stopped"
+}
+
+case "${1:-up}" in
+up) up ;;
+down) down ;;
+env) cat "$ENV_FILE" ;;
+*) die "usage: $0 up|down|env" ;;
+esac
