@@ -1,0 +1,88 @@
+// Command demo runs a sample pipeline through the real gitlab-runner and
+// stagehand against the harness (scripts/harness.sh up) and prints the job
+// traces. It exits non-zero when a job does not end as expected.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"gitlab.com/stagehand/stagehand/e2e/coordinator"
+	"gitlab.com/stagehand/stagehand/e2e/gitserver"
+	"gitlab.com/stagehand/stagehand/e2e/harness"
+)
+
+func main() {
+	if err := demo(); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}
+
+func demo() error {
+	root, err := os.MkdirTemp("", "stagehand-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(root)
+	h, err := harness.Load(root)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	gs, err := gitserver.New(root + "/git")
+	if err != nil {
+		return err
+	}
+	defer gs.Close()
+	repo, err := gs.CreateRepo("stagehand/sample", map[string]string{
+		"README.md":      "# sample\nA project built by stagehand's demo pipeline.\n",
+		"scripts/hi.sh":  "echo \"hi from $CI_PROJECT_NAME at $CI_COMMIT_SHORT_SHA\"\n",
+		".gitlab-ci.yml": "# jobs are plain scripts; stagehand does the rest\n",
+	})
+	if err != nil {
+		return err
+	}
+	runner, err := h.NewRunner("demo")
+	if err != nil {
+		return err
+	}
+
+	pipeline := []coordinator.Job{
+		{
+			Name: "unit", Stage: "test", Repo: &repo, Registry: h.Registry,
+			Script: []string{"sh scripts/hi.sh", "env | grep '^STAGEHAND_' | sort"},
+		},
+		{
+			Name: "test-in-image", Stage: "test", Repo: &repo, Registry: h.Registry, Image: h.BaseImage,
+			Script: []string{"cat /etc/stagehand-base-image", "sh scripts/hi.sh", "ls"},
+		},
+		{
+			Name: "review", Stage: "review", Repo: &repo, Registry: h.Registry,
+			Environment: &coordinator.Environment{Name: "review/demo", URL: "https://demo.review.example.com"},
+			Variables:   []coordinator.Variable{{Key: "STAGEHAND_ACTION", Value: "none"}},
+			Script:      []string{`echo "would deploy release $STAGEHAND_RELEASE into namespace $STAGEHAND_NAMESPACE"`},
+		},
+	}
+	failed := 0
+	for _, job := range pipeline {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		run, err := runner.Run(ctx, job, nil)
+		cancel()
+		if err != nil {
+			return err
+		}
+		fmt.Printf("\n===== job %d %q (%s): %s in %s =====\n", run.ID, job.Name, job.Stage, run.Result.State, run.Duration.Round(time.Millisecond))
+		fmt.Print(harness.Readable(run.Result.Trace))
+		if run.Result.State != "success" {
+			failed++
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d job(s) failed", failed)
+	}
+	fmt.Printf("\n===== pipeline passed: %d jobs =====\n", len(pipeline))
+	return nil
+}
