@@ -1,0 +1,41 @@
+# stagehand: the two commands of the README, and the rest.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/stagehand
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+
+.PHONY: all build test unit demo bench harness harness-down vet clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) .
+
+# Starts (installing what is missing) the real components, then runs every
+# test against them.
+test: harness vet
+	$(GO) test -count=1 -timeout 30m ./...
+
+# Tests that need nothing but Go.
+unit:
+	$(GO) test -count=1 ./executor/ ./gitlab/
+
+vet:
+	$(GO) vet ./...
+
+# The main job end to end: the real gitlab-runner runs a sample pipeline
+# through stagehand against the local Docker Engine and registry.
+demo: harness
+	$(GO) run ./e2e/cmd/demo
+
+bench: harness
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./e2e/
+
+harness:
+	scripts/harness.sh up
+
+harness-down:
+	scripts/harness.sh down
+
+clean:
+	rm -rf bin
