@@ -23,8 +23,15 @@ REGISTRY_PORT=${STAGEHAND_REGISTRY_PORT:-5000}
 REGISTRY=127.0.0.1:$REGISTRY_PORT
 BASE_IMAGE=$REGISTRY/stagehand/busybox:latest
 ENV_FILE=$HOME_DIR/harness.env
-# Where the recipes live: ../shared next to the checkout (CI and developers).
-SHARED=${STAGEHAND_SHARED:-$(cd "$REPO/.." && pwd)/shared}
+# Where the recipes live: $STAGEHAND_SHARED, else ../shared next to the
+# checkout, else this workplace's /work/shared (for clones made elsewhere).
+SHARED=${STAGEHAND_SHARED:-}
+if [ -z "$SHARED" ]; then
+	for candidate in "$(cd "$REPO/.." && pwd)/shared" /work/shared; do
+		if [ -d "$candidate/recipes" ]; then SHARED=$candidate; break; fi
+	done
+	SHARED=${SHARED:-$(cd "$REPO/.." && pwd)/shared}
+fi
 
 log() { printf '\033[36;1mharness:\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[31;1mharness: %s\033[0m\n' "$*" >&2; exit 1; }
