@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"gitlab.com/stagehand/stagehand/executor"
+	"gitlab.com/stagehand/stagehand/fault"
 	"gitlab.com/stagehand/stagehand/gitlab"
 )
 
@@ -58,6 +59,7 @@ func hookCommand(code *int) *cobra.Command {
 	f.StringVar(&s.BuildsRoot, "builds-root", s.BuildsRoot, "directory for job checkouts (per runner, project and concurrent slot)")
 	f.StringVar(&s.CacheRoot, "cache-root", s.CacheRoot, "directory for the runner's local cache")
 	f.StringVar(&s.DockerHost, "docker-host", dockerHostDefault(s.DockerHost), "Docker Engine for image: jobs and builds")
+	f.StringVar(&s.Worker, "worker", s.Worker, "the stagehand-worker program (default: next to stagehand)")
 	f.StringVar(&s.DockerNetwork, "docker-network", s.DockerNetwork, "network mode of job containers (empty: the engine's default)")
 	f.StringVar(&s.PullPolicy, "pull-policy", s.PullPolicy, "when to pull job images: if-not-present, always, never")
 	f.DurationVar(&s.StopTimeout, "stop-timeout", s.StopTimeout, "time a cancelled script gets after SIGTERM before SIGKILL")
@@ -71,8 +73,8 @@ func hookCommand(code *int) *cobra.Command {
 			defer stop()
 			e, err := executor.New(s, version, os.Environ(), os.Stdout, os.Stderr)
 			if err != nil {
-				e.Report(executor.SystemError(err))
-				*code = e.ExitCode(executor.SystemError(err))
+				e.Report(fault.System(err))
+				*code = e.ExitCode(fault.System(err))
 				return nil
 			}
 			if err := fn(ctx, e); err != nil {

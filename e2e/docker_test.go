@@ -4,12 +4,14 @@ import (
 	"context"
 
 	"github.com/moby/moby/client"
+
+	"gitlab.com/stagehand/stagehand/worker/docker"
 )
 
 func newDockerClient() (*client.Client, error) { return client.New(client.WithHost(h.DockerHost)) }
 
 func jobContainers(ctx context.Context, d *client.Client) ([]string, error) {
-	list, err := d.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("label", "io.stagehand.job")})
+	list, err := d.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("label", docker.LabelJob)})
 	if err != nil {
 		return nil, err
 	}

@@ -15,8 +15,14 @@ import (
 	"github.com/sirupsen/logrus"
 	"gitlab.com/gitlab-org/gitlab-runner/executors/custom/api"
 
+	"gitlab.com/stagehand/stagehand/dockercfg"
+	"gitlab.com/stagehand/stagehand/fault"
 	"gitlab.com/stagehand/stagehand/gitlab"
+	"gitlab.com/stagehand/stagehand/worker"
 )
+
+// registryUser is the user GitLab's registry accepts with CI_JOB_TOKEN.
+const registryUser = "gitlab-ci-token"
 
 // DriverName is how the runner's trace names this executor.
 const DriverName = "stagehand"
@@ -60,7 +66,7 @@ func (e *Executor) Register(kind ActionKind, a Action) { e.Actions[kind] = a }
 func (e *Executor) derive() (gitlab.Env, error) {
 	env, err := gitlab.DeriveEnv(gitlab.Input{Vars: e.Job.Vars, DockerConfig: e.Job.DockerConfigDir()})
 	if err != nil {
-		return env, JobErrorf("deriving the CI environment: %w", err)
+		return env, fault.Jobf("deriving the CI environment: %w", err)
 	}
 	return env, nil
 }
@@ -130,8 +136,11 @@ func (e *Executor) Prepare(ctx context.Context) error {
 	if err := os.MkdirAll(e.Job.StateDir(), 0o700); err != nil {
 		return fmt.Errorf("create job state dir: %w", err)
 	}
-	reg, err := writeDockerConfig(e.Job.DockerConfigDir(), e.Job.Vars)
-	if err != nil {
+	reg, token := e.Job.Vars["CI_REGISTRY"], e.Job.Vars["CI_JOB_TOKEN"]
+	if token == "" {
+		reg = ""
+	}
+	if err := dockercfg.Write(e.Job.DockerConfigDir(), reg, registryUser, token); err != nil {
 		return err
 	}
 	if reg != "" {
@@ -154,26 +163,32 @@ func (e *Executor) Prepare(ctx context.Context) error {
 }
 
 func (e *Executor) prepareImage(ctx context.Context, img string) error {
-	d, err := NewDocker(e.Settings.DockerHost)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Ping(ctx); err != nil {
-		return err
-	}
-	return d.EnsureImage(ctx, img, e.Settings.PullPolicy, e.Job.DockerConfigDir(), e.Trace)
+	_, err := e.worker().Call(ctx, worker.Request{
+		Op:           worker.OpEnsureImage,
+		DockerHost:   e.Settings.DockerHost,
+		Image:        img,
+		PullPolicy:   e.Settings.PullPolicy,
+		DockerConfig: e.Job.DockerConfigDir(),
+	})
+	return err
+}
+
+// worker is the client of stagehand-worker, which does the Docker work.
+func (e *Executor) worker() worker.Client {
+	// The worker stops a container within StopTimeout; it gets more to
+	// remove it and answer.
+	return worker.Client{Path: e.Settings.Worker, Trace: e.Trace, StopGrace: e.Settings.StopTimeout + 30*time.Second}
 }
 
 // action resolves the job's action to its implementation.
 func (e *Executor) action() (ActionKind, Action, error) {
 	kind, err := ChooseAction(e.Job.Vars)
 	if err != nil {
-		return "", nil, JobError(err)
+		return "", nil, fault.Job(err)
 	}
 	a, ok := e.Actions[kind]
 	if !ok {
-		return kind, nil, JobErrorf("this job's action is %q, which this stagehand version does not provide; set %s=none on the job to only run its script", kind, VarAction)
+		return kind, nil, fault.Jobf("this job's action is %q, which this stagehand version does not provide; set %s=none on the job to only run its script", kind, VarAction)
 	}
 	return kind, a, nil
 }
@@ -211,16 +226,11 @@ func (e *Executor) Run(ctx context.Context, scriptPath, stage string) error {
 		vars[k] = v
 	}
 
-	runner, closeRunner, err := e.scriptRunner(stage)
-	if err != nil {
-		return err
-	}
-	defer closeRunner()
-	code, err := runner.Run(ctx, Script{Path: scriptPath, Stage: stage, Env: envList(vars), Stdout: e.Trace, Stderr: e.Trace})
+	code, err := e.scriptRunner(stage).Run(ctx, Script{Path: scriptPath, Stage: stage, Env: envList(vars), Stdout: e.Trace, Stderr: e.Trace})
 	if err != nil {
 		if ctx.Err() != nil {
 			e.Log.Warnf("Job stopped during %s: %v", stage, err)
-			return JobError(err)
+			return fault.Job(err)
 		}
 		return err
 	}
@@ -251,28 +261,25 @@ func (e *Executor) perform(ctx context.Context, vars map[string]string) (map[str
 }
 
 // scriptRunner picks where a stage runs: user stages of image jobs in a
-// container, everything else on the host.
-func (e *Executor) scriptRunner(stage string) (ScriptRunner, func(), error) {
+// container (through the worker), everything else on the host.
+func (e *Executor) scriptRunner(stage string) ScriptRunner {
 	img := e.Job.Image()
 	if img == "" || !userStage(stage) {
-		return hostShell{baseEnv: e.Job.HostEnv, stopTimeout: e.Settings.StopTimeout}, func() {}, nil
-	}
-	d, err := NewDocker(e.Settings.DockerHost)
-	if err != nil {
-		return nil, nil, err
+		return hostShell{baseEnv: e.Job.HostEnv, stopTimeout: e.Settings.StopTimeout}
 	}
 	binds := []string{e.slotPath() + ":" + e.slotPath()}
 	if _, err := os.Stat(e.Job.DockerConfigDir()); err == nil {
 		binds = append(binds, e.Job.DockerConfigDir()+":"+e.Job.DockerConfigDir()+":ro")
 	}
-	return containerShellRunner{
-		docker:      d,
+	return containerShell{
+		worker:      e.worker(),
+		dockerHost:  e.Settings.DockerHost,
 		image:       img,
 		jobKey:      e.Job.Key(),
 		binds:       binds,
 		network:     e.Settings.DockerNetwork,
 		stopTimeout: e.Settings.StopTimeout,
-	}, func() { _ = d.Close() }, nil
+	}
 }
 
 // slotPath is the job's builds dir root on the host.
@@ -346,14 +353,12 @@ func (e *Executor) Cleanup(ctx context.Context) {
 }
 
 func (e *Executor) removeContainers(ctx context.Context) (int, error) {
-	d, err := NewDocker(e.Settings.DockerHost)
-	if err != nil {
-		return 0, err
-	}
-	defer d.Close()
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	return d.RemoveJobContainers(ctx, e.Job.Key())
+	resp, err := e.worker().Call(ctx, worker.Request{
+		Op:         worker.OpRemoveJobContainers,
+		DockerHost: e.Settings.DockerHost,
+		JobKey:     e.Job.Key(),
+	})
+	return resp.Removed, err
 }
 
 // ExitCode is the hook's exit status for err.
@@ -365,9 +370,5 @@ func (e *Executor) Report(err error) {
 	if err == nil || errors.As(err, &se) {
 		return
 	}
-	kind := "system failure"
-	if KindOf(err) == BuildFailure {
-		kind = "job failure"
-	}
-	e.Log.Errorf("stagehand: %s (%s)", strings.TrimSpace(err.Error()), kind)
+	e.Log.Errorf("stagehand: %s (%s)", strings.TrimSpace(err.Error()), fault.KindOf(err))
 }

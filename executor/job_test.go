@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"gitlab.com/stagehand/stagehand/fault"
 )
 
 func TestLoadJobDecodesCustomEnv(t *testing.T) {
@@ -72,9 +74,9 @@ func TestExitCode(t *testing.T) {
 		{nil, 0},
 		{&ScriptExit{Code: 3}, 1},
 		{fmt.Errorf("wrapped: %w", &ScriptExit{Code: 3}), 1},
-		{JobErrorf("bad variable"), 1},
-		{fmt.Errorf("context: %w", JobErrorf("bad")), 1},
-		{SystemError(errors.New("engine down")), 2},
+		{fault.Jobf("bad variable"), 1},
+		{fmt.Errorf("context: %w", fault.Jobf("bad")), 1},
+		{fault.System(errors.New("engine down")), 2},
 		{errors.New("unmarked"), 2},
 	}
 	for _, tt := range tests {
@@ -112,20 +114,6 @@ func TestStages(t *testing.T) {
 	} {
 		if userStage(stage) != want[0] || scriptStage(stage) != want[1] {
 			t.Errorf("%s: user %v script %v, want %v", stage, userStage(stage), scriptStage(stage), want)
-		}
-	}
-}
-
-func TestRegistryHost(t *testing.T) {
-	for ref, want := range map[string]string{
-		"alpine":                              "docker.io",
-		"library/alpine:3":                    "docker.io",
-		"127.0.0.1:5000/stagehand/x:1":        "127.0.0.1:5000",
-		"registry.example.com/g/p@sha256:abc": "registry.example.com",
-		"localhost/x":                         "localhost",
-	} {
-		if got := registryHost(ref); got != want {
-			t.Errorf("registryHost(%q) = %q, want %q", ref, got, want)
 		}
 	}
 }

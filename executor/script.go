@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"gitlab.com/stagehand/stagehand/worker"
 )
 
 // Script is one runner-generated script to run for one runner stage.
@@ -94,4 +96,38 @@ func exitStatus(err error) (int, error) {
 		return ee.ExitCode(), nil
 	}
 	return -1, err
+}
+
+// containerShell runs scripts in job containers: the worker creates one
+// container of the job image per stage, streams its output to the trace
+// and removes it.
+type containerShell struct {
+	worker      worker.Client
+	dockerHost  string
+	image       string
+	jobKey      string
+	binds       []string
+	network     string
+	stopTimeout time.Duration
+}
+
+func (c containerShell) Run(ctx context.Context, s Script) (int, error) {
+	resp, err := c.worker.Call(ctx, worker.Request{
+		Op:         worker.OpRunScript,
+		DockerHost: c.dockerHost,
+		Image:      c.image,
+		JobKey:     c.jobKey,
+		Script: &worker.Script{
+			Path:        s.Path,
+			Stage:       s.Stage,
+			Env:         s.Env,
+			Binds:       c.binds,
+			Network:     c.network,
+			StopTimeout: c.stopTimeout,
+		},
+	})
+	if err != nil {
+		return -1, err
+	}
+	return resp.ExitCode, nil
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"time"
+
+	"gitlab.com/stagehand/stagehand/worker"
 )
 
 // Settings are the operator's choices for this runner host, given as flags
@@ -23,6 +25,8 @@ type Settings struct {
 	// PullPolicy decides when a job image is pulled: if-not-present,
 	// always or never.
 	PullPolicy string
+	// Worker is the stagehand-worker program, which does the Docker work.
+	Worker string
 	// StopTimeout is how long the user's script gets after SIGTERM before
 	// it is killed.
 	StopTimeout time.Duration
@@ -30,9 +34,9 @@ type Settings struct {
 
 // Pull policies for job images.
 const (
-	PullIfNotPresent = "if-not-present"
-	PullAlways       = "always"
-	PullNever        = "never"
+	PullIfNotPresent = worker.PullIfNotPresent
+	PullAlways       = worker.PullAlways
+	PullNever        = worker.PullNever
 )
 
 // DefaultSettings are used where the operator gives nothing.
@@ -42,6 +46,7 @@ func DefaultSettings() Settings {
 		CacheRoot:   "/var/lib/stagehand/cache",
 		DockerHost:  "unix:///var/run/docker.sock",
 		PullPolicy:  PullIfNotPresent,
+		Worker:      worker.DefaultPath(),
 		StopTimeout: 10 * time.Second,
 	}
 }

@@ -6,6 +6,7 @@ package harness
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -91,13 +92,17 @@ func readEnvFile(path string) (map[string]string, error) {
 	return m, sc.Err()
 }
 
-// BuildStagehand compiles this checkout's stagehand into dir.
+// BuildStagehand compiles this checkout's stagehand and stagehand-worker
+// into dir and returns stagehand's path.
 func BuildStagehand(dir string) (string, error) {
 	_, file, _, _ := runtime.Caller(0)
 	module := filepath.Join(filepath.Dir(file), "..", "..")
 	out := filepath.Join(dir, "stagehand")
-	cmd := exec.Command("go", "build", "-ldflags", "-X main.version=e2e", "-o", out, ".")
+	cmd := exec.Command("go", "build", "-ldflags", "-X main.version=e2e", "-o", dir+string(filepath.Separator), ".", "./cmd/stagehand-worker")
 	cmd.Dir = module
+	// As `make build` does: static binaries, which start faster (no
+	// dynamic loader) and run on any runner host.
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build stagehand: %v\n%s", err, b)
 	}
@@ -156,6 +161,53 @@ func (r *Runner) configTOML() (string, error) {
 		s = replaceHooks(s, r.Hooks)
 	}
 	return s, nil
+}
+
+// DefaultHooks reads the four hooks (exec and args) of config.toml.example,
+// as this runner would run them.
+func (r *Runner) DefaultHooks() (*Hooks, error) {
+	saved := r.Hooks
+	r.Hooks = nil
+	cfg, err := r.configTOML()
+	r.Hooks = saved
+	if err != nil {
+		return nil, err
+	}
+	hooks := &Hooks{}
+	slots := map[string]*[]string{"config": &hooks.Config, "prepare": &hooks.Prepare, "run": &hooks.Run, "cleanup": &hooks.Cleanup}
+	args := map[string][]string{}
+	for _, line := range strings.Split(cfg, "\n") {
+		key, value, ok := strings.Cut(strings.TrimSpace(line), " = ")
+		if !ok {
+			continue
+		}
+		name, kind, ok := strings.Cut(key, "_")
+		slot, known := slots[name]
+		if !ok || !known {
+			continue
+		}
+		switch kind {
+		case "exec":
+			var exe string
+			if err := json.Unmarshal([]byte(value), &exe); err != nil {
+				return nil, fmt.Errorf("config.toml.example: %s: %w", key, err)
+			}
+			*slot = append([]string{exe}, *slot...)
+		case "args":
+			var a []string
+			if err := json.Unmarshal([]byte(value), &a); err != nil {
+				return nil, fmt.Errorf("config.toml.example: %s: %w", key, err)
+			}
+			args[name] = a
+		}
+	}
+	for name, slot := range slots {
+		if len(*slot) != 1 {
+			return nil, fmt.Errorf("config.toml.example: no %s_exec", name)
+		}
+		*slot = append(*slot, args[name]...)
+	}
+	return hooks, nil
 }
 
 func replaceHooks(s string, h *Hooks) string {

@@ -1,14 +1,13 @@
-package executor
+// Package docker is stagehand's use of the Docker Engine for job images:
+// pulling them and running the user's stages in job containers. Only the
+// stagehand-worker program links it (see package worker for why).
+package docker
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -18,11 +17,15 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/registry"
 	"github.com/moby/moby/client"
+
+	"gitlab.com/stagehand/stagehand/dockercfg"
+	"gitlab.com/stagehand/stagehand/fault"
+	"gitlab.com/stagehand/stagehand/worker"
 )
 
 // Labels on job containers, so that cleanup finds them even after a crash.
 const (
-	labelJob   = "io.stagehand.job"
+	LabelJob   = "io.stagehand.job"
 	labelStage = "io.stagehand.stage"
 )
 
@@ -61,7 +64,7 @@ func (d *Docker) Ping(ctx context.Context) error {
 // EnsureImage makes the job image available per the pull policy. An image
 // that does not exist is the job's fault; an unreachable registry is not.
 func (d *Docker) EnsureImage(ctx context.Context, ref, policy, dockerConfigDir string, log io.Writer) error {
-	if policy != PullAlways {
+	if policy != worker.PullAlways {
 		_, err := d.cli.ImageInspect(ctx, ref)
 		if err == nil {
 			fmt.Fprintf(log, "Using image %s (present on this host)\n", ref)
@@ -70,8 +73,8 @@ func (d *Docker) EnsureImage(ctx context.Context, ref, policy, dockerConfigDir s
 		if !errdefs.IsNotFound(err) {
 			return fmt.Errorf("inspect image %s: %w", ref, err)
 		}
-		if policy == PullNever {
-			return JobErrorf("image %s is not on this runner host and the pull policy is %q: pre-load it or change --pull-policy", ref, PullNever)
+		if policy == worker.PullNever {
+			return fault.Jobf("image %s is not on this runner host and the pull policy is %q: pre-load it or change --pull-policy", ref, worker.PullNever)
 		}
 	}
 	fmt.Fprintf(log, "Pulling image %s ...\n", ref)
@@ -87,7 +90,7 @@ func (d *Docker) EnsureImage(ctx context.Context, ref, policy, dockerConfigDir s
 	}
 	if err != nil {
 		if errdefs.IsNotFound(err) || strings.Contains(err.Error(), "manifest unknown") || strings.Contains(err.Error(), "not found") {
-			return JobErrorf("pull image %s: %w (check the image name in `image:`)", ref, err)
+			return fault.Jobf("pull image %s: %w (check the image name in `image:`)", ref, err)
 		}
 		return fmt.Errorf("pull image %s: %w", ref, err)
 	}
@@ -98,81 +101,47 @@ func (d *Docker) EnsureImage(ctx context.Context, ref, policy, dockerConfigDir s
 // registryAuth returns the engine's encoded credentials for the registry of
 // ref, taken from the job's docker config; "" when it has none.
 func registryAuth(dockerConfigDir, ref string) (string, error) {
-	b, err := os.ReadFile(filepath.Join(dockerConfigDir, "config.json"))
-	if errors.Is(err, os.ErrNotExist) {
-		return "", nil
+	host := dockercfg.RegistryHost(ref)
+	user, pass, ok, err := dockercfg.Credentials(dockerConfigDir, host)
+	if err != nil || !ok {
+		return "", err
 	}
-	if err != nil {
-		return "", fmt.Errorf("read job docker config: %w", err)
-	}
-	var cfg dockerConfigFile
-	if err := json.Unmarshal(b, &cfg); err != nil {
-		return "", fmt.Errorf("parse job docker config: %w", err)
-	}
-	host := registryHost(ref)
-	entry, ok := cfg.Auths[host]
-	if !ok {
-		return "", nil
-	}
-	raw, err := base64.StdEncoding.DecodeString(entry.Auth)
-	if err != nil {
-		return "", fmt.Errorf("job docker config: bad auth for %s", host)
-	}
-	user, pass, _ := strings.Cut(string(raw), ":")
 	return authconfig.Encode(registry.AuthConfig{Username: user, Password: pass, ServerAddress: host})
-}
-
-// registryHost is the registry part of an image reference ("docker.io" for
-// Docker Hub's short names).
-func registryHost(ref string) string {
-	first, _, found := strings.Cut(ref, "/")
-	if found && (strings.ContainsAny(first, ".:") || first == "localhost") {
-		return first
-	}
-	return "docker.io"
 }
 
 // containerShell starts the script with bash when the image has it, else
 // with sh: the runner's bash scripts are written to run in both.
 const containerShell = `for s in /usr/local/bin/bash /usr/bin/bash /bin/bash /bin/sh /usr/bin/sh; do if [ -x "$s" ]; then exec "$s" "$@"; fi; done; echo "stagehand: no bash or sh in the job image" >&2; exit 127`
 
-// containerShellRunner runs user stages in a fresh container of the job
-// image, one container per stage, with the builds dir and the script
-// mounted at the same paths as on the host.
-type containerShellRunner struct {
-	docker      *Docker
-	image       string
-	jobKey      string
-	binds       []string
-	network     string
-	stopTimeout time.Duration
-}
-
-func (r containerShellRunner) Run(ctx context.Context, s Script) (int, error) {
-	cli := r.docker.cli
-	name := "stagehand-" + r.jobKey + "-" + s.Stage
+// RunScript runs a runner script in a fresh container of image, one
+// container per stage, with s.Binds mounted and the script mounted at its
+// host path. It returns the script's exit status. When ctx ends, the
+// container is stopped (SIGTERM, SIGKILL after s.StopTimeout) and removed.
+func (d *Docker) RunScript(ctx context.Context, image, jobKey string, s worker.Script, stdout, stderr io.Writer) (int, error) {
+	cli := d.cli
+	name := "stagehand-" + jobKey + "-" + s.Stage
 	// A leftover of an earlier attempt of this stage would block the name.
 	_, _ = cli.ContainerRemove(context.WithoutCancel(ctx), name, client.ContainerRemoveOptions{Force: true})
 
-	binds := append(append([]string{}, r.binds...), s.Path+":"+s.Path+":ro")
+	binds := append(append([]string{}, s.Binds...), s.Path+":"+s.Path+":ro")
 	created, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name: name,
 		Config: &container.Config{
-			Image:        r.image,
+			Image:        image,
 			Cmd:          []string{"sh", "-c", containerShell, "stagehand", s.Path},
 			Entrypoint:   []string{},
 			Env:          s.Env,
 			AttachStdout: true,
 			AttachStderr: true,
-			Labels:       map[string]string{labelJob: r.jobKey, labelStage: s.Stage},
+			Labels:       map[string]string{LabelJob: jobKey, labelStage: s.Stage},
 		},
 		HostConfig: &container.HostConfig{
 			Binds:       binds,
-			NetworkMode: container.NetworkMode(r.network),
+			NetworkMode: container.NetworkMode(s.Network),
 		},
 	})
 	if err != nil {
-		return -1, fmt.Errorf("create container for %s from %s: %w", s.Stage, r.image, err)
+		return -1, fmt.Errorf("create container for %s from %s: %w", s.Stage, image, err)
 	}
 	id := created.ID
 	// Removal must happen even when the job is being cancelled.
@@ -188,7 +157,7 @@ func (r containerShellRunner) Run(ctx context.Context, s Script) (int, error) {
 	copied := make(chan struct{})
 	go func() {
 		defer close(copied)
-		_, _ = stdcopy.StdCopy(s.Stdout, s.Stderr, att.Reader)
+		_, _ = stdcopy.StdCopy(stdout, stderr, att.Reader)
 	}()
 
 	waited := cli.ContainerWait(context.WithoutCancel(ctx), id, client.ContainerWaitOptions{Condition: container.WaitConditionNextExit})
@@ -216,7 +185,7 @@ func (r containerShellRunner) Run(ctx context.Context, s Script) (int, error) {
 				continue
 			}
 			stopped, cause = true, context.Cause(ctx)
-			secs := int(r.stopTimeout.Seconds())
+			secs := int(s.StopTimeout.Seconds())
 			_, _ = cli.ContainerStop(context.WithoutCancel(ctx), id, client.ContainerStopOptions{Timeout: &secs})
 			ctx = context.WithoutCancel(ctx)
 		}
@@ -227,7 +196,7 @@ func (r containerShellRunner) Run(ctx context.Context, s Script) (int, error) {
 func (d *Docker) RemoveJobContainers(ctx context.Context, jobKey string) (int, error) {
 	list, err := d.cli.ContainerList(ctx, client.ContainerListOptions{
 		All:     true,
-		Filters: make(client.Filters).Add("label", labelJob+"="+jobKey),
+		Filters: make(client.Filters).Add("label", LabelJob+"="+jobKey),
 	})
 	if err != nil {
 		return 0, fmt.Errorf("list containers of job %s: %w", jobKey, err)

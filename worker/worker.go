@@ -1,0 +1,232 @@
+// Package worker is how the stagehand hooks hand heavy work (the Docker
+// Engine now; builds, deploys and cleanups later) to the stagehand-worker
+// program.
+//
+// Why a second program: gitlab-runner starts a hook process for every
+// stage of every job, so the hooks' start-up time is paid many times per
+// job. Linking the Docker client (and later Helm and client-go) into the
+// hooks would multiply their start-up time several times over for jobs
+// that never touch an engine. The hooks stay small and start the worker
+// only when a job needs it.
+//
+// The protocol: one request as JSON on the worker's stdin; progress on its
+// stdout and stderr, which are the job trace; one Response as JSON on file
+// descriptor 3. SIGTERM asks the worker to stop what it does (a cancelled
+// job); it still answers.
+package worker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"gitlab.com/stagehand/stagehand/fault"
+)
+
+// Program is the worker's file name, looked for next to stagehand.
+const Program = "stagehand-worker"
+
+// Operations.
+const (
+	// OpEnsureImage checks the engine and makes Image available per
+	// PullPolicy, pulling with the job's DockerConfig credentials.
+	OpEnsureImage = "ensure-image"
+	// OpRunScript runs Script in a fresh container of Image and answers
+	// its exit status.
+	OpRunScript = "run-script"
+	// OpRemoveJobContainers removes every container of JobKey and answers
+	// how many.
+	OpRemoveJobContainers = "remove-job-containers"
+)
+
+// Pull policies for job images.
+const (
+	PullIfNotPresent = "if-not-present"
+	PullAlways       = "always"
+	PullNever        = "never"
+)
+
+// Request is one piece of work.
+type Request struct {
+	Op           string  `json:"op"`
+	DockerHost   string  `json:"docker_host"`
+	JobKey       string  `json:"job_key,omitempty"`
+	Image        string  `json:"image,omitempty"`
+	PullPolicy   string  `json:"pull_policy,omitempty"`
+	DockerConfig string  `json:"docker_config,omitempty"`
+	Script       *Script `json:"script,omitempty"`
+}
+
+// Script is a runner script to run in a job container.
+type Script struct {
+	Path  string `json:"path"`
+	Stage string `json:"stage"`
+	// Env is the container's environment (it holds the job's secrets: it
+	// travels on a pipe, never on a command line or in a file).
+	Env []string `json:"env"`
+	// Binds are host:container[:ro] mounts.
+	Binds       []string      `json:"binds"`
+	Network     string        `json:"network,omitempty"`
+	StopTimeout time.Duration `json:"stop_timeout"`
+}
+
+// Response is the outcome of a request.
+type Response struct {
+	// ExitCode is the script's exit status (OpRunScript).
+	ExitCode int `json:"exit_code"`
+	// Removed counts removed containers (OpRemoveJobContainers).
+	Removed int `json:"removed,omitempty"`
+	// Error, when not empty, is why the work failed; JobFault tells
+	// whether the job is to blame.
+	Error    string `json:"error,omitempty"`
+	JobFault bool   `json:"job_fault,omitempty"`
+	// Stopped says the work was stopped by SIGTERM.
+	Stopped bool `json:"stopped,omitempty"`
+}
+
+// Handler does one operation. Its error's fault kind goes back to the
+// hook.
+type Handler func(ctx context.Context, req Request, trace io.Writer) (Response, error)
+
+// resultFD is where the worker writes its Response.
+const resultFD = 3
+
+// Serve is the worker program's main: it reads the request, runs its
+// handler until done or SIGTERM, and writes the response. It returns the
+// process exit status.
+func Serve(handlers map[string]Handler, stdin io.Reader, trace io.Writer) int {
+	result := os.NewFile(resultFD, "result")
+	if result == nil {
+		fmt.Fprintf(trace, "%s is started by stagehand's hooks, not by hand\n", Program)
+		return 2
+	}
+	defer result.Close()
+	resp := serve(handlers, stdin, trace)
+	if err := json.NewEncoder(result).Encode(resp); err != nil {
+		fmt.Fprintf(trace, "%s: write result: %v\n", Program, err)
+		return 2
+	}
+	return 0
+}
+
+func serve(handlers map[string]Handler, stdin io.Reader, trace io.Writer) Response {
+	var req Request
+	if err := json.NewDecoder(stdin).Decode(&req); err != nil {
+		return Response{Error: fmt.Sprintf("%s: read request: %v", Program, err)}
+	}
+	h, ok := handlers[req.Op]
+	if !ok {
+		return Response{Error: fmt.Sprintf("%s: unknown operation %q (stagehand and %s are from different versions?)", Program, req.Op, Program)}
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	term := make(chan os.Signal, 1)
+	notifyStop(term)
+	go func() {
+		if _, ok := <-term; ok {
+			cancel(errors.New("stopped by SIGTERM"))
+		}
+	}()
+	resp, err := h(ctx, req, trace)
+	stopNotify(term)
+	if err != nil {
+		resp.Error = err.Error()
+		resp.JobFault = fault.KindOf(err) == fault.KindJob
+	}
+	resp.Stopped = ctx.Err() != nil
+	return resp
+}
+
+// Client starts the worker for the hooks.
+type Client struct {
+	// Path is the worker program.
+	Path string
+	// Trace receives the worker's output.
+	Trace io.Writer
+	// StopGrace is how long the worker gets after SIGTERM before it is
+	// killed; it must cover stopping a container.
+	StopGrace time.Duration
+}
+
+// DefaultPath is the worker next to the running stagehand.
+func DefaultPath() string {
+	self, err := os.Executable()
+	if err != nil {
+		return Program
+	}
+	return filepath.Join(filepath.Dir(self), Program)
+}
+
+// Call runs one request. When ctx ends, the worker gets SIGTERM, then
+// SIGKILL after StopGrace. A failed operation comes back as an error
+// carrying its fault kind; a stopped one as an error wrapping ctx's cause.
+func (c Client) Call(ctx context.Context, req Request) (Response, error) {
+	if _, err := os.Stat(c.Path); err != nil {
+		return Response{}, fmt.Errorf("%s is not installed at %s: install it next to stagehand or set --worker: %w", Program, c.Path, err)
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return Response{}, fmt.Errorf("%s request: %w", req.Op, err)
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return Response{}, err
+	}
+	defer pr.Close()
+	cmd := exec.Command(c.Path)
+	cmd.Stdin = bytes.NewReader(body)
+	cmd.Stdout, cmd.Stderr = c.Trace, c.Trace
+	cmd.ExtraFiles = []*os.File{pw} // fd 3
+	if err := cmd.Start(); err != nil {
+		pw.Close()
+		return Response{}, fmt.Errorf("start %s: %w", Program, err)
+	}
+	pw.Close()
+
+	var resp Response
+	decoded := make(chan error, 1)
+	go func() { decoded <- json.NewDecoder(pr).Decode(&resp) }()
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+
+	var werr error
+	select {
+	case werr = <-waited:
+	case <-ctx.Done():
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case werr = <-waited:
+		case <-time.After(c.StopGrace):
+			_ = cmd.Process.Kill()
+			werr = <-waited
+		}
+	}
+	if derr := <-decoded; derr != nil {
+		if werr == nil {
+			werr = derr
+		}
+		if ctx.Err() != nil {
+			return resp, fmt.Errorf("%s stopped: %w", req.Op, context.Cause(ctx))
+		}
+		return resp, fmt.Errorf("%s %s gave no result: %w", Program, req.Op, werr)
+	}
+	if resp.Error != "" {
+		err := errors.New(resp.Error)
+		if resp.Stopped && ctx.Err() != nil {
+			return resp, fmt.Errorf("%s stopped: %w", req.Op, context.Cause(ctx))
+		}
+		if resp.JobFault {
+			return resp, fault.Job(err)
+		}
+		return resp, fault.System(err)
+	}
+	return resp, nil
+}
