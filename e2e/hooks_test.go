@@ -4,15 +4,14 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"gitlab.com/stagehand/stagehand/e2e/coordinator"
 	"gitlab.com/stagehand/stagehand/e2e/gitserver"
 	"gitlab.com/stagehand/stagehand/e2e/harness"
+	"gitlab.com/stagehand/stagehand/internal/proctest"
 )
 
 func TestPlainScriptJobSeesDerivedEnvironment(t *testing.T) {
@@ -179,22 +178,9 @@ func waitForTrace(id int64, s string, limit time.Duration) {
 
 func assertProcessGone(t *testing.T, pidFile string) {
 	t.Helper()
-	b, err := os.ReadFile(pidFile)
-	if err != nil {
-		t.Fatalf("the script did not record its child: %v", err)
+	if err := proctest.WaitGone(pidFile, 5*time.Second); err != nil {
+		t.Error(err)
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if !alive(pid) {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Errorf("the script's child %d still runs after the job ended", pid)
 }
 
 // assertNoJobContainers: no container of any stagehand job is left on the
@@ -215,19 +201,4 @@ func assertNoJobContainers(t *testing.T) {
 	if len(names) > 0 {
 		t.Errorf("job containers left: %v", names)
 	}
-}
-
-// alive tells a running process from a gone or zombie one (an orphan's
-// zombie stays until the sandbox's init reaps it, which some never do).
-func alive(pid int) bool {
-	if syscall.Kill(pid, 0) != nil {
-		return false
-	}
-	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return false
-	}
-	s := string(stat)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }

@@ -5,11 +5,11 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"gitlab.com/stagehand/stagehand/internal/proctest"
 )
 
 func writeScript(t *testing.T, body string) string {
@@ -65,29 +65,7 @@ func TestHostShellStopKillsProcessGroup(t *testing.T) {
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("stop took %s", d)
 	}
-	b, _ := os.ReadFile(pidFile)
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	if pid == 0 {
-		t.Fatal("no child pid")
+	if err := proctest.WaitGone(pidFile, 2*time.Second); err != nil {
+		t.Error(err)
 	}
-	time.Sleep(100 * time.Millisecond)
-	if alive(pid) {
-		t.Errorf("child %d survived", pid)
-	}
-}
-
-// alive tells a running process from a gone or zombie one (an orphan's
-// zombie stays until this sandbox's init reaps it, which some never do).
-func alive(pid int) bool {
-	if syscall.Kill(pid, 0) != nil {
-		return false
-	}
-	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return false
-	}
-	// state is the field after "(comm)"
-	s := string(stat)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
