@@ -67,6 +67,36 @@ func TestUnreachableDockerIsSystemFailure(t *testing.T) {
 	wantTrace(t, run, "Docker Engine at unix:///nonexistent/docker.sock is unreachable")
 }
 
+// A job the executor cannot serve fails in prepare, as the job's fault,
+// with a line that names what to fix; its script never runs.
+func TestBadJobFailsEarlyNamingTheCause(t *testing.T) {
+	tests := []struct {
+		name string
+		job  coordinator.Job
+		want string
+	}{
+		{"bad variable", coordinator.Job{
+			Variables: []coordinator.Variable{{Key: "STAGEHAND_TAG_STRATEGY", Value: "latest"}},
+			Script:    []string{"echo script-ran"},
+		}, "variable STAGEHAND_TAG_STRATEGY: \"latest\" is not a tag strategy"},
+		{"missing image", coordinator.Job{
+			Image:    h.Registry + "/stagehand/no-such-image:1",
+			Registry: h.Registry,
+			Script:   []string{"echo script-ran"},
+		}, "pull image " + h.Registry + "/stagehand/no-such-image:1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			run := runJob(t, tt.job)
+			wantState(t, run, "failed", "script_failure")
+			wantTrace(t, run, tt.want, "(job failure)")
+			if strings.Contains(run.Result.Trace, "script-ran") {
+				t.Error("the script ran after prepare failed")
+			}
+		})
+	}
+}
+
 func TestJobClonesRepository(t *testing.T) {
 	gs, err := gitserver.New(t.TempDir())
 	if err != nil {
