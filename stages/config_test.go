@@ -1,0 +1,205 @@
+package stages
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+const sampleConfig = `project: {{ env "APP" }}
+configVersion: 1
+---
+artifact: assets
+from: node:20
+git:
+- add: /frontend
+  to: /src
+  includePaths: ["*.js", package.json]
+  stageDependencies:
+    install: package.json
+    setup: ["**/*.js"]
+shell:
+  install: npm ci
+  setup:
+  - npm run build
+---
+image: backend
+from: debian:12
+git:
+- to: /app
+  excludePaths: [frontend]
+  owner: app
+shell:
+  beforeInstall: [apt-get update, "apt-get install -y python3"]
+  cacheVersion: "{{ .Env.CACHE }}"
+import:
+- artifact: assets
+  add: /src/dist
+  to: /app/static
+  after: setup
+docker:
+  ENV:
+    MODE: production
+    EMPTY:
+  WORKDIR: /app
+  EXPOSE: "8000"
+  CMD: [python3, -m, app]
+  ENTRYPOINT: exec run
+---
+image: worker
+fromImage: backend
+---
+image: web
+dockerfile: web/Dockerfile
+target: prod
+args:
+  VERSION: "1"
+`
+
+func TestParseConfig(t *testing.T) {
+	cfg, err := ParseConfig("werf.yaml", []byte(sampleConfig), map[string]string{"APP": "shop", "CACHE": "3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Project != "shop" || len(cfg.Images) != 4 {
+		t.Fatalf("project %q, %d images", cfg.Project, len(cfg.Images))
+	}
+	assets, backend, worker, web := cfg.Images[0], cfg.Images[1], cfg.Images[2], cfg.Images[3]
+	wantAssets := &Image{
+		Name: "assets", Artifact: true, Line: 4, From: "node:20",
+		Git: []GitMapping{{
+			Line: 7, Add: "/frontend", To: "/src", IncludePaths: []string{"*.js", "package.json"},
+			StageDependencies: StageDependencies{Install: []string{"package.json"}, Setup: []string{"**/*.js"}},
+		}},
+		Shell: Shell{Install: []string{"npm ci"}, Setup: []string{"npm run build"}},
+	}
+	if !reflect.DeepEqual(assets, wantAssets) {
+		t.Errorf("assets:\n got %+v\nwant %+v", assets, wantAssets)
+	}
+	wantBackend := &Image{
+		Name: "backend", Line: 18, From: "debian:12",
+		Git:     []GitMapping{{Line: 21, Add: "/", To: "/app", ExcludePaths: []string{"frontend"}, Owner: "app"}},
+		Shell:   Shell{BeforeInstall: []string{"apt-get update", "apt-get install -y python3"}, CacheVersion: "3"},
+		Imports: []Import{{Line: 28, Artifact: "assets", Add: "/src/dist", To: "/app/static", After: "setup"}},
+		Docker: Docker{
+			Env:     []KeyValue{{"MODE", "production"}, {"EMPTY", ""}},
+			Workdir: "/app", Expose: []string{"8000"},
+			Cmd: []string{"python3", "-m", "app"}, Entrypoint: []string{"/bin/sh", "-c", "exec run"},
+		},
+	}
+	if !reflect.DeepEqual(backend, wantBackend) {
+		t.Errorf("backend:\n got %+v\nwant %+v", backend, wantBackend)
+	}
+	if worker.FromImage != "backend" || worker.Line != 41 {
+		t.Errorf("worker %+v", worker)
+	}
+	wantWeb := &Dockerfile{Path: "web/Dockerfile", Context: ".", Target: "prod", Args: []KeyValue{{"VERSION", "1"}}}
+	if !reflect.DeepEqual(web.Dockerfile, wantWeb) {
+		t.Errorf("web dockerfile %+v", web.Dockerfile)
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	const head = "project: p\nconfigVersion: 1\n---\n"
+	tests := []struct {
+		name string
+		src  string
+		want string // file:line: and the message's gist
+	}{
+		{"yaml syntax", head + "image: a\nfrom: [x\n", "werf.yaml:5: YAML: did not find expected"},
+		{"yaml mapping", head + "image: a\nfrom: x: y\n", "werf.yaml:5: YAML: mapping values are not allowed"},
+		{"template syntax", head + "image: {{ .Env.X \n", "werf.yaml:4: template:"},
+		{"template required", head + `image: a` + "\n" + `from: {{ required "set BASE" (env "BASE") }}` + "\n", "werf.yaml:5: template: "},
+		{"no project", "configVersion: 1\n---\nimage: a\nfrom: x\n", "werf.yaml:1: project: is missing"},
+		{"config version", "project: p\nconfigVersion: 2\n---\nimage: a\nfrom: x\n", "werf.yaml:2: configVersion: must be 1"},
+		{"no images", "project: p\nconfigVersion: 1\n", "werf.yaml: no image: or artifact: document"},
+		{"image first", "image: a\nfrom: x\n", "werf.yaml:1: the first document must be the project document"},
+		{"deploy section", "project: p\nconfigVersion: 1\ndeploy:\n  namespace: x\n---\nimage: a\nfrom: x\n", `werf.yaml:3: deploy: is not read`},
+		{"ansible", head + "image: a\nfrom: x\nansible:\n  install: []\n", `werf.yaml:6: image "a": "ansible" is not supported: stagehand runs shell stages only`},
+		{"mount", head + "image: a\nfrom: x\nmount:\n- from: tmp_dir\n  to: /tmp\n", `werf.yaml:6: image "a": "mount" is not supported`},
+		{"unknown key", head + "image: a\nfrom: x\nshel:\n  install: [x]\n", `werf.yaml:6: image "a": unknown key "shel"`},
+		{"unknown shell key", head + "image: a\nfrom: x\nshell:\n  instal: [x]\n", `werf.yaml:7: image "a" shell: unknown key "instal"`},
+		{"two bases", head + "image: a\nfrom: x\nfromImage: b\n", `werf.yaml:4: image "a": give exactly one of from:`},
+		{"no base", head + "image: a\nshell:\n  install: [x]\n", `werf.yaml:4: image "a": give exactly one of from:`},
+		{"both kinds", head + "image: a\nartifact: b\nfrom: x\n", "werf.yaml:5: a document is either an image: or an artifact:"},
+		{"duplicate name", head + "image: a\nfrom: x\n---\nimage: a\nfrom: y\n", `werf.yaml:7: name "a" is already used at line 4`},
+		{"duplicate key", head + "image: a\nfrom: x\nfrom: y\n", `werf.yaml:6: image "a": key "from" is given twice`},
+		{"git relative to", head + "image: a\nfrom: x\ngit:\n- add: /src\n  to: app\n", `werf.yaml:7: image "a" git: to: must be an absolute path`},
+		{"git remote", head + "image: a\nfrom: x\ngit:\n- url: https://example.com/x.git\n  to: /x\n", `werf.yaml:7: image "a" git: "url" is not supported`},
+		{"stage dependency on beforeInstall", head + "image: a\nfrom: x\ngit:\n- to: /app\n  stageDependencies:\n    beforeInstall: ['*']\n", "werf.yaml:9: image \"a\" git: beforeInstall cannot depend on files"},
+		{"docker directive", head + "image: a\nfrom: x\ndocker:\n  HEALTHCHECK: x\n", `werf.yaml:7: image "a" docker: "HEALTHCHECK" is not supported`},
+		{"docker on artifact", head + "artifact: a\nfrom: x\ndocker:\n  CMD: x\n", `werf.yaml:6: artifact "a": docker: directives apply to images only`},
+		{"import unknown artifact", head + "image: a\nfrom: x\nimport:\n- artifact: nope\n  add: /x\n  after: install\n", `werf.yaml:7: no artifact named "nope"`},
+		{"import without stage", head + "artifact: b\nfrom: x\n---\nimage: a\nfrom: x\nimport:\n- artifact: b\n  add: /x\n", `werf.yaml:10: image "a" import: give exactly one of before: or after:`},
+		{"import bad stage", head + "artifact: b\nfrom: x\n---\nimage: a\nfrom: x\nimport:\n- artifact: b\n  add: /x\n  before: beforeSetup\n", `before:/after: is install or setup, not "beforeSetup"`},
+		{"cycle", head + "image: a\nfromImage: b\n---\nimage: b\nfromImage: a\n", "depends on itself"},
+		{"self reference", head + "image: a\nfromImage: a\n", `werf.yaml:4: image "a" refers to itself`},
+		{"dockerfile with shell", head + "image: a\ndockerfile: Dockerfile\nshell:\n  install: [x]\n", `werf.yaml:6: image "a": "shell" cannot be combined with dockerfile:`},
+		{"dockerfile outside", head + "image: a\ndockerfile: ../Dockerfile\n", `werf.yaml:5: image "a": dockerfile: "../Dockerfile" leaves the project`},
+		{"context without dockerfile", head + "image: a\nfrom: x\ncontext: web\n", `werf.yaml:6: image "a": context:, target: and args: belong to Dockerfile images`},
+		{"artifact dockerfile", head + "artifact: a\ndockerfile: Dockerfile\n", `werf.yaml:5: artifact "a": an artifact cannot be built from a Dockerfile`},
+		{"image name list", head + "image: [a, b]\nfrom: x\n", "werf.yaml:4: image: takes one name"},
+		{"not a mapping", head + "- image: a\n", "werf.yaml:4: a document must be a mapping"},
+		{"bad fromLatest", head + "image: a\nfrom: x\nfromLatest: sometimes\n", "werf.yaml:6: fromLatest: takes true or false"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig("werf.yaml", []byte(tt.src), map[string]string{})
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("got %v, want a *ConfigError", err)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got  %q\nwant %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestLoadConfigPrefersStagehandYAML(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, project string) {
+		src := "project: " + project + "\nconfigVersion: 1\n---\nimage: ~\nfrom: x\n"
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := LoadConfig(dir, nil); !errors.Is(err, ErrNoConfig) {
+		t.Errorf("empty dir: %v", err)
+	}
+	write("werf.yaml", "from-werf")
+	cfg, err := LoadConfig(dir, nil)
+	if err != nil || cfg.Project != "from-werf" || cfg.File != "werf.yaml" || cfg.Images[0].Name != "" {
+		t.Fatalf("werf.yaml: %+v %v", cfg, err)
+	}
+	write("stagehand.yaml", "from-stagehand")
+	cfg, err = LoadConfig(dir, nil)
+	if err != nil || cfg.Project != "from-stagehand" || cfg.File != "stagehand.yaml" {
+		t.Fatalf("stagehand.yaml: %+v %v", cfg, err)
+	}
+}
+
+// FuzzParseConfig: any input gives a config or a *ConfigError, never a
+// panic.
+func FuzzParseConfig(f *testing.F) {
+	f.Add(sampleConfig)
+	f.Add("project: p\nconfigVersion: 1\n---\nimage: a\nfrom: x\n")
+	f.Add("{{")
+	f.Add("project: p\nconfigVersion: 1\n---\nimage: a\nimport:\n- {}\n")
+	f.Fuzz(func(t *testing.T, src string) {
+		cfg, err := ParseConfig("werf.yaml", []byte(src), map[string]string{"APP": "x"})
+		if err != nil {
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("error %v is not a *ConfigError", err)
+			}
+			return
+		}
+		if cfg.Project == "" || len(cfg.Images) == 0 {
+			t.Fatalf("config without project or images: %+v", cfg)
+		}
+	})
+}
