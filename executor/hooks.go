@@ -73,22 +73,17 @@ func (e *Executor) derive() (gitlab.Env, error) {
 
 // Config prints the runner's configuration for the job (config_exec).
 func (e *Executor) Config(ctx context.Context) error {
-	buildsDir := filepath.Join(e.Settings.BuildsRoot, e.slotDir())
 	out := api.ConfigExecOutput{
 		Driver:            &api.DriverInfo{Name: ptr(DriverName), Version: ptr(e.Version)},
 		Hostname:          ptr(hostname()),
-		BuildsDir:         &buildsDir,
+		BuildsDir:         ptr(e.slotPath()),
 		CacheDir:          ptr(e.Settings.CacheRoot),
 		BuildsDirIsShared: ptr(false),
 	}
 	// A derivation error is reported by prepare, where it can fail the job
 	// as the job's fault; config failures are always system failures.
 	if env, err := e.derive(); err == nil {
-		jobEnv := map[string]string{}
-		for _, v := range env.Vars() {
-			jobEnv[v.Name] = v.Value
-		}
-		out.JobEnv = &jobEnv
+		out.JobEnv = ptr(envMap(env))
 	}
 	enc := json.NewEncoder(e.Stdout)
 	return enc.Encode(out)
