@@ -24,6 +24,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"syscall"
 	"time"
@@ -126,17 +127,11 @@ func serve(handlers map[string]Handler, stdin io.Reader, trace io.Writer) Respon
 	if !ok {
 		return Response{Error: fmt.Sprintf("%s: unknown operation %q (stagehand and %s are from different versions?)", Program, req.Op, Program)}
 	}
-	ctx, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
-	term := make(chan os.Signal, 1)
-	notifyStop(term)
-	go func() {
-		if _, ok := <-term; ok {
-			cancel(errors.New("stopped by SIGTERM"))
-		}
-	}()
+	// The runner stops a cancelled job's hooks with SIGTERM (and ^C reaches
+	// a worker run by hand as SIGINT); the handler sees it as ctx's end.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
 	resp, err := h(ctx, req, trace)
-	stopNotify(term)
 	if err != nil {
 		resp.Error = err.Error()
 		resp.JobFault = fault.KindOf(err) == fault.KindJob
