@@ -306,6 +306,52 @@ func (p *parser) fields(m *yaml.Node, where string, handle func(key string, k, v
 	return nil
 }
 
+// fieldSet maps a mapping's keys to where their values go: *string,
+// *bool, *[]string (a list, or one value as a one-item list), *[]KeyValue,
+// a commandField, or a fieldFunc for anything else.
+type fieldSet map[string]any
+
+// fieldFunc decodes a value the other field kinds do not cover.
+type fieldFunc func(k, v *yaml.Node) error
+
+// commandField is ENTRYPOINT/CMD: a list (exec form) or a string (shell
+// form).
+type commandField struct{ dst *[]string }
+
+// decodeFields decodes the keys of m that set names; other keys are errors
+// naming them.
+func (p *parser) decodeFields(m *yaml.Node, where string, set fieldSet) error {
+	return p.fields(m, where, func(key string, k, v *yaml.Node) (bool, error) {
+		dst, ok := set[key]
+		if !ok {
+			return false, nil
+		}
+		return true, p.decodeValue(k, v, dst)
+	})
+}
+
+func (p *parser) decodeValue(k, v *yaml.Node, dst any) error {
+	key := k.Value
+	var err error
+	switch d := dst.(type) {
+	case fieldFunc:
+		err = d(k, v)
+	case *string:
+		*d, err = p.str(v, key)
+	case *bool:
+		*d, err = p.boolean(v, key)
+	case *[]string:
+		*d, err = p.strings(v, key)
+	case *[]KeyValue:
+		*d, err = p.keyValues(v, key)
+	case commandField:
+		*d.dst, err = p.command(v, key)
+	default:
+		panic(fmt.Sprintf("stages: no decoder for %s's %T", key, dst))
+	}
+	return err
+}
+
 // unsupported are werf 1.1 keys stagehand knowingly does not do, with what
 // to do instead.
 var unsupported = map[string]string{
@@ -504,27 +550,13 @@ func (p *parser) git(n *yaml.Node, where string) ([]GitMapping, error) {
 		}
 		g := GitMapping{Line: item.Line, Add: "/"}
 		w := where + " git"
-		err := p.fields(item, w, func(key string, k, v *yaml.Node) (bool, error) {
-			var err error
-			switch key {
-			case "add":
-				g.Add, err = p.str(v, key)
-			case "to":
-				g.To, err = p.str(v, key)
-			case "owner":
-				g.Owner, err = p.str(v, key)
-			case "group":
-				g.Group, err = p.str(v, key)
-			case "includePaths":
-				g.IncludePaths, err = p.strings(v, key)
-			case "excludePaths":
-				g.ExcludePaths, err = p.strings(v, key)
-			case "stageDependencies":
+		err := p.decodeFields(item, w, fieldSet{
+			"add": &g.Add, "to": &g.To, "owner": &g.Owner, "group": &g.Group,
+			"includePaths": &g.IncludePaths, "excludePaths": &g.ExcludePaths,
+			"stageDependencies": fieldFunc(func(_, v *yaml.Node) (err error) {
 				g.StageDependencies, err = p.stageDependencies(v, w)
-			default:
-				return false, nil
-			}
-			return true, err
+				return err
+			}),
 		})
 		if err != nil {
 			return nil, err
@@ -545,21 +577,11 @@ func (p *parser) stageDependencies(n *yaml.Node, where string) (StageDependencie
 	if n.Kind != yaml.MappingNode {
 		return d, p.errf(n, "%s: stageDependencies: maps install:, beforeSetup: and setup: to globs", where)
 	}
-	err := p.fields(n, where+" stageDependencies", func(key string, k, v *yaml.Node) (bool, error) {
-		var err error
-		switch key {
-		case "install":
-			d.Install, err = p.strings(v, key)
-		case "beforeSetup":
-			d.BeforeSetup, err = p.strings(v, key)
-		case "setup":
-			d.Setup, err = p.strings(v, key)
-		case "beforeInstall":
-			return true, p.errf(k, "%s: beforeInstall cannot depend on files: it runs before any file is added", where)
-		default:
-			return false, nil
-		}
-		return true, err
+	err := p.decodeFields(n, where+" stageDependencies", fieldSet{
+		"install": &d.Install, "beforeSetup": &d.BeforeSetup, "setup": &d.Setup,
+		"beforeInstall": fieldFunc(func(k, _ *yaml.Node) error {
+			return p.errf(k, "%s: beforeInstall cannot depend on files: it runs before any file is added", where)
+		}),
 	})
 	return d, err
 }
@@ -569,33 +591,15 @@ func (p *parser) shell(n *yaml.Node, where string) (Shell, error) {
 	if n.Kind != yaml.MappingNode {
 		return s, p.errf(n, "%s: shell: maps beforeInstall:, install:, beforeSetup:, setup: to commands", where)
 	}
-	err := p.fields(n, where+" shell", func(key string, k, v *yaml.Node) (bool, error) {
-		var err error
-		switch key {
-		case "beforeInstall":
-			s.BeforeInstall, err = p.strings(v, key)
-		case "install":
-			s.Install, err = p.strings(v, key)
-		case "beforeSetup":
-			s.BeforeSetup, err = p.strings(v, key)
-		case "setup":
-			s.Setup, err = p.strings(v, key)
-		case "cacheVersion":
-			s.CacheVersion, err = p.str(v, key)
-		case "beforeInstallCacheVersion":
-			s.BeforeInstallCacheVersion, err = p.str(v, key)
-		case "installCacheVersion":
-			s.InstallCacheVersion, err = p.str(v, key)
-		case "beforeSetupCacheVersion":
-			s.BeforeSetupCacheVersion, err = p.str(v, key)
-		case "setupCacheVersion":
-			s.SetupCacheVersion, err = p.str(v, key)
-		default:
-			return false, nil
-		}
-		return true, err
+	return s, p.decodeFields(n, where+" shell", fieldSet{
+		"beforeInstall": &s.BeforeInstall, "install": &s.Install,
+		"beforeSetup": &s.BeforeSetup, "setup": &s.Setup,
+		"cacheVersion":              &s.CacheVersion,
+		"beforeInstallCacheVersion": &s.BeforeInstallCacheVersion,
+		"installCacheVersion":       &s.InstallCacheVersion,
+		"beforeSetupCacheVersion":   &s.BeforeSetupCacheVersion,
+		"setupCacheVersion":         &s.SetupCacheVersion,
 	})
-	return s, err
 }
 
 func (p *parser) docker(n *yaml.Node, where string) (Docker, error) {
@@ -603,31 +607,11 @@ func (p *parser) docker(n *yaml.Node, where string) (Docker, error) {
 	if n.Kind != yaml.MappingNode {
 		return d, p.errf(n, "%s: docker: maps directives (ENV:, CMD:, ...) to values", where)
 	}
-	err := p.fields(n, where+" docker", func(key string, k, v *yaml.Node) (bool, error) {
-		var err error
-		switch key {
-		case "ENV":
-			d.Env, err = p.keyValues(v, key)
-		case "LABEL":
-			d.Label, err = p.keyValues(v, key)
-		case "EXPOSE":
-			d.Expose, err = p.strings(v, key)
-		case "VOLUME":
-			d.Volume, err = p.strings(v, key)
-		case "WORKDIR":
-			d.Workdir, err = p.str(v, key)
-		case "USER":
-			d.User, err = p.str(v, key)
-		case "ENTRYPOINT":
-			d.Entrypoint, err = p.command(v, key)
-		case "CMD":
-			d.Cmd, err = p.command(v, key)
-		default:
-			return false, nil
-		}
-		return true, err
+	return d, p.decodeFields(n, where+" docker", fieldSet{
+		"ENV": &d.Env, "LABEL": &d.Label, "EXPOSE": &d.Expose, "VOLUME": &d.Volume,
+		"WORKDIR": &d.Workdir, "USER": &d.User,
+		"ENTRYPOINT": commandField{&d.Entrypoint}, "CMD": commandField{&d.Cmd},
 	})
-	return d, err
 }
 
 func (p *parser) imports(n *yaml.Node, where string) ([]Import, error) {
@@ -641,33 +625,10 @@ func (p *parser) imports(n *yaml.Node, where string) ([]Import, error) {
 		}
 		im := Import{Line: item.Line}
 		w := where + " import"
-		err := p.fields(item, w, func(key string, k, v *yaml.Node) (bool, error) {
-			var err error
-			switch key {
-			case "image":
-				im.Image, err = p.str(v, key)
-			case "artifact":
-				im.Artifact, err = p.str(v, key)
-			case "add":
-				im.Add, err = p.str(v, key)
-			case "to":
-				im.To, err = p.str(v, key)
-			case "before":
-				im.Before, err = p.str(v, key)
-			case "after":
-				im.After, err = p.str(v, key)
-			case "owner":
-				im.Owner, err = p.str(v, key)
-			case "group":
-				im.Group, err = p.str(v, key)
-			case "includePaths":
-				im.IncludePaths, err = p.strings(v, key)
-			case "excludePaths":
-				im.ExcludePaths, err = p.strings(v, key)
-			default:
-				return false, nil
-			}
-			return true, err
+		err := p.decodeFields(item, w, fieldSet{
+			"image": &im.Image, "artifact": &im.Artifact, "add": &im.Add, "to": &im.To,
+			"before": &im.Before, "after": &im.After, "owner": &im.Owner, "group": &im.Group,
+			"includePaths": &im.IncludePaths, "excludePaths": &im.ExcludePaths,
 		})
 		if err != nil {
 			return nil, err
