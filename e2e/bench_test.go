@@ -1,11 +1,12 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -81,11 +82,11 @@ func BenchmarkHookOverhead(b *testing.B) {
 		// Each round's two jobs ran back to back, so their ratio is free
 		// of the machine's drift over the run; the median of those ratios
 		// is the figure.
-		pairs := make([]time.Duration, len(sDur))
+		pairs := make([]float64, len(sDur))
 		for i := range sDur {
-			pairs[i] = time.Duration(float64(sDur[i]) / float64(tDur[i]) * 1e6)
+			pairs[i] = float64(sDur[i]) / float64(tDur[i])
 		}
-		ratio := float64(median(pairs)) / 1e6
+		ratio := median(pairs)
 		b.ReportMetric(ms(sJob), "stagehand-ms/job")
 		b.ReportMetric(ms(tJob), "trivial-ms/job")
 		b.ReportMetric(ratio, "ratio")
@@ -184,13 +185,12 @@ func readHookTimes(path string) (map[string][]time.Duration, error) {
 	return out, nil
 }
 
-func median(ds []time.Duration) time.Duration {
-	if len(ds) == 0 {
-		return 0
+func median[T cmp.Ordered](xs []T) T {
+	if len(xs) == 0 {
+		var zero T
+		return zero
 	}
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return s[len(s)/2]
+	return slices.Sorted(slices.Values(xs))[len(xs)/2]
 }
 
 func sum(ds []time.Duration) time.Duration {

@@ -146,6 +146,16 @@ func (r *Runner) TempDir() string   { return filepath.Join(r.Dir, "tmp") }
 // configTOML is config.toml.example with the coordinator's URL, a token and
 // this runner's paths put in: the tests run the documented configuration.
 func (r *Runner) configTOML() (string, error) {
+	s, err := r.documentedConfig()
+	if err != nil || r.Hooks == nil {
+		return s, err
+	}
+	return replaceHooks(s, r.Hooks), nil
+}
+
+// documentedConfig is config.toml.example with only the url, token and
+// paths put in.
+func (r *Runner) documentedConfig() (string, error) {
 	_, file, _, _ := runtime.Caller(0)
 	b, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "config.toml.example"))
 	if err != nil {
@@ -157,19 +167,13 @@ func (r *Runner) configTOML() (string, error) {
 	s = strings.ReplaceAll(s, "/usr/local/bin/stagehand", r.h.Stagehand)
 	s = strings.ReplaceAll(s, "/var/lib/stagehand/builds", r.BuildsDir())
 	s = strings.ReplaceAll(s, "/var/lib/stagehand/cache", r.CacheDir())
-	if r.Hooks != nil {
-		s = replaceHooks(s, r.Hooks)
-	}
 	return s, nil
 }
 
 // DefaultHooks reads the four hooks (exec and args) of config.toml.example,
 // as this runner would run them.
 func (r *Runner) DefaultHooks() (*Hooks, error) {
-	saved := r.Hooks
-	r.Hooks = nil
-	cfg, err := r.configTOML()
-	r.Hooks = saved
+	cfg, err := r.documentedConfig()
 	if err != nil {
 		return nil, err
 	}
