@@ -1,0 +1,445 @@
+package stages
+
+import (
+	"crypto/sha3"
+	"encoding/hex"
+	"fmt"
+	"path"
+	"strings"
+)
+
+// StageName names a stage of an image, in werf 1.1's order.
+type StageName string
+
+// The stages of a stapel image, in build order, and the single stage of a
+// Dockerfile image. Stages with nothing to do are left out of a plan.
+const (
+	StageFrom                 StageName = "from"
+	StageBeforeInstall        StageName = "beforeInstall"
+	StageImportsBeforeInstall StageName = "importsBeforeInstall"
+	StageGitArchive           StageName = "gitArchive"
+	StageInstall              StageName = "install"
+	StageImportsAfterInstall  StageName = "importsAfterInstall"
+	StageBeforeSetup          StageName = "beforeSetup"
+	StageImportsBeforeSetup   StageName = "importsBeforeSetup"
+	StageSetup                StageName = "setup"
+	StageImportsAfterSetup    StageName = "importsAfterSetup"
+	StageGitLatestPatch       StageName = "gitLatestPatch"
+	StageDockerInstructions   StageName = "dockerInstructions"
+	StageDockerfile           StageName = "dockerfile"
+)
+
+// StageKind is how a stage is made, which decides where it is built.
+type StageKind int
+
+const (
+	// KindBase copies the base image into the stages storage.
+	KindBase StageKind = iota
+	// KindShell runs commands in a container of the parent (Docker Engine).
+	KindShell
+	// KindGitArchive adds the mapped git files as a layer (no engine).
+	KindGitArchive
+	// KindGitPatch brings the git files up to the current tree (no engine).
+	KindGitPatch
+	// KindImports adds files of other images as layers.
+	KindImports
+	// KindDocker changes the image config only.
+	KindDocker
+	// KindDockerfile builds a Dockerfile with the engine.
+	KindDockerfile
+)
+
+// signatureFormat changes when the meaning of the inputs changes, so that
+// stages of older stagehand versions are not mistaken for new ones.
+const signatureFormat = "stagehand-stage/1"
+
+// Stage is one stage of an image in a build plan.
+type Stage struct {
+	Image     *Image
+	Name      StageName
+	Kind      StageKind
+	Signature string
+	// Parent is the stage this one is built on; nil for a base or a
+	// Dockerfile stage.
+	Parent *Stage
+
+	// BaseRef is the base image of a KindBase stage.
+	BaseRef string
+	// Commands of a KindShell stage.
+	Commands []string
+	// Imports of a KindImports stage, with the final stages they copy from.
+	Imports      []Import
+	ImportSource []*Stage
+	// SyncGit is set on stages that bring the image's git files up to the
+	// current tree first (shell stages after gitArchive, gitLatestPatch).
+	SyncGit bool
+}
+
+// String names the stage for the trace: "backend/install".
+func (s *Stage) String() string {
+	name := s.Image.Name
+	if name == "" {
+		name = "~"
+	}
+	return name + "/" + string(s.Name)
+}
+
+// ImagePlan is the stages of one image or artifact, in build order.
+type ImagePlan struct {
+	Image  *Image
+	Stages []*Stage
+	// Final is the stage the image is published from. For an image that
+	// only names another (fromImage with nothing else) it is that image's
+	// final stage.
+	Final *Stage
+}
+
+// Plan is the stages of every image of a config, for one tree.
+type Plan struct {
+	Config *Config
+	// Images in dependency order: an image comes after those it is built
+	// from or imports from.
+	Images []*ImagePlan
+	// Git holds, per image, the files each git mapping puts in the image.
+	Git map[*Image][][]GitFile
+}
+
+// GitFile is a project file as a git mapping puts it in an image.
+type GitFile struct {
+	TreeEntry
+	// Dest is the file's absolute path in the image.
+	Dest string
+	// Rel is the path relative to the mapping's add:, which globs match.
+	Rel string
+}
+
+// BaseDigests are the current digests of the base images of `fromLatest`
+// images, by reference: with fromLatest, a new base rebuilds the image.
+type BaseDigests map[string]string
+
+// LatestBases lists the base references whose digests NewPlan needs.
+func (c *Config) LatestBases() []string {
+	var out []string
+	for _, img := range c.Images {
+		if img.FromLatest && img.From != "" {
+			out = append(out, img.From)
+		}
+	}
+	return out
+}
+
+// NewPlan computes every image's stages and signatures. It is pure: the
+// tree and the base digests are all it reads.
+func NewPlan(cfg *Config, tree Tree, bases BaseDigests) (*Plan, error) {
+	p := &Plan{Config: cfg, Git: map[*Image][][]GitFile{}}
+	byName := map[string]*ImagePlan{}
+	var add func(img *Image) (*ImagePlan, error)
+	add = func(img *Image) (*ImagePlan, error) {
+		if ip, ok := byName[key(img)]; ok {
+			return ip, nil
+		}
+		deps := map[string]*ImagePlan{}
+		for _, dep := range dependencies(img) {
+			target := cfg.find(dep.name, dep.artifact)
+			if target == nil {
+				return nil, fmt.Errorf("%s: no image %q", cfg.File, dep.name)
+			}
+			ip, err := add(target)
+			if err != nil {
+				return nil, err
+			}
+			deps[key(target)] = ip
+		}
+		ip, err := p.planImage(img, tree, bases, deps)
+		if err != nil {
+			return nil, err
+		}
+		byName[key(img)] = ip
+		p.Images = append(p.Images, ip)
+		return ip, nil
+	}
+	for _, img := range cfg.Images {
+		if _, err := add(img); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// Image finds an image's plan by name ("" for the unnamed image).
+func (p *Plan) Image(name string) *ImagePlan {
+	for _, ip := range p.Images {
+		if !ip.Image.Artifact && ip.Image.Name == name {
+			return ip
+		}
+	}
+	return nil
+}
+
+// Published are the plans of images (not artifacts), in config order.
+func (p *Plan) Published() []*ImagePlan {
+	var out []*ImagePlan
+	for _, img := range p.Config.Images {
+		if img.Artifact {
+			continue
+		}
+		out = append(out, p.Image(img.Name))
+	}
+	return out
+}
+
+type dependency struct {
+	name     string
+	artifact bool
+}
+
+func dependencies(img *Image) []dependency {
+	var out []dependency
+	if img.FromImage != "" {
+		out = append(out, dependency{img.FromImage, false})
+	}
+	if img.FromArtifact != "" {
+		out = append(out, dependency{img.FromArtifact, true})
+	}
+	for _, im := range img.Imports {
+		if im.Artifact != "" {
+			out = append(out, dependency{im.Artifact, true})
+		} else {
+			out = append(out, dependency{im.Image, false})
+		}
+	}
+	return out
+}
+
+func key(img *Image) string {
+	if img.Artifact {
+		return "artifact:" + img.Name
+	}
+	return "image:" + img.Name
+}
+
+func (c *Config) find(name string, artifact bool) *Image {
+	for _, img := range c.Images {
+		if img.Name == name && img.Artifact == artifact {
+			return img
+		}
+	}
+	return nil
+}
+
+func (p *Plan) planImage(img *Image, tree Tree, bases BaseDigests, deps map[string]*ImagePlan) (*ImagePlan, error) {
+	ip := &ImagePlan{Image: img}
+	push := func(s *Stage, inputs ...string) {
+		s.Image = img
+		if n := len(ip.Stages); n > 0 {
+			s.Parent = ip.Stages[n-1]
+		} else if ip.Final != nil {
+			s.Parent = ip.Final // fromImage / fromArtifact
+		}
+		parent := ""
+		if s.Parent != nil {
+			parent = s.Parent.Signature
+		}
+		s.Signature = signature(append([]string{signatureFormat, parent, string(s.Name)}, inputs...)...)
+		ip.Stages = append(ip.Stages, s)
+		ip.Final = s
+	}
+
+	if d := img.Dockerfile; d != nil {
+		inputs := []string{"dockerfile=" + d.Path, "context=" + d.Context, "target=" + d.Target}
+		for _, a := range d.Args {
+			inputs = append(inputs, "arg="+a.Key+"="+a.Value)
+		}
+		ctx := strings.Trim(d.Context, "/")
+		for _, e := range tree {
+			if ctx == "" || e.Path == ctx || strings.HasPrefix(e.Path, ctx+"/") {
+				inputs = append(inputs, e.Mode+" "+e.Blob+" "+e.Path)
+			}
+		}
+		push(&Stage{Name: StageDockerfile, Kind: KindDockerfile}, inputs...)
+		return ip, nil
+	}
+
+	switch {
+	case img.FromImage != "":
+		ip.Final = deps["image:"+img.FromImage].Final
+	case img.FromArtifact != "":
+		ip.Final = deps["artifact:"+img.FromArtifact].Final
+	default:
+		inputs := []string{img.From, "cacheVersion=" + img.FromCacheVersion}
+		if img.FromLatest {
+			digest, ok := bases[img.From]
+			if !ok || digest == "" {
+				return nil, fmt.Errorf("%s: the digest of %s (fromLatest) is not known", img.describe(), img.From)
+			}
+			inputs = append(inputs, "digest="+digest)
+		}
+		push(&Stage{Name: StageFrom, Kind: KindBase, BaseRef: img.From}, inputs...)
+	}
+
+	git := make([][]GitFile, len(img.Git))
+	for i, m := range img.Git {
+		git[i] = selectGit(m, tree)
+	}
+	p.Git[img] = git
+	hasGit := len(img.Git) > 0
+
+	shell := func(name StageName, cmds []string, stageVersion string, deps func(StageDependencies) []string, afterGit bool) {
+		if len(cmds) == 0 {
+			return
+		}
+		inputs := []string{"cacheVersion=" + img.Shell.CacheVersion, "stageCacheVersion=" + stageVersion}
+		inputs = append(inputs, cmds...)
+		if deps != nil {
+			for i, m := range img.Git {
+				globs := deps(m.StageDependencies)
+				if len(globs) == 0 {
+					continue
+				}
+				inputs = append(inputs, fmt.Sprintf("git[%d]", i))
+				for _, f := range git[i] {
+					if anyGlob(globs, f.Rel) {
+						inputs = append(inputs, f.Mode+" "+f.Blob+" "+f.Dest)
+					}
+				}
+			}
+		}
+		push(&Stage{Name: name, Kind: KindShell, Commands: cmds, SyncGit: afterGit && hasGit}, inputs...)
+	}
+	imports := func(name StageName, before, after string) {
+		var ims []Import
+		var srcs []*Stage
+		var inputs []string
+		for _, im := range img.Imports {
+			if (before != "" && im.Before == before) || (after != "" && im.After == after) {
+				src := deps["image:"+im.Image]
+				if im.Artifact != "" {
+					src = deps["artifact:"+im.Artifact]
+				}
+				ims = append(ims, im)
+				srcs = append(srcs, src.Final)
+				inputs = append(inputs, src.Final.Signature, im.Add, im.To, im.Owner, im.Group,
+					"include="+strings.Join(im.IncludePaths, ","), "exclude="+strings.Join(im.ExcludePaths, ","))
+			}
+		}
+		if len(ims) > 0 {
+			push(&Stage{Name: name, Kind: KindImports, Imports: ims, ImportSource: srcs}, inputs...)
+		}
+	}
+
+	sh := img.Shell
+	shell(StageBeforeInstall, sh.BeforeInstall, sh.BeforeInstallCacheVersion, nil, false)
+	imports(StageImportsBeforeInstall, "install", "")
+	if hasGit {
+		var inputs []string
+		for _, m := range img.Git {
+			inputs = append(inputs, m.Add, m.To, m.Owner, m.Group,
+				"include="+strings.Join(m.IncludePaths, ","), "exclude="+strings.Join(m.ExcludePaths, ","))
+		}
+		push(&Stage{Name: StageGitArchive, Kind: KindGitArchive}, inputs...)
+	}
+	shell(StageInstall, sh.Install, sh.InstallCacheVersion, func(d StageDependencies) []string { return d.Install }, true)
+	imports(StageImportsAfterInstall, "", "install")
+	shell(StageBeforeSetup, sh.BeforeSetup, sh.BeforeSetupCacheVersion, func(d StageDependencies) []string { return d.BeforeSetup }, true)
+	imports(StageImportsBeforeSetup, "setup", "")
+	shell(StageSetup, sh.Setup, sh.SetupCacheVersion, func(d StageDependencies) []string { return d.Setup }, true)
+	imports(StageImportsAfterSetup, "", "setup")
+	if hasGit {
+		var inputs []string
+		for i := range img.Git {
+			inputs = append(inputs, fmt.Sprintf("git[%d]", i))
+			for _, f := range git[i] {
+				inputs = append(inputs, f.Mode+" "+f.Blob+" "+f.Dest)
+			}
+		}
+		push(&Stage{Name: StageGitLatestPatch, Kind: KindGitPatch, SyncGit: true}, inputs...)
+	}
+	if d := img.Docker.inputs(); len(d) > 0 {
+		push(&Stage{Name: StageDockerInstructions, Kind: KindDocker}, d...)
+	}
+	return ip, nil
+}
+
+func (img *Image) describe() string {
+	kind := "image"
+	if img.Artifact {
+		kind = "artifact"
+	}
+	if img.Name == "" {
+		return "the unnamed image"
+	}
+	return fmt.Sprintf("%s %q", kind, img.Name)
+}
+
+// inputs serialises the directives in a fixed order.
+func (d Docker) inputs() []string {
+	var out []string
+	for _, kv := range d.Env {
+		out = append(out, "ENV "+kv.Key+"="+kv.Value)
+	}
+	for _, kv := range d.Label {
+		out = append(out, "LABEL "+kv.Key+"="+kv.Value)
+	}
+	for _, v := range d.Expose {
+		out = append(out, "EXPOSE "+v)
+	}
+	for _, v := range d.Volume {
+		out = append(out, "VOLUME "+v)
+	}
+	if d.Workdir != "" {
+		out = append(out, "WORKDIR "+d.Workdir)
+	}
+	if d.User != "" {
+		out = append(out, "USER "+d.User)
+	}
+	if d.Entrypoint != nil {
+		out = append(out, "ENTRYPOINT "+strings.Join(d.Entrypoint, "\x00"))
+	}
+	if d.Cmd != nil {
+		out = append(out, "CMD "+strings.Join(d.Cmd, "\x00"))
+	}
+	return out
+}
+
+// selectGit lists the files a git mapping puts in the image.
+func selectGit(m GitMapping, tree Tree) []GitFile {
+	add := strings.Trim(m.Add, "/")
+	var out []GitFile
+	for _, e := range tree {
+		var rel string
+		switch {
+		case add == "":
+			rel = e.Path
+		case e.Path == add:
+			rel = "" // add: names a single file
+		case strings.HasPrefix(e.Path, add+"/"):
+			rel = e.Path[len(add)+1:]
+		default:
+			continue
+		}
+		if rel != "" {
+			if len(m.IncludePaths) > 0 && !anyGlob(m.IncludePaths, rel) {
+				continue
+			}
+			if anyGlob(m.ExcludePaths, rel) {
+				continue
+			}
+		}
+		dest := m.To
+		if rel != "" {
+			dest = path.Join(m.To, rel)
+		}
+		out = append(out, GitFile{TreeEntry: e, Dest: dest, Rel: rel})
+	}
+	return out
+}
+
+// signature hashes a stage's inputs (SHA3-224, as werf 1.1).
+func signature(parts ...string) string {
+	h := sha3.New224()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte(":::"))
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
