@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 )
 
@@ -52,20 +53,43 @@ func Write(dir, registry, user, password string) error {
 	return nil
 }
 
+// read loads dir's config.json; an absent one is an empty config.
+func read(dir string) (file, string, error) {
+	path := filepath.Join(dir, "config.json")
+	var cfg file
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return cfg, path, nil
+	}
+	if err != nil {
+		return cfg, path, fmt.Errorf("read %s: %w", path, err)
+	}
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return cfg, path, fmt.Errorf("parse %s: %w", path, err)
+	}
+	return cfg, path, nil
+}
+
+// Hosts lists the registries dir has logins for.
+func Hosts(dir string) ([]string, error) {
+	cfg, _, err := read(dir)
+	if err != nil {
+		return nil, err
+	}
+	hosts := make([]string, 0, len(cfg.Auths))
+	for h := range cfg.Auths {
+		hosts = append(hosts, h)
+	}
+	sort.Strings(hosts)
+	return hosts, nil
+}
+
 // Credentials returns the login stored in dir for registry host; ok is
 // false when there is none (or no config at all).
 func Credentials(dir, host string) (user, password string, ok bool, err error) {
-	path := filepath.Join(dir, "config.json")
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return "", "", false, nil
-	}
+	cfg, path, err := read(dir)
 	if err != nil {
-		return "", "", false, fmt.Errorf("read %s: %w", path, err)
-	}
-	var cfg file
-	if err := json.Unmarshal(b, &cfg); err != nil {
-		return "", "", false, fmt.Errorf("parse %s: %w", path, err)
+		return "", "", false, err
 	}
 	entry, found := cfg.Auths[host]
 	if !found || entry.Auth == "" {

@@ -29,7 +29,10 @@ type Harness struct {
 	DockerHost   string
 	Registry     string
 	BaseImage    string
-	Coordinator  *coordinator.Server
+	// Engines are the Docker Engines standing for runner hosts, in order
+	// (the first is DockerHost).
+	Engines     []Engine
+	Coordinator *coordinator.Server
 	// Root holds everything jobs leave behind (builds, cache, runner temp
 	// dirs, logs), so that tests can inspect it.
 	Root string
@@ -38,18 +41,43 @@ type Harness struct {
 // ErrNotStarted says the harness is not up; outside CI tests skip on it.
 var ErrNotStarted = errors.New("harness not started: run `make harness` (scripts/harness.sh up)")
 
-// Load reads the harness env file, builds stagehand into root and starts a
-// coordinator.
-func Load(root string) (*Harness, error) {
+// Engine is one Docker Engine of the harness: a runner host.
+type Engine struct{ Name, Host string }
+
+// Env reads the harness env file (STAGEHAND_HARNESS_ENV, else the
+// default), for tests that need the components but no runner.
+func Env() (map[string]string, string, error) {
 	path := os.Getenv("STAGEHAND_HARNESS_ENV")
 	if path == "" {
 		path = DefaultEnvFile
 	}
 	env, err := readEnvFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w (%v)", ErrNotStarted, err)
+		return nil, path, fmt.Errorf("%w (%v)", ErrNotStarted, err)
+	}
+	return env, path, nil
+}
+
+// Engines reads the engines of an env file.
+func Engines(env map[string]string) []Engine {
+	var out []Engine
+	for _, f := range strings.Fields(env["STAGEHAND_TEST_DOCKER_ENGINES"]) {
+		if name, host, ok := strings.Cut(f, "="); ok {
+			out = append(out, Engine{Name: name, Host: host})
+		}
+	}
+	return out
+}
+
+// Load reads the harness env file, builds stagehand into root and starts a
+// coordinator.
+func Load(root string) (*Harness, error) {
+	env, path, err := Env()
+	if err != nil {
+		return nil, err
 	}
 	h := &Harness{
+		Engines:      Engines(env),
 		GitlabRunner: env["STAGEHAND_TEST_GITLAB_RUNNER"],
 		DockerHost:   env["STAGEHAND_TEST_DOCKER_HOST"],
 		Registry:     env["STAGEHAND_TEST_REGISTRY"],

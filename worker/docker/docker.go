@@ -48,6 +48,12 @@ func NewDocker(host string) (*Docker, error) {
 	return &Docker{cli: cli, host: host}, nil
 }
 
+// Client is the engine's API client, for the packages that build images.
+func (d *Docker) Client() *client.Client { return d.cli }
+
+// Host is the engine's address.
+func (d *Docker) Host() string { return d.host }
+
 // Close releases the client's connections.
 func (d *Docker) Close() error { return d.cli.Close() }
 
@@ -79,7 +85,7 @@ func (d *Docker) EnsureImage(ctx context.Context, ref, policy, dockerConfigDir s
 	}
 	fmt.Fprintf(log, "Pulling image %s ...\n", ref)
 	start := time.Now()
-	auth, err := registryAuth(dockerConfigDir, ref)
+	auth, err := RegistryAuth(dockerConfigDir, ref)
 	if err != nil {
 		return err
 	}
@@ -98,9 +104,9 @@ func (d *Docker) EnsureImage(ctx context.Context, ref, policy, dockerConfigDir s
 	return nil
 }
 
-// registryAuth returns the engine's encoded credentials for the registry of
+// RegistryAuth returns the engine's encoded credentials for the registry of
 // ref, taken from the job's docker config; "" when it has none.
-func registryAuth(dockerConfigDir, ref string) (string, error) {
+func RegistryAuth(dockerConfigDir, ref string) (string, error) {
 	host := dockercfg.RegistryHost(ref)
 	user, pass, ok, err := dockercfg.Credentials(dockerConfigDir, host)
 	if err != nil || !ok {

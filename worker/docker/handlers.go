@@ -18,8 +18,8 @@ func Handlers() map[string]worker.Handler {
 	}
 }
 
-// connect opens the engine and, when ping is set, checks that it answers.
-func connect(ctx context.Context, host string, ping bool) (*Docker, error) {
+// Connect opens the engine and, when ping is set, checks that it answers.
+func Connect(ctx context.Context, host string, ping bool) (*Docker, error) {
 	if host == "" {
 		return nil, fmt.Errorf("no Docker Engine address: set --docker-host")
 	}
@@ -37,7 +37,7 @@ func connect(ctx context.Context, host string, ping bool) (*Docker, error) {
 }
 
 func ensureImage(ctx context.Context, req worker.Request, trace io.Writer) (worker.Response, error) {
-	d, err := connect(ctx, req.DockerHost, true)
+	d, err := Connect(ctx, req.DockerHost, true)
 	if err != nil {
 		return worker.Response{}, err
 	}
@@ -49,7 +49,7 @@ func runScript(ctx context.Context, req worker.Request, trace io.Writer) (worker
 	if req.Script == nil {
 		return worker.Response{}, fmt.Errorf("%s request without a script", worker.OpRunScript)
 	}
-	d, err := connect(ctx, req.DockerHost, false)
+	d, err := Connect(ctx, req.DockerHost, false)
 	if err != nil {
 		return worker.Response{}, err
 	}
@@ -64,7 +64,7 @@ const removeContainersTimeout = 60 * time.Second
 func removeJobContainers(ctx context.Context, req worker.Request, _ io.Writer) (worker.Response, error) {
 	ctx, cancel := context.WithTimeout(ctx, removeContainersTimeout)
 	defer cancel()
-	d, err := connect(ctx, req.DockerHost, false)
+	d, err := Connect(ctx, req.DockerHost, false)
 	if err != nil {
 		return worker.Response{}, err
 	}

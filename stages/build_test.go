@@ -1,0 +1,147 @@
+package stages_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"gitlab.com/stagehand/stagehand/e2e/harness"
+	"gitlab.com/stagehand/stagehand/stages"
+)
+
+// components are the harness's real Docker Engines and registry; outside
+// CI a test without them skips, in CI it fails.
+type components struct {
+	registry, baseImage string
+	engines             []harness.Engine
+}
+
+func needComponents(t *testing.T) components {
+	t.Helper()
+	env, path, err := harness.Env()
+	if err == nil && env["STAGEHAND_TEST_REGISTRY"] == "" {
+		err = fmt.Errorf("%s names no registry", path)
+	}
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("the harness is required in CI: %v", err)
+		}
+		t.Skipf("harness not started: %v", err)
+	}
+	return components{registry: env["STAGEHAND_TEST_REGISTRY"], baseImage: env["STAGEHAND_TEST_BASE_IMAGE"], engines: harness.Engines(env)}
+}
+
+// sampleProject copies the sample project into a fresh git repository.
+func sampleProject(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS("../e2e/testdata/sample")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(dir, "app/setup.sh"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	gitRun(t, dir, "init", "-q", "-b", "main")
+	gitRun(t, dir, "add", ".")
+	gitRun(t, dir, "commit", "-q", "-m", "sample")
+	return dir
+}
+
+func gitRun(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("git", append([]string{"-C", dir, "-c", "user.email=t@example.com", "-c", "user.name=t"}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("git %v: %v\n%s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func dockerRun(t *testing.T, host, ref string) string {
+	t.Helper()
+	cmd := exec.Command("docker", "-H", host, "run", "--rm", "--network", "none", ref)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("docker run %s: %v\n%s%s", ref, err, out, stderr.String())
+	}
+	return string(out)
+}
+
+// syncBuffer is a trace several goroutines write.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func options(t *testing.T, c components, dir, repo, host string, trace io.Writer) stages.Options {
+	commit := gitRun(t, dir, "rev-parse", "HEAD")
+	return stages.Options{
+		ProjectDir: dir, Vars: map[string]string{"BASE_IMAGE": c.baseImage},
+		Project: "sample", StagesRepo: repo + "/stages", ImagesRepo: repo,
+		Commit: commit, CommitTime: "2026-11-25T00:00:00Z", Branch: "main", RefSlug: "main",
+		TagStrategy: stages.TagStagesSignature, DockerHost: host, Network: "none", Trace: trace,
+	}
+}
+
+func TestBuildPublishesTheSampleProject(t *testing.T) {
+	c := needComponents(t)
+	dir := sampleProject(t)
+	repo := fmt.Sprintf("%s/stagehand-test/build-%d", c.registry, time.Now().UnixNano())
+	host := c.engines[0].Host
+	var trace syncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	res, err := stages.Run(ctx, options(t, c, dir, repo, host, &trace))
+	t.Log(trace.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	exports := res.Exports()
+	for _, v := range []string{"STAGEHAND_IMAGE_BACKEND", "STAGEHAND_IMAGE_FRONTEND", "STAGEHAND_IMAGE_TOOL"} {
+		if !strings.HasPrefix(exports[v], repo) {
+			t.Errorf("%s = %q", v, exports[v])
+		}
+	}
+	if got := dockerRun(t, host, exports["STAGEHAND_IMAGE_BACKEND"]); got != "setup ran with libfoo 1.0\n" {
+		t.Errorf("backend prints %q", got)
+	}
+	if got := dockerRun(t, host, exports["STAGEHAND_IMAGE_FRONTEND"]); got != "bundle part one\n" {
+		t.Errorf("frontend prints %q", got)
+	}
+	if got := dockerRun(t, host, exports["STAGEHAND_IMAGE_TOOL"]); got != "hello from the Dockerfile image\n" {
+		t.Errorf("tool prints %q", got)
+	}
+
+	// The same commit again: everything comes from the storage.
+	var again syncBuffer
+	res2, err := stages.Run(ctx, options(t, c, dir, repo, host, &again))
+	t.Log(again.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res2.Reports {
+		if r.Outcome != stages.OutcomeStored {
+			t.Errorf("second build: %s %s", r.Stage, r.Outcome)
+		}
+	}
+	if fmt.Sprint(res2.Exports()) != fmt.Sprint(exports) {
+		t.Errorf("second build published other images:\n%v\n%v", res2.Exports(), exports)
+	}
+}
