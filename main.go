@@ -63,6 +63,9 @@ func hookCommand(code *int) *cobra.Command {
 	f.StringVar(&s.DockerNetwork, "docker-network", s.DockerNetwork, "network mode of job containers (empty: the engine's default)")
 	f.StringVar(&s.PullPolicy, "pull-policy", s.PullPolicy, "when to pull job images: if-not-present, always, never")
 	f.DurationVar(&s.StopTimeout, "stop-timeout", s.StopTimeout, "time a cancelled script gets after SIGTERM before SIGKILL")
+	f.StringVar(&s.Synchronization, "synchronization", s.Synchronization, "how builds coordinate across hosts: :local, kubernetes://NAMESPACE or none")
+	f.StringVar(&s.Kubeconfig, "kubeconfig", s.Kubeconfig, "kubeconfig of kubernetes:// synchronization (empty: $KUBECONFIG, else in-cluster)")
+	f.StringVar(&s.LocksDir, "locks-dir", s.LocksDir, "directory of :local synchronization's file locks")
 	envDefaults(f)
 
 	// do runs one hook: it loads the job, runs fn, reports and sets the
@@ -72,6 +75,9 @@ func hookCommand(code *int) *cobra.Command {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			e, err := executor.New(s, version, os.Environ(), os.Stdout, os.Stderr)
+			if e != nil {
+				e.Register(executor.ActionBuild, executor.BuildAction{})
+			}
 			if err != nil {
 				e.Report(fault.System(err))
 				*code = e.ExitCode(fault.System(err))

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"gitlab.com/stagehand/stagehand/worker"
 )
 
 // ActionKind is what the executor does for a job around its script.
@@ -81,6 +83,8 @@ type ActionContext struct {
 	Env map[string]string
 	// Trace is the job's trace; write progress lines to it.
 	Trace io.Writer
+	// Worker runs heavy work in stagehand-worker.
+	Worker worker.Client
 }
 
 // noAction is the action of jobs that only run their script.

@@ -149,7 +149,7 @@ func (e *Executor) Prepare(ctx context.Context) error {
 			return err
 		}
 	}
-	ac := &ActionContext{Job: e.Job, Settings: &e.Settings, Env: envMap(env), Trace: e.Trace}
+	ac := e.actionContext(envMap(env))
 	if err := action.Check(ctx, ac); err != nil {
 		return fmt.Errorf("%s: %w", kind, err)
 	}
@@ -173,6 +173,10 @@ func (e *Executor) worker() worker.Client {
 	// The worker stops a container within StopTimeout; it gets more to
 	// remove it and answer.
 	return worker.Client{Path: e.Settings.Worker, Trace: e.Trace, StopGrace: e.Settings.StopTimeout + 30*time.Second}
+}
+
+func (e *Executor) actionContext(env map[string]string) *ActionContext {
+	return &ActionContext{Job: e.Job, Settings: &e.Settings, Env: env, Trace: e.Trace, Worker: e.worker()}
 }
 
 // action resolves the job's action to its implementation.
@@ -247,7 +251,7 @@ func (e *Executor) perform(ctx context.Context, vars map[string]string) (map[str
 	}
 	var exports map[string]string
 	err = Section(e.Trace, "stagehand_"+string(kind), "stagehand "+string(kind), func() error {
-		ac := &ActionContext{Job: e.Job, Settings: &e.Settings, Env: vars, Trace: e.Trace}
+		ac := e.actionContext(vars)
 		var err error
 		exports, err = action.Perform(ctx, ac)
 		return err

@@ -30,6 +30,15 @@ type Settings struct {
 	// StopTimeout is how long the user's script gets after SIGTERM before
 	// it is killed.
 	StopTimeout time.Duration
+	// Synchronization is how builds on this host coordinate with other
+	// hosts: ":local" (file locks here), "kubernetes://NAMESPACE" or
+	// "none". Jobs may override it with STAGEHAND_SYNCHRONIZATION.
+	Synchronization string
+	// Kubeconfig is the cluster of kubernetes:// synchronization ("" =
+	// $KUBECONFIG of the runner, else in-cluster).
+	Kubeconfig string
+	// LocksDir holds the file locks of :local synchronization.
+	LocksDir string
 }
 
 // Pull policies for job images.
@@ -48,6 +57,10 @@ func DefaultSettings() Settings {
 		PullPolicy:  PullIfNotPresent,
 		Worker:      worker.DefaultPath(),
 		StopTimeout: 10 * time.Second,
+		// Hosts of one runner fleet share no files: without a cluster,
+		// locks only spare this host's concurrent jobs duplicate work.
+		Synchronization: ":local",
+		LocksDir:        "/var/lib/stagehand/locks",
 	}
 }
 

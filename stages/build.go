@@ -83,6 +83,10 @@ type Builder struct {
 	Trace    io.Writer
 
 	engine  *Engine
+	temps   []*tempLayer
+	// written holds the images this build wrote itself, so that a stage
+	// built on one reads its config from memory, not the registry.
+	written map[*Stage]v1.Image
 	stored  map[*Stage]StoredStage
 	reports []StageReport
 	mu      sync.Mutex
@@ -98,9 +102,13 @@ func ProjectLockName(project string) string { return "stagehand/" + project }
 // the stored stage of each stage.
 func (b *Builder) Build(ctx context.Context) (map[*Stage]StoredStage, []StageReport, error) {
 	b.stored = map[*Stage]StoredStage{}
+	b.written = map[*Stage]v1.Image{}
 	defer func() {
 		if b.engine != nil {
 			b.engine.Close()
+		}
+		for _, tl := range b.temps {
+			tl.Remove()
 		}
 	}()
 	if b.Locker != nil {
@@ -212,6 +220,18 @@ func (b *Builder) stage(ctx context.Context, s *Stage) error {
 	return nil
 }
 
+// tempLayer makes a temporary layer file that lives until the build ends
+// (layers are read again while they are pushed).
+func (b *Builder) tempLayer() (*tempLayer, error) {
+	tl, err := newTempLayer()
+	if err == nil {
+		b.mu.Lock()
+		b.temps = append(b.temps, tl)
+		b.mu.Unlock()
+	}
+	return tl, err
+}
+
 func short(sig string) string {
 	if len(sig) > 12 {
 		return sig[:12]
@@ -248,7 +268,13 @@ func (b *Builder) build(ctx context.Context, s *Stage) (StoredStage, Outcome, bo
 	if err != nil {
 		return StoredStage{}, "", false, fault.System(err)
 	}
-	return b.adoptOldest(ctx, s, st), OutcomeBuilt, false, nil
+	adopted := b.adoptOldest(ctx, s, st)
+	if adopted == st {
+		b.mu.Lock()
+		b.written[s] = img
+		b.mu.Unlock()
+	}
+	return adopted, OutcomeBuilt, false, nil
 }
 
 // adoptOldest: hosts without a lock may store the same stage at the same
@@ -276,6 +302,12 @@ func (b *Builder) parentImage(ctx context.Context, s *Stage) (v1.Image, error) {
 	st, ok := b.stored[s.Parent]
 	if !ok {
 		return nil, fmt.Errorf("stage %s: its parent %s is not built", s, s.Parent)
+	}
+	b.mu.Lock()
+	img, ok := b.written[s.Parent]
+	b.mu.Unlock()
+	if ok {
+		return img, nil
 	}
 	return b.Storage.Image(ctx, st)
 }
@@ -353,7 +385,7 @@ func (b *Builder) buildRemote(ctx context.Context, s *Stage) (v1.Image, error) {
 // labels list them) up to the current tree, and the new listing labels.
 // nil layer: nothing changed.
 func (b *Builder) gitLayer(s *Stage, parentLabels map[string]string) (v1.Layer, map[string]string, error) {
-	tl, err := newTempLayer()
+	tl, err := b.tempLayer()
 	if err != nil {
 		return nil, nil, fault.System(err)
 	}
@@ -428,10 +460,30 @@ func (b *Builder) mappingPatch(tw *tarWriter, s *Stage, i int, parentLabels map[
 	return n, listingOf(files).encode(), remove, uid, gid, nil
 }
 
-// importLayer copies the imported paths out of the source stages (this
-// downloads their layers: only when the import stage is built).
+// importLayer is the layer of an import stage: the stored one of its
+// import key when an earlier build made it (a new parent does not change
+// the imported files), else made from the source stages, which downloads
+// their layers, and stored.
 func (b *Builder) importLayer(ctx context.Context, s *Stage) (v1.Layer, error) {
-	tl, err := newTempLayer()
+	if l, ok, err := b.Storage.ImportLayer(ctx, s.ImportKey); err != nil {
+		return nil, fault.System(err)
+	} else if ok {
+		fmt.Fprintf(b.Trace, "Reusing the import layer of %s (%s)\n", s, short(s.ImportKey))
+		return l, nil
+	}
+	l, err := b.extractImports(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.Storage.PutImportLayer(ctx, s.ImportKey, l); err != nil {
+		return nil, fault.System(err)
+	}
+	return l, nil
+}
+
+// extractImports copies the imported paths out of the source stages.
+func (b *Builder) extractImports(ctx context.Context, s *Stage) (v1.Layer, error) {
+	tl, err := b.tempLayer()
 	if err != nil {
 		return nil, fault.System(err)
 	}
@@ -664,7 +716,7 @@ func (b *Builder) shellContext(ctx context.Context, s *Stage, parent string, lab
 	if inspect.Config != nil {
 		parentLabels, parentUser = inspect.Config.Labels, inspect.Config.User
 	}
-	tl, err := newTempLayer()
+	tl, err := b.tempLayer()
 	if err != nil {
 		return nil, fault.System(err)
 	}
@@ -707,7 +759,7 @@ func (b *Builder) shellContext(ctx context.Context, s *Stage, parent string, lab
 // under its context directory.
 func (b *Builder) contextTar(s *Stage) (io.ReadCloser, error) {
 	ctxDir := strings.Trim(s.Image.Dockerfile.Context, "/")
-	tl, err := newTempLayer()
+	tl, err := b.tempLayer()
 	if err != nil {
 		return nil, fault.System(err)
 	}

@@ -242,6 +242,7 @@ func (l *tempLayer) Layer() (v1.Layer, error) {
 // Reader reads the tar from its start (for the engine's copy API).
 func (l *tempLayer) Reader() (io.ReadCloser, error) { return os.Open(l.f.Name()) }
 
+// Remove deletes the file; removing twice is harmless.
 func (l *tempLayer) Remove() {
 	l.f.Close()
 	os.Remove(l.f.Name())

@@ -70,6 +70,9 @@ type Stage struct {
 	// Imports of a KindImports stage, with the final stages they copy from.
 	Imports      []Import
 	ImportSource []*Stage
+	// ImportKey identifies the files a KindImports stage adds, whatever
+	// its parent: the layer is made once and reused (see Storage.ImportLayer).
+	ImportKey string
 	// SyncGit is set on stages that bring the image's git files up to the
 	// current tree first (shell stages after gitArchive, gitLatestPatch).
 	SyncGit bool
@@ -323,7 +326,8 @@ func (p *Plan) planImage(img *Image, tree Tree, bases BaseDigests, deps map[stri
 			}
 		}
 		if len(ims) > 0 {
-			push(&Stage{Name: name, Kind: KindImports, Imports: ims, ImportSource: srcs}, inputs...)
+			key := signature(append([]string{signatureFormat, "imports"}, inputs...)...)
+			push(&Stage{Name: name, Kind: KindImports, Imports: ims, ImportSource: srcs, ImportKey: key}, inputs...)
 		}
 	}
 

@@ -15,6 +15,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -201,6 +203,39 @@ func (s *Storage) Put(ctx context.Context, sig string, img v1.Image) (StoredStag
 	}
 	s.remember(st)
 	return st, nil
+}
+
+// importTagPrefix marks the tags holding import layers: an image whose
+// one layer is what an import stage adds (see Stage.ImportKey).
+const importTagPrefix = "import-"
+
+// ImportLayer finds the stored layer of an import key; the layer stays in
+// the registry (it is mounted, never downloaded, when used).
+func (s *Storage) ImportLayer(ctx context.Context, key string) (v1.Layer, bool, error) {
+	img, err := remote.Image(s.Repo.Tag(importTagPrefix+key), append(s.opts, remote.WithContext(ctx))...)
+	if isNotFound(err) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("read import layer %s: %w", key, err)
+	}
+	layers, err := img.Layers()
+	if err != nil || len(layers) != 1 {
+		return nil, false, fmt.Errorf("read import layer %s: %d layers, %v", key, len(layers), err)
+	}
+	return layers[0], true, nil
+}
+
+// PutImportLayer stores an import layer under its key.
+func (s *Storage) PutImportLayer(ctx context.Context, key string, layer v1.Layer) error {
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		return err
+	}
+	if err := remote.Write(s.Repo.Tag(importTagPrefix+key), img, append(s.opts, remote.WithContext(ctx))...); err != nil {
+		return fmt.Errorf("store import layer %s: %w", key, err)
+	}
+	return nil
 }
 
 // NewTag reserves the tag of a new copy of sig, for images the engine

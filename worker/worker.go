@@ -46,6 +46,9 @@ const (
 	// OpRemoveJobContainers removes every container of JobKey and answers
 	// how many.
 	OpRemoveJobContainers = "remove-job-containers"
+	// OpBuild builds the project's stages and publishes its images
+	// (Build), answering the variables to export.
+	OpBuild = "build"
 )
 
 // Pull policies for job images.
@@ -64,6 +67,33 @@ type Request struct {
 	PullPolicy   string  `json:"pull_policy,omitempty"`
 	DockerConfig string  `json:"docker_config,omitempty"`
 	Script       *Script `json:"script,omitempty"`
+	Build        *Build  `json:"build,omitempty"`
+}
+
+// Build is one build of a project's images (OpBuild).
+type Build struct {
+	ProjectDir string `json:"project_dir"`
+	// Vars are the job's variables, which the config's templates read
+	// (they hold secrets: they travel on the pipe only).
+	Vars       map[string]string `json:"vars"`
+	Project    string            `json:"project"`
+	StagesRepo string            `json:"stages_repo"`
+	ImagesRepo string            `json:"images_repo"`
+	Commit     string            `json:"commit"`
+	CommitTime string            `json:"commit_time"`
+	Branch     string            `json:"branch,omitempty"`
+	GitTag     string            `json:"git_tag,omitempty"`
+	RefSlug    string            `json:"ref_slug,omitempty"`
+	// TagStrategy is STAGEHAND_TAG_STRATEGY.
+	TagStrategy string `json:"tag_strategy"`
+	Network     string `json:"network,omitempty"`
+	// Synchronization is STAGEHAND_SYNCHRONIZATION: "" for none, ":local"
+	// or kubernetes://NAMESPACE; Kubeconfig is for the latter.
+	Synchronization string `json:"synchronization,omitempty"`
+	Kubeconfig      string `json:"kubeconfig,omitempty"`
+	LocksDir        string `json:"locks_dir,omitempty"`
+	// Holder tells other hosts who holds a lock ("host X, job N").
+	Holder string `json:"holder,omitempty"`
 }
 
 // Script is a runner script to run in a job container.
@@ -85,6 +115,8 @@ type Response struct {
 	ExitCode int `json:"exit_code"`
 	// Removed counts removed containers (OpRemoveJobContainers).
 	Removed int `json:"removed,omitempty"`
+	// Exports are variables for the job's script (OpBuild).
+	Exports map[string]string `json:"exports,omitempty"`
 	// Error, when not empty, is why the work failed; JobFault tells
 	// whether the job is to blame.
 	Error    string `json:"error,omitempty"`

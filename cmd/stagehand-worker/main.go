@@ -1,5 +1,5 @@
 // Command stagehand-worker does the stagehand hooks' heavy work (the Docker
-// Engine for job images) in a process of its own, so that the hooks, which
+// Engine for job images, builds) in a process of its own, so that the hooks, which
 // gitlab-runner starts for every stage of every job, stay quick to start.
 // It is started by stagehand, never by hand: see package worker.
 package main
@@ -7,10 +7,15 @@ package main
 import (
 	"os"
 
+	"gitlab.com/stagehand/stagehand/stages"
 	"gitlab.com/stagehand/stagehand/worker"
 	"gitlab.com/stagehand/stagehand/worker/docker"
 )
 
 func main() {
-	os.Exit(worker.Serve(docker.Handlers(), os.Stdin, os.Stderr))
+	handlers := docker.Handlers()
+	for op, h := range stages.Handlers() {
+		handlers[op] = h
+	}
+	os.Exit(worker.Serve(handlers, os.Stdin, os.Stderr))
 }

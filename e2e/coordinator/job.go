@@ -54,6 +54,10 @@ type Cache struct {
 	When   string // default "on_success"
 }
 
+// CommitTimestamp is CI_COMMIT_TIMESTAMP of every job: the git server's
+// commits have fixed dates too.
+const CommitTimestamp = "2026-01-01T00:00:00+00:00"
+
 // Job describes a job to hand out. Zero values get GitLab-like defaults.
 type Job struct {
 	Name, Stage         string // default "test", "test"
@@ -344,6 +348,7 @@ func buildPayload(base string, j Job, n ids, token string, reasons []string) (pa
 	v.pub("CI_COMMIT_SHA", sha)
 	v.pub("CI_COMMIT_SHORT_SHA", sha[:min(8, len(sha))])
 	v.pub("CI_COMMIT_BEFORE_SHA", ZeroSHA)
+	v.pub("CI_COMMIT_TIMESTAMP", CommitTimestamp)
 	v.pub("CI_COMMIT_REF_NAME", ref)
 	v.pub("CI_COMMIT_REF_SLUG", slug(ref, 63))
 	if refType == "tag" {

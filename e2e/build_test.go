@@ -1,0 +1,330 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+
+	"testing"
+	"time"
+
+	"gitlab.com/stagehand/stagehand/e2e/coordinator"
+	"gitlab.com/stagehand/stagehand/e2e/gitserver"
+	"gitlab.com/stagehand/stagehand/e2e/harness"
+	"gitlab.com/stagehand/stagehand/e2e/registryproxy"
+)
+
+// sampleFiles reads the sample project (testdata/sample) as the git
+// server takes it.
+func sampleFiles(t *testing.T) map[string]string {
+	t.Helper()
+	files := map[string]string{}
+	root := filepath.Join("testdata", "sample")
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		files[filepath.ToSlash(rel)] = string(b)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+// buildProject is one sample project in its own registry repository,
+// reached through a counting proxy.
+type buildProject struct {
+	gs      *gitserver.Server
+	proxy   *registryproxy.Proxy
+	project string
+	repo    gitserver.Repo
+	base    string
+}
+
+func newBuildProject(t *testing.T) *buildProject {
+	t.Helper()
+	gs, err := gitserver.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gs.Close)
+	proxy, err := registryproxy.Start(h.Registry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proxy.Close)
+	p := &buildProject{gs: gs, proxy: proxy, project: fmt.Sprintf("stagehand/sample-%d", time.Now().UnixNano())}
+	if p.repo, err = gs.CreateRepo(p.project, sampleFiles(t)); err != nil {
+		t.Fatal(err)
+	}
+	// The base image through the proxy too, so that the stages repository
+	// and the base share a registry (blobs are mounted, not copied).
+	p.base = proxy.Addr() + strings.TrimPrefix(h.BaseImage, h.Registry)
+	return p
+}
+
+// job is the project's build job at repo.
+func (p *buildProject) job(repo gitserver.Repo) coordinator.Job {
+	return coordinator.Job{
+		Name: "build", Stage: "build", Repo: &repo, Project: p.project, Registry: p.proxy.Addr(),
+		Variables: []coordinator.Variable{{Key: "BASE_IMAGE", Value: p.base}},
+		Script: []string{
+			`echo "image backend=$STAGEHAND_IMAGE_BACKEND@$STAGEHAND_IMAGE_BACKEND_DIGEST"`,
+			`echo "image frontend=$STAGEHAND_IMAGE_FRONTEND@$STAGEHAND_IMAGE_FRONTEND_DIGEST"`,
+			`echo "image tool=$STAGEHAND_IMAGE_TOOL@$STAGEHAND_IMAGE_TOOL_DIGEST"`,
+		},
+		Timeout: 5 * time.Minute,
+	}
+}
+
+// runner is a runner on one engine (a runner host).
+func (p *buildProject) runner(t *testing.T, e harness.Engine, env ...string) *harness.Runner {
+	t.Helper()
+	r, err := h.NewRunner(t.Name() + "-" + e.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Env = append([]string{"STAGEHAND_DOCKER_HOST=" + e.Host, "STAGEHAND_DOCKER_NETWORK=none"}, env...)
+	return r
+}
+
+var publishedLine = regexp.MustCompile(`(?m)\simage (\w+)=(\S+)@(sha256:[0-9a-f]{64})$`)
+
+// published reads the references and digests the job's script printed.
+func published(t *testing.T, run *harness.JobRun) map[string][2]string {
+	t.Helper()
+	out := map[string][2]string{}
+	for _, m := range publishedLine.FindAllStringSubmatch(run.Result.Trace, -1) {
+		out[m[1]] = [2]string{m[2], m[3]}
+	}
+	if len(out) != 3 {
+		t.Fatalf("the script saw %d published images, want 3 (backend, frontend, tool)\ntrace:\n%s", len(out), run.Result.Trace)
+	}
+	return out
+}
+
+var builtLine = regexp.MustCompile(`(?m)\s([~\w][\w.-]*/\w+)\s+built \(`)
+
+// builtStages lists the stages a trace says were built.
+func builtStages(trace string) []string {
+	var out []string
+	for _, m := range builtLine.FindAllStringSubmatch(trace, -1) {
+		out = append(out, m[1])
+	}
+	sort.Strings(out)
+	return out
+}
+
+func dockerCLI(t *testing.T, host string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("docker", append([]string{"-H", host}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("docker %v: %v\n%s", args, err, stderr.String())
+	}
+	return string(out)
+}
+
+// emptyEngine removes every image of an engine: a host that never saw
+// the project.
+func emptyEngine(t *testing.T, e harness.Engine) {
+	t.Helper()
+	_ = exec.Command("docker", "-H", e.Host, "container", "prune", "-f").Run()
+	for attempt := 0; attempt < 5; attempt++ {
+		ids := strings.Fields(dockerCLI(t, e.Host, "images", "-aq"))
+		if len(ids) == 0 {
+			return
+		}
+		// Children go before parents; an id already gone is fine.
+		_ = exec.Command("docker", append([]string{"-H", e.Host, "rmi", "-f"}, ids...)...).Run()
+	}
+	t.Fatalf("engine %s still has images: %s", e.Name, dockerCLI(t, e.Host, "images", "-a"))
+}
+
+func TestBuildJobPublishesTheSampleProject(t *testing.T) {
+	if len(h.Engines) < 3 {
+		t.Fatalf("the stages tests need 3 Docker Engines (STAGEHAND_ENGINES), the harness has %d", len(h.Engines))
+	}
+	p := newBuildProject(t)
+	h1, h3 := h.Engines[0], h.Engines[2]
+
+	run := runOn(t, p.runner(t, h1), p.job(p.repo), nil)
+	wantState(t, run, "success", "")
+	wantTrace(t, run, "stagehand build", "IMAGE", "Build done in")
+	images := published(t, run)
+	for name, want := range map[string]string{
+		"backend":  "setup ran with libfoo 1.0\n",
+		"frontend": "bundle part one\n",
+		"tool":     "hello from the Dockerfile image\n",
+	} {
+		ref := images[name][0]
+		if got := dockerCLI(t, h1.Host, "run", "--rm", "--network", "none", ref); got != want {
+			t.Errorf("docker run %s printed %q, want %q", ref, got, want)
+		}
+	}
+
+	t.Run("idle build on a fresh host pulls no blob", func(t *testing.T) {
+		emptyEngine(t, h3)
+		p.proxy.Reset()
+		run := runOn(t, p.runner(t, h3), p.job(p.repo), nil)
+		wantState(t, run, "success", "")
+		stats := p.proxy.Stats()
+		t.Logf("idle build on %s: %+v in %s", h3.Name, stats, run.Duration)
+		if stats.BlobGets != 0 || stats.BlobBytes != 0 {
+			t.Errorf("the idle build downloaded %d blobs (%d bytes), want none", stats.BlobGets, stats.BlobBytes)
+		}
+		if got := builtStages(run.Result.Trace); len(got) != 0 {
+			t.Errorf("the idle build built %v", got)
+		}
+		if again := published(t, run); fmt.Sprint(again) != fmt.Sprint(images) {
+			t.Errorf("the idle build published other digests:\n%v\n%v", again, images)
+		}
+	})
+
+	t.Run("a setup dependency rebuilds setup and later stages, pulling only the parent", func(t *testing.T) {
+		changed, err := p.gs.Commit(p.project, map[string]string{"app/setup.sh": "#!/bin/sh\necho \"setup v2 with $(cat /installed-deps.txt)\"\n"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		emptyEngine(t, h3)
+		p.proxy.Reset()
+		run := runOn(t, p.runner(t, h3), p.job(changed), nil)
+		wantState(t, run, "success", "")
+		want := []string{"backend/dockerInstructions", "backend/gitLatestPatch", "backend/setup", "frontend/dockerInstructions", "frontend/importsAfterSetup"}
+		if got := builtStages(run.Result.Trace); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("built %v, want %v", got, want)
+		}
+		wantTrace(t, run, "Reusing the import layer of frontend/importsAfterSetup")
+		parent := stageManifest(t, p.project, storedTag(t, run.Result.Trace, "backend/install"))
+		configs := stageConfigs(t, p.project)
+		stats := p.proxy.Stats()
+		var layerBytes, configBytes int64
+		for d, n := range stats.BlobBytesByDigest {
+			if configs[d] {
+				configBytes += n
+			} else {
+				layerBytes += n
+			}
+		}
+		t.Logf("one-stage change on a fresh host: layers pulled %d bytes, image configs read %d bytes (%d blob GETs, %d requests); the parent stage is %d bytes; job %s",
+			layerBytes, configBytes, stats.BlobGets, stats.Requests, parent.size(), run.Duration)
+		if layerBytes > parent.size() {
+			t.Errorf("pulled %d bytes of layers, more than the parent stage's %d", layerBytes, parent.size())
+		}
+		ref := published(t, run)["backend"][0]
+		if got := dockerCLI(t, h3.Host, "run", "--rm", "--network", "none", ref); got != "setup v2 with libfoo 1.0\n" {
+			t.Errorf("docker run %s printed %q", ref, got)
+		}
+	})
+
+	t.Run("shallow and full clones give the same stages", func(t *testing.T) {
+		head, err := p.gs.Commit(p.project, map[string]string{"web/b.txt": "bundle part two\n"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		shallow := head
+		shallow.Depth = 1
+		full := head
+		full.Depth = 0
+		runShallow := runOn(t, p.runner(t, h1), p.job(shallow), nil)
+		wantState(t, runShallow, "success", "")
+		runFull := runOn(t, p.runner(t, h1), p.job(full), nil)
+		wantState(t, runFull, "success", "")
+		wantTrace(t, runShallow, "git depth set to 1")
+		a, b := published(t, runShallow), published(t, runFull)
+		if fmt.Sprint(a) != fmt.Sprint(b) {
+			t.Errorf("shallow clone published %v\nfull clone published %v", a, b)
+		}
+		if got := builtStages(runFull.Result.Trace); len(got) != 0 {
+			t.Errorf("the full clone rebuilt %v after the shallow one", got)
+		}
+	})
+}
+
+var storedLine = regexp.MustCompile(`(?m)\s(\S+/\S+)\s+(?:used from storage|built|waited, then used from storage) \([^)]*\) ([0-9a-f]{56}-[0-9]+)$`)
+
+// storedTag is the stage tag a trace names for stage ("backend/install").
+func storedTag(t *testing.T, trace, stage string) string {
+	t.Helper()
+	for _, m := range storedLine.FindAllStringSubmatch(trace, -1) {
+		if m[1] == stage {
+			return m[2]
+		}
+	}
+	t.Fatalf("the trace names no stored %s", stage)
+	return ""
+}
+
+type manifest struct {
+	Config struct {
+		Digest string
+		Size   int64
+	}
+	Layers []struct {
+		Digest string
+		Size   int64
+	}
+}
+
+func (m manifest) size() int64 {
+	n := m.Config.Size
+	for _, l := range m.Layers {
+		n += l.Size
+	}
+	return n
+}
+
+func registryGet(t *testing.T, path string, v any) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+h.Registry+path, nil)
+	req.Header.Set("Accept", "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", path, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+}
+
+// stageManifest reads a stage's manifest from the registry (not through
+// the proxy, so that the reading is not counted).
+func stageManifest(t *testing.T, project, tag string) manifest {
+	t.Helper()
+	var m manifest
+	registryGet(t, "/v2/"+project+"/stages/manifests/"+tag, &m)
+	return m
+}
+
+// stageConfigs are the config digests of every stage of the project.
+func stageConfigs(t *testing.T, project string) map[string]bool {
+	t.Helper()
+	var list struct{ Tags []string }
+	registryGet(t, "/v2/"+project+"/stages/tags/list", &list)
+	out := map[string]bool{}
+	for _, tag := range list.Tags {
+		out[stageManifest(t, project, tag).Config.Digest] = true
+	}
+	return out
+}
