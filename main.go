@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"gitlab.com/stagehand/stagehand/executor"
 	"gitlab.com/stagehand/stagehand/fault"
 	"gitlab.com/stagehand/stagehand/gitlab"
+	"gitlab.com/stagehand/stagehand/worker"
 )
 
 // version is set at build time (-ldflags "-X main.version=...").
@@ -36,7 +39,7 @@ func run(args []string) int {
 		Version:       version,
 	}
 	code := 0
-	root.AddCommand(hookCommand(&code), ciEnvCommand())
+	root.AddCommand(hookCommand(&code), ciEnvCommand(), buildCommand(), stagesCommand())
 	root.SetArgs(args)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "stagehand:", err)
@@ -66,6 +69,7 @@ func hookCommand(code *int) *cobra.Command {
 	f.StringVar(&s.Synchronization, "synchronization", s.Synchronization, "how builds coordinate across hosts: :local, kubernetes://NAMESPACE or none")
 	f.StringVar(&s.Kubeconfig, "kubeconfig", s.Kubeconfig, "kubeconfig of kubernetes:// synchronization (empty: $KUBECONFIG, else in-cluster)")
 	f.StringVar(&s.LocksDir, "locks-dir", s.LocksDir, "directory of :local synchronization's file locks")
+	f.StringVar(&s.BlockDir, "block-dir", s.BlockDir, "directory of switch-from-local block files")
 	envDefaults(f)
 
 	// do runs one hook: it loads the job, runs fn, reports and sets the
@@ -150,6 +154,143 @@ func envDefaults(f *pflag.FlagSet) {
 		}
 		fl.Usage += " (env " + name + ")"
 	})
+}
+
+// operatorFlags are the host settings operator commands share with the
+// hooks.
+func operatorFlags(f *pflag.FlagSet, s *executor.Settings) {
+	f.StringVar(&s.DockerHost, "docker-host", dockerHostDefault(s.DockerHost), "Docker Engine to build with")
+	f.StringVar(&s.DockerNetwork, "docker-network", s.DockerNetwork, "network mode of build containers (empty: the engine's default)")
+	f.StringVar(&s.Worker, "worker", s.Worker, "the stagehand-worker program (default: next to stagehand)")
+	f.StringVar(&s.Synchronization, "synchronization", "none", "how builds coordinate across hosts: :local, kubernetes://NAMESPACE or none")
+	f.StringVar(&s.Kubeconfig, "kubeconfig", s.Kubeconfig, "kubeconfig of kubernetes:// synchronization")
+	f.StringVar(&s.LocksDir, "locks-dir", s.LocksDir, "directory of :local synchronization's file locks")
+	f.StringVar(&s.BlockDir, "block-dir", s.BlockDir, "directory of switch-from-local block files")
+}
+
+// callWorker runs one worker request with the trace on stderr; ^C stops it.
+func callWorker(cmd *cobra.Command, s executor.Settings, req worker.Request) (worker.Response, error) {
+	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	req.DockerHost = s.DockerHost
+	if req.DockerConfig == "" {
+		req.DockerConfig = dockerConfigDir()
+	}
+	return worker.Client{Path: s.Worker, Trace: cmd.ErrOrStderr(), StopGrace: time.Minute}.Call(ctx, req)
+}
+
+// dockerConfigDir is where the docker CLI keeps logins.
+func dockerConfigDir() string {
+	if d := os.Getenv("DOCKER_CONFIG"); d != "" {
+		return d
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".docker")
+}
+
+func buildCommand() *cobra.Command {
+	s := executor.DefaultSettings()
+	b := executor.ShellBuild{Dir: "."}
+	cmd := &cobra.Command{
+		Use:   "build",
+		Short: "Build and publish the project's images from a checkout, as a build job does",
+		Long: "Builds the images of stagehand.yaml or werf.yaml in --dir as stages in the stages storage " +
+			"and publishes them to --repo. The build's progress goes to stderr; the published references " +
+			"go to stdout as export lines, for `eval \"$(stagehand build ...)\"`. Registry logins come from " +
+			"DOCKER_CONFIG (docker login).",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			b.Settings = s
+			req, err := b.Request()
+			if err != nil {
+				return err
+			}
+			resp, err := callWorker(cmd, s, worker.Request{Op: worker.OpBuild, Build: req})
+			if err != nil {
+				return err
+			}
+			var vars []gitlab.Var
+			for k, v := range resp.Exports {
+				vars = append(vars, gitlab.Var{Name: k, Value: v})
+			}
+			sort.Slice(vars, func(i, j int) bool { return vars[i].Name < vars[j].Name })
+			_, err = fmt.Fprint(cmd.OutOrStdout(), gitlab.FormatExports(vars))
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&b.Dir, "dir", b.Dir, "the project's checkout")
+	f.StringVar(&b.ImagesRepo, "repo", firstEnv("STAGEHAND_IMAGES_REPO", "CI_REGISTRY_IMAGE"), "images repository to publish to")
+	f.StringVar(&b.StagesStorage, "stages-storage", os.Getenv("STAGEHAND_STAGES_STORAGE"), "stages storage: a repository (default REPO/stages) or :local")
+	f.StringVar(&b.TagStrategy, "tag-strategy", os.Getenv("STAGEHAND_TAG_STRATEGY"), "stages-signature or tag-or-branch")
+	f.StringVar(&b.Project, "project", "", "project name for locks and labels (default: the repository's last element)")
+	operatorFlags(f, &s)
+	return cmd
+}
+
+func firstEnv(names ...string) string {
+	for _, n := range names {
+		if v := os.Getenv(n); v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func stagesCommand() *cobra.Command {
+	stagesCmd := &cobra.Command{Use: "stages", Short: "Operate on a project's stages storage"}
+	{
+		s := executor.DefaultSettings()
+		var o worker.Stages
+		sync := &cobra.Command{
+			Use:   "sync --from A --to B",
+			Short: "Copy the stages A has and B lacks (A, B: :local or a repository); run again to resume",
+			Args:  cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				resp, err := callWorker(cmd, s, worker.Request{Op: worker.OpStagesSync, Stages: &o})
+				if err == nil {
+					fmt.Fprintf(cmd.OutOrStdout(), "copied %d stages, %d already there\n", resp.Copied, resp.Present)
+				}
+				return err
+			},
+		}
+		f := sync.Flags()
+		f.StringVar(&o.From, "from", "", "source storage (:local or a repository)")
+		f.StringVar(&o.To, "to", "", "destination storage (:local or a repository)")
+		f.StringVar(&o.Project, "project", "", "project of the :local stages (werf.yaml's project)")
+		_ = sync.MarkFlagRequired("from")
+		_ = sync.MarkFlagRequired("to")
+		operatorFlags(f, &s)
+		stagesCmd.AddCommand(sync)
+	}
+	{
+		s := executor.DefaultSettings()
+		var o worker.Stages
+		sw := &cobra.Command{
+			Use:   "switch-from-local --to REPO",
+			Short: "Move a project's :local stages to a registry and block later :local builds",
+			Long: "Blocks :local builds of the project on this host (a block file in --block-dir), copies its " +
+				"local stages to --to and removes them from the engine. Roll back with " +
+				"`stagehand stages sync --from REPO --to :local` and removing the block file.",
+			Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				o.BlockDir = s.BlockDir
+				resp, err := callWorker(cmd, s, worker.Request{Op: worker.OpSwitchFromLocal, Stages: &o})
+				if err == nil {
+					fmt.Fprintf(cmd.OutOrStdout(), "moved %d stages (%d were already there)\n", resp.Copied, resp.Present)
+				}
+				return err
+			},
+		}
+		f := sw.Flags()
+		f.StringVar(&o.To, "to", "", "the registry stages storage ($CI_REGISTRY_IMAGE/stages)")
+		f.StringVar(&o.Project, "project", "", "the project (werf.yaml's project)")
+		_ = sw.MarkFlagRequired("to")
+		_ = sw.MarkFlagRequired("project")
+		operatorFlags(f, &s)
+		stagesCmd.AddCommand(sw)
+	}
+	return stagesCmd
 }
 
 func ciEnvCommand() *cobra.Command {

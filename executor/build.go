@@ -117,6 +117,7 @@ func BuildRequest(a *ActionContext) (*worker.Build, error) {
 		Synchronization: sync,
 		Kubeconfig:      a.Settings.Kubeconfig,
 		LocksDir:        a.Settings.LocksDir,
+		BlockDir:        a.Settings.BlockDir,
 		Holder:          fmt.Sprintf("host %s, job %s", host, v["CI_JOB_ID"]),
 	}, nil
 }

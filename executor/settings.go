@@ -39,6 +39,9 @@ type Settings struct {
 	Kubeconfig string
 	// LocksDir holds the file locks of :local synchronization.
 	LocksDir string
+	// BlockDir holds the switch-from-local block files that stop :local
+	// builds of projects moved to a registry.
+	BlockDir string
 }
 
 // Pull policies for job images.
@@ -61,6 +64,7 @@ func DefaultSettings() Settings {
 		// locks only spare this host's concurrent jobs duplicate work.
 		Synchronization: ":local",
 		LocksDir:        "/var/lib/stagehand/locks",
+		BlockDir:        "/var/lib/stagehand/switch-from-local",
 	}
 }
 

@@ -67,9 +67,11 @@ type StageReport struct {
 
 // Builder builds a plan's stages into the storage.
 type Builder struct {
-	Plan    *Plan
-	Source  Source
-	Storage *Storage
+	Plan   *Plan
+	Source Source
+	// Storage is a registry repository (*Storage) or :local
+	// (*LocalStorage), where every stage is built by the engine.
+	Storage Store
 	// Engine builds shell and Dockerfile stages; a build with nothing to
 	// run on an engine does not contact it.
 	Engine func(ctx context.Context) (*Engine, error)
@@ -82,8 +84,10 @@ type Builder struct {
 	Registry []remote.Option
 	Trace    io.Writer
 
-	engine  *Engine
-	temps   []*tempLayer
+	engine *Engine
+	// keepEngine: the engine belongs to the caller (:local storage).
+	keepEngine bool
+	temps      []*tempLayer
 	// written holds the images this build wrote itself, so that a stage
 	// built on one reads its config from memory, not the registry.
 	written map[*Stage]v1.Image
@@ -104,7 +108,7 @@ func (b *Builder) Build(ctx context.Context) (map[*Stage]StoredStage, []StageRep
 	b.stored = map[*Stage]StoredStage{}
 	b.written = map[*Stage]v1.Image{}
 	defer func() {
-		if b.engine != nil {
+		if b.engine != nil && !b.keepEngine {
 			b.engine.Close()
 		}
 		for _, tl := range b.temps {
@@ -164,7 +168,7 @@ func (b *Builder) report(r StageReport) {
 	if r.Waited > 0 {
 		detail += fmt.Sprintf(", waited %s", r.Waited.Round(time.Millisecond))
 	}
-	fmt.Fprintf(b.Trace, "%-32s %s (%s%s) %s\n", r.Stage.String(), r.Outcome, r.Duration.Round(time.Millisecond), detail, b.Storage.Ref(r.Stored).TagStr())
+	fmt.Fprintf(b.Trace, "%-32s %s (%s%s) %s\n", r.Stage.String(), r.Outcome, r.Duration.Round(time.Millisecond), detail, r.Stored.Tag())
 }
 
 // stage makes one stage available in the storage.
@@ -253,6 +257,10 @@ func (b *Builder) labels(s *Stage) map[string]string {
 // build builds a missing stage and stores it, unless another host stored
 // it meanwhile: then that copy wins and this one is dropped.
 func (b *Builder) build(ctx context.Context, s *Stage) (StoredStage, Outcome, bool, error) {
+	if local, ok := b.Storage.(*LocalStorage); ok {
+		st, err := b.buildLocal(ctx, s, local)
+		return st, OutcomeBuilt, false, err
+	}
 	switch s.Kind {
 	case KindShell, KindDockerfile:
 		return b.buildOnEngine(ctx, s)
@@ -264,7 +272,7 @@ func (b *Builder) build(ctx context.Context, s *Stage) (StoredStage, Outcome, bo
 	if st, ok, err := b.storedMeanwhile(ctx, s); err != nil || ok {
 		return st, OutcomeDiscarded, false, err
 	}
-	st, err := b.Storage.Put(ctx, s.Signature, img)
+	st, err := b.registry().Put(ctx, s.Signature, img)
 	if err != nil {
 		return StoredStage{}, "", false, fault.System(err)
 	}
@@ -309,7 +317,22 @@ func (b *Builder) parentImage(ctx context.Context, s *Stage) (v1.Image, error) {
 	if ok {
 		return img, nil
 	}
-	return b.Storage.Image(ctx, st)
+	return b.registry().Image(ctx, st)
+}
+
+// registry is the registry storage (remote stage kinds exist only there).
+func (b *Builder) registry() *Storage { return b.Storage.(*Storage) }
+
+// ensureEngine connects to the engine on first use.
+func (b *Builder) ensureEngine(ctx context.Context) (*Engine, error) {
+	if b.engine == nil {
+		e, err := b.Engine(ctx)
+		if err != nil {
+			return nil, fault.System(err)
+		}
+		b.engine = e
+	}
+	return b.engine, nil
 }
 
 // buildRemote makes the stages that need no container: their layers and
@@ -465,7 +488,7 @@ func (b *Builder) mappingPatch(tw *tarWriter, s *Stage, i int, parentLabels map[
 // the imported files), else made from the source stages, which downloads
 // their layers, and stored.
 func (b *Builder) importLayer(ctx context.Context, s *Stage) (v1.Layer, error) {
-	if l, ok, err := b.Storage.ImportLayer(ctx, s.ImportKey); err != nil {
+	if l, ok, err := b.registry().ImportLayer(ctx, s.ImportKey); err != nil {
 		return nil, fault.System(err)
 	} else if ok {
 		fmt.Fprintf(b.Trace, "Reusing the import layer of %s (%s)\n", s, short(s.ImportKey))
@@ -475,7 +498,7 @@ func (b *Builder) importLayer(ctx context.Context, s *Stage) (v1.Layer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := b.Storage.PutImportLayer(ctx, s.ImportKey, l); err != nil {
+	if err := b.registry().PutImportLayer(ctx, s.ImportKey, l); err != nil {
 		return nil, fault.System(err)
 	}
 	return l, nil
@@ -490,7 +513,7 @@ func (b *Builder) extractImports(ctx context.Context, s *Stage) (v1.Layer, error
 	tw := newTarWriter(tl.Writer(), 0, 0, "/")
 	for i, im := range s.Imports {
 		src := b.stored[s.ImportSource[i]]
-		img, err := b.Storage.Image(ctx, src)
+		img, err := b.registry().Image(ctx, src)
 		if err != nil {
 			tl.Remove()
 			return nil, fault.System(err)
@@ -646,14 +669,10 @@ func applyDocker(c *v1.Config, d Docker) {
 
 // buildOnEngine builds shell and Dockerfile stages in the host's engine.
 func (b *Builder) buildOnEngine(ctx context.Context, s *Stage) (StoredStage, Outcome, bool, error) {
-	if b.engine == nil {
-		e, err := b.Engine(ctx)
-		if err != nil {
-			return StoredStage{}, "", false, fault.System(err)
-		}
-		b.engine = e
+	e, err := b.ensureEngine(ctx)
+	if err != nil {
+		return StoredStage{}, "", false, err
 	}
-	e := b.engine
 	labels := b.labels(s)
 	var id string
 	pulled := false
@@ -668,7 +687,7 @@ func (b *Builder) buildOnEngine(ctx context.Context, s *Stage) (StoredStage, Out
 			return StoredStage{}, "", false, err
 		}
 	} else {
-		parent := b.Storage.Ref(b.stored[s.Parent]).String()
+		parent := b.Storage.EngineRef(b.stored[s.Parent])
 		has, err := e.Has(ctx, parent)
 		if err != nil {
 			return StoredStage{}, "", false, fault.System(err)
@@ -694,11 +713,11 @@ func (b *Builder) buildOnEngine(ctx context.Context, s *Stage) (StoredStage, Out
 	if st, ok, err := b.storedMeanwhile(ctx, s); err != nil || ok {
 		return st, OutcomeDiscarded, pulled, err
 	}
-	st := b.Storage.NewTag(s.Signature)
-	if err := e.Push(ctx, id, b.Storage.Ref(st).String()); err != nil {
+	st := b.registry().NewTag(s.Signature)
+	if err := e.Push(ctx, id, b.registry().EngineRef(st)); err != nil {
 		return StoredStage{}, "", pulled, fault.System(err)
 	}
-	b.Storage.Stored(st)
+	b.registry().Stored(st)
 	return b.adoptOldest(ctx, s, st), OutcomeBuilt, pulled, nil
 }
 

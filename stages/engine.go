@@ -19,8 +19,6 @@ import (
 	"gitlab.com/stagehand/stagehand/worker/docker"
 )
 
-
-
 // Engine is the runner host's Docker Engine as the builder uses it: the
 // local stages cache, shell stages, Dockerfile builds and pushes.
 type Engine struct {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/moby/moby/client"
 
 	"gitlab.com/stagehand/stagehand/fault"
 )
@@ -41,8 +42,10 @@ type Options struct {
 	DockerHost   string
 	Network      string
 	DockerConfig string
-	Locker       Locker
-	Trace        io.Writer
+	// BlockDir holds switch-from-local block files (:local builds).
+	BlockDir string
+	Locker   Locker
+	Trace    io.Writer
 	// Transport, when set, carries every registry call (tests count them).
 	Transport http.RoundTripper
 }
@@ -158,19 +161,31 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, fault.Job(err)
 	}
-	storage, err := NewStorage(o.StagesRepo, regOpts)
-	if err != nil {
-		return nil, fault.Job(err)
-	}
-	fmt.Fprintf(o.Trace, "Stages storage %s; %d images, %d stages in %s\n", storage, len(plan.Images), countStages(plan), cfg.File)
-
 	b := &Builder{
-		Plan: plan, Source: src, Storage: storage, Locker: o.Locker,
+		Plan: plan, Source: src, Locker: o.Locker,
 		Project: o.Project, Commit: o.Commit, Registry: regOpts, Trace: o.Trace,
 		Engine: func(ctx context.Context) (*Engine, error) {
 			return NewEngine(ctx, o.DockerHost, o.Network, o.DockerConfig)
 		},
 	}
+	if o.StagesRepo == LocalStorageName {
+		if err := (SwitchBlock{Dir: o.BlockDir, Project: o.Project}).Check(); err != nil {
+			return nil, err
+		}
+		e, err := NewEngine(ctx, o.DockerHost, o.Network, o.DockerConfig)
+		if err != nil {
+			return nil, fault.System(err)
+		}
+		defer e.Close()
+		b.engine, b.keepEngine = e, true
+		b.Storage = NewLocalStorage(e, o.Project)
+	} else {
+		if b.Storage, err = NewStorage(o.StagesRepo, regOpts); err != nil {
+			return nil, fault.Job(err)
+		}
+	}
+	fmt.Fprintf(o.Trace, "Stages storage %s; %d images, %d stages in %s\n", b.Storage, len(plan.Images), countStages(plan), cfg.File)
+
 	stored, reports, err := b.Build(ctx)
 	res := &Result{Reports: reports}
 	if err != nil {
@@ -178,7 +193,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 
 	for _, ip := range plan.Published() {
-		p, err := publish(ctx, o, storage, stored, ip, regOpts)
+		var p Published
+		var err error
+		if local, ok := b.Storage.(*LocalStorage); ok {
+			p, err = publishLocal(ctx, o, local, stored, ip, regOpts)
+		} else {
+			p, err = publish(ctx, o, b.registry(), stored, ip, regOpts)
+		}
 		if err != nil {
 			return res, err
 		}
@@ -232,6 +253,38 @@ func publish(ctx context.Context, o Options, storage *Storage, stored map[*Stage
 			return Published{}, fault.System(fmt.Errorf("publish %s: %w", ip.Image.describe(), err))
 		}
 		p.Digest = d.String()
+	}
+	p.Reference = repoName + ":" + tags[0]
+	fmt.Fprintf(o.Trace, "Published %s as %s (%s)\n", ip.Image.describe(), strings.Join(prefixTags(repoName, tags), ", "), p.Digest)
+	return p, nil
+}
+
+// publishLocal pushes a :local stage under the image's tags with the
+// engine (the stage is only on this host). Its labels, not manifest
+// annotations, say what it is.
+func publishLocal(ctx context.Context, o Options, local *LocalStorage, stored map[*Stage]StoredStage, ip *ImagePlan, regOpts []remote.Option) (Published, error) {
+	st := stored[ip.Final]
+	tags, err := PublishTags(o, ip.Final)
+	if err != nil {
+		return Published{}, err
+	}
+	repoName := imagesRepo(o.ImagesRepo, ip.Image.Name)
+	p := Published{Image: ip.Image.Name, Repo: repoName, Tags: tags, Stage: st}
+	for _, tag := range tags {
+		ref := repoName + ":" + tag
+		if err := local.Engine.Push(ctx, local.EngineRef(st), ref); err != nil {
+			return Published{}, fault.System(fmt.Errorf("publish %s: %w", ip.Image.describe(), err))
+		}
+		r, err := name.ParseReference(ref)
+		if err != nil {
+			return Published{}, fault.Jobf("%s is not an image reference: %v", ref, err)
+		}
+		d, err := remote.Head(r, regOpts...)
+		if err != nil {
+			return Published{}, fault.System(fmt.Errorf("read %s: %w", ref, err))
+		}
+		p.Digest = d.Digest.String()
+		_, _ = local.Engine.cli().ImageRemove(ctx, ref, client.ImageRemoveOptions{})
 	}
 	p.Reference = repoName + ":" + tags[0]
 	fmt.Fprintf(o.Trace, "Published %s as %s (%s)\n", ip.Image.describe(), strings.Join(prefixTags(repoName, tags), ", "), p.Digest)

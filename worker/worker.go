@@ -49,6 +49,12 @@ const (
 	// OpBuild builds the project's stages and publishes its images
 	// (Build), answering the variables to export.
 	OpBuild = "build"
+	// OpStagesSync copies the stages one storage has and another lacks
+	// (Stages).
+	OpStagesSync = "stages-sync"
+	// OpSwitchFromLocal moves a project's stages from :local to a
+	// registry and blocks later :local builds (Stages).
+	OpSwitchFromLocal = "switch-from-local"
 )
 
 // Pull policies for job images.
@@ -68,6 +74,15 @@ type Request struct {
 	DockerConfig string  `json:"docker_config,omitempty"`
 	Script       *Script `json:"script,omitempty"`
 	Build        *Build  `json:"build,omitempty"`
+	Stages       *Stages `json:"stages,omitempty"`
+}
+
+// Stages is a stages storage operation of an operator.
+type Stages struct {
+	From     string `json:"from"`
+	To       string `json:"to"`
+	Project  string `json:"project"`
+	BlockDir string `json:"block_dir,omitempty"`
 }
 
 // Build is one build of a project's images (OpBuild).
@@ -94,6 +109,8 @@ type Build struct {
 	LocksDir        string `json:"locks_dir,omitempty"`
 	// Holder tells other hosts who holds a lock ("host X, job N").
 	Holder string `json:"holder,omitempty"`
+	// BlockDir holds switch-from-local block files.
+	BlockDir string `json:"block_dir,omitempty"`
 }
 
 // Script is a runner script to run in a job container.
@@ -117,6 +134,9 @@ type Response struct {
 	Removed int `json:"removed,omitempty"`
 	// Exports are variables for the job's script (OpBuild).
 	Exports map[string]string `json:"exports,omitempty"`
+	// Copied and Present count stages (OpStagesSync, OpSwitchFromLocal).
+	Copied  int `json:"copied,omitempty"`
+	Present int `json:"present,omitempty"`
 	// Error, when not empty, is why the work failed; JobFault tells
 	// whether the job is to blame.
 	Error    string `json:"error,omitempty"`
