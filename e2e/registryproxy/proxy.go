@@ -16,16 +16,16 @@ import (
 
 // Stats are the requests seen since the last Reset.
 type Stats struct {
-	Requests     int
-	BlobGets     int   // GET of a blob that returned its body
-	BlobBytes    int64 // bytes of those bodies
+	Requests  int
+	BlobGets  int   // GET of a blob that returned its body
+	BlobBytes int64 // bytes of those bodies
 	// BlobBytesByDigest splits BlobBytes by blob, so that a test can tell
 	// layers from image configs.
 	BlobBytesByDigest map[string]int64
-	ManifestGets int
-	BlobHeads    int
-	Uploads      int // blob upload requests (POST/PATCH/PUT under blobs/uploads)
-	ManifestPuts int
+	ManifestGets      int
+	BlobHeads         int
+	Uploads           int // blob upload requests (POST/PATCH/PUT under blobs/uploads)
+	ManifestPuts      int
 }
 
 // Proxy forwards to a registry and counts.
