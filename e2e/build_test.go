@@ -130,7 +130,7 @@ func builtStages(trace string) []string {
 	return out
 }
 
-func dockerCLI(t *testing.T, host string, args ...string) string {
+func dockerCLI(t testing.TB, host string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command("docker", append([]string{"-H", host}, args...)...)
 	var stderr bytes.Buffer
@@ -144,7 +144,7 @@ func dockerCLI(t *testing.T, host string, args ...string) string {
 
 // emptyEngine removes every image of an engine: a host that never saw
 // the project.
-func emptyEngine(t *testing.T, e harness.Engine) {
+func emptyEngine(t testing.TB, e harness.Engine) {
 	t.Helper()
 	_ = exec.Command("docker", "-H", e.Host, "container", "prune", "-f").Run()
 	for attempt := 0; attempt < 5; attempt++ {

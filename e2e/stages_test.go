@@ -33,7 +33,7 @@ func mustCLI(t *testing.T, env []string, args ...string) (string, string) {
 }
 
 // checkout makes a working copy of the sample project.
-func checkout(t *testing.T, files map[string]string) string {
+func checkout(t testing.TB, files map[string]string) string {
 	t.Helper()
 	dir := t.TempDir()
 	for name, content := range files {

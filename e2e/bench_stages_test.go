@@ -1,0 +1,223 @@
+package e2e
+
+import (
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	"gitlab.com/stagehand/stagehand/e2e/harness"
+	"gitlab.com/stagehand/stagehand/e2e/registryproxy"
+)
+
+// benchFiles reads the benchmark project.
+func benchFiles(b testing.TB) map[string]string {
+	files := map[string]string{}
+	root := filepath.Join("testdata", "bench")
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		c, err := os.ReadFile(p)
+		rel, _ := filepath.Rel(root, p)
+		files[filepath.ToSlash(rel)] = string(c)
+		return err
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return files
+}
+
+// measurement is one row of the benchmark's table.
+type measurement struct {
+	name      string
+	wall      time.Duration
+	stats     registryproxy.Stats
+	built     int
+	rebuiltBy string
+}
+
+// benchRun is one stagehand build or anchor run, measured at the proxy.
+type benchRun struct {
+	b     *testing.B
+	proxy *registryproxy.Proxy
+	base  string
+	sync  string
+	locks string
+}
+
+// stagehandBuild builds dir with `stagehand build` on engine e.
+func (r *benchRun) stagehandBuild(dir, repo string, e harness.Engine) (time.Duration, string, error) {
+	start := time.Now()
+	cmd := exec.Command(h.Stagehand, "build", "--dir", dir, "--repo", repo, "--docker-host", e.Host, "--docker-network", "none",
+		"--synchronization", r.sync, "--locks-dir", r.locks, "--project", filepath.Base(repo))
+	cmd.Env = append(os.Environ(), "BASE_IMAGE="+r.base, "DOCKER_CONFIG="+r.b.TempDir())
+	out, err := cmd.CombinedOutput()
+	return time.Since(start), string(out), err
+}
+
+// anchorBuild is GitLab's documented Docker build: pull latest (for its
+// cache), build with --cache-from, push the commit's tag and latest.
+func (r *benchRun) anchorBuild(dir, repo, tag string, e harness.Engine) (time.Duration, error) {
+	start := time.Now()
+	docker := func(args ...string) error {
+		cmd := exec.Command("docker", append([]string{"-H", e.Host}, args...)...)
+		cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+r.b.TempDir())
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("docker %v: %v\n%s", args, err, out)
+		}
+		return nil
+	}
+	_ = docker("pull", repo+":latest") // `|| true`: the first build has none
+	if err := docker("build", "--network", "none", "--cache-from", repo+":latest", "--build-arg", "BASE="+r.base, "-t", repo+":"+tag, "-t", repo+":latest", dir); err != nil {
+		return 0, err
+	}
+	for _, t := range []string{tag, "latest"} {
+		if err := docker("push", repo+":"+t); err != nil {
+			return 0, err
+		}
+	}
+	return time.Since(start), nil
+}
+
+// BenchmarkStages compares stagehand with the anchor on one project and
+// a fresh host: P1 idle build, P2 last-stage change, P3 four concurrent
+// builders on a cold commit. It runs once whatever b.N is and prints a
+// table; the goals are in the issue (P1 ≤ 0.1×, P2 ≤ 0.5× the anchor's
+// wall time, P3 ≤ 1.3× one builder's).
+func BenchmarkStages(b *testing.B) {
+	if len(h.Engines) < 3 {
+		b.Fatalf("the benchmark needs 3 Docker Engines, the harness has %d", len(h.Engines))
+	}
+	proxy, err := registryproxy.Start(h.Registry)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer proxy.Close()
+	syncSpec := os.Getenv("STAGEHAND_BENCH_SYNCHRONIZATION")
+	if syncSpec == "" {
+		syncSpec = ":local" // the builders share this machine's file locks
+	}
+	r := &benchRun{b: b, proxy: proxy, base: proxy.Addr() + strings.TrimPrefix(h.BaseImage, h.Registry), sync: syncSpec, locks: b.TempDir()}
+	h1, fresh := h.Engines[0], h.Engines[2]
+	id := time.Now().UnixNano()
+	ours := fmt.Sprintf("%s/stagehand/bench-%d", proxy.Addr(), id)
+	anchor := fmt.Sprintf("%s/stagehand/bench-anchor-%d", proxy.Addr(), id)
+	files := benchFiles(b)
+	v1 := checkout(b, files)
+	must := func(err error) {
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	var rows []measurement
+	measure := func(name string, f func() (time.Duration, string, error)) measurement {
+		emptyEngine(b, fresh)
+		proxy.Reset()
+		wall, trace, err := f()
+		if err != nil {
+			b.Fatalf("%s: %v\n%s", name, err, trace)
+		}
+		m := measurement{name: name, wall: wall, stats: proxy.Stats(), built: len(builtStages(trace))}
+		rows = append(rows, m)
+		return m
+	}
+	anchorRun := func(dir, tag string) func() (time.Duration, string, error) {
+		return func() (time.Duration, string, error) {
+			wall, err := r.anchorBuild(dir, anchor, tag, fresh)
+			return wall, "", err
+		}
+	}
+	oursRun := func(dir string) func() (time.Duration, string, error) {
+		return func() (time.Duration, string, error) { return r.stagehandBuild(dir, ours, fresh) }
+	}
+
+	// Both start warm: the commit built and pushed once from another host.
+	if _, trace, err := r.stagehandBuild(v1, ours, h1); err != nil {
+		b.Fatalf("warm-up build: %v\n%s", err, trace)
+	}
+	_, err = r.anchorBuild(v1, anchor, "v1", h1)
+	must(err)
+
+	p1 := measure("P1 idle build, stagehand", oursRun(v1))
+	p1a := measure("P1 idle build, anchor", anchorRun(v1, "v1"))
+
+	files["static/index.html"] = "<h1>v2</h1>\n"
+	v2 := checkout(b, files)
+	p2 := measure("P2 last-stage change, stagehand", oursRun(v2))
+	p2a := measure("P2 last-stage change, anchor", anchorRun(v2, "v2"))
+
+	// P3: a commit nobody built, one builder, then four at once (another
+	// cold repository, same content).
+	files["deps.txt"] = fmt.Sprintf("dep %d\n", id)
+	v3 := checkout(b, files)
+	for _, e := range h.Engines {
+		emptyEngine(b, e)
+	}
+	proxy.Reset()
+	one, trace, err := r.stagehandBuild(v3, ours+"-p3one", h1)
+	if err != nil {
+		b.Fatalf("P3 single builder: %v\n%s", err, trace)
+	}
+	rows = append(rows, measurement{name: "P3 cold commit, one builder", wall: one, stats: proxy.Stats(), built: len(builtStages(trace))})
+	for _, e := range h.Engines {
+		emptyEngine(b, e)
+	}
+	proxy.Reset()
+	hosts := []harness.Engine{h.Engines[0], h.Engines[1], h.Engines[2], h.Engines[0]}
+	var wg sync.WaitGroup
+	walls := make([]time.Duration, len(hosts))
+	traces := make([]string, len(hosts))
+	errs := make([]error, len(hosts))
+	for i, e := range hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			walls[i], traces[i], errs[i] = r.stagehandBuild(v3, ours+"-p3four", e)
+		}()
+	}
+	wg.Wait()
+	var four time.Duration
+	builtBy := map[string]int{}
+	for i := range hosts {
+		if errs[i] != nil {
+			b.Fatalf("P3 builder %d on %s: %v\n%s", i, hosts[i].Name, errs[i], traces[i])
+		}
+		four = max(four, walls[i])
+		for _, s := range builtStages(traces[i]) {
+			builtBy[s]++
+		}
+	}
+	twice := 0
+	for s, n := range builtBy {
+		if n > 1 {
+			twice++
+			b.Errorf("P3: stage %s built %d times", s, n)
+		}
+	}
+	rows = append(rows, measurement{name: "P3 cold commit, four builders (slowest)", wall: four, stats: proxy.Stats(), built: len(builtBy)})
+
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "RUN\tWALL\tBLOB BYTES PULLED\tBLOB GETS\tREQUESTS\tSTAGES BUILT")
+	for _, m := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\n", m.name, m.wall.Round(time.Millisecond), m.stats.BlobBytes, m.stats.BlobGets, m.stats.Requests, m.built)
+	}
+	tw.Flush()
+	ratio := func(a, b time.Duration) float64 { return float64(a) / float64(b) }
+	fmt.Printf("P1 idle: %.3f× the anchor's wall time (goal ≤ 0.1×), %d blob bytes (goal 0)\n", ratio(p1.wall, p1a.wall), p1.stats.BlobBytes)
+	fmt.Printf("P2 last-stage change: %.3f× the anchor's wall time (goal ≤ 0.5×)\n", ratio(p2.wall, p2a.wall))
+	fmt.Printf("P3 four builders: %.3f× one builder's wall time (goal ≤ 1.3×), stages built twice: %d (goal 0)\n", ratio(four, one), twice)
+	b.ReportMetric(ratio(p1.wall, p1a.wall), "P1-ratio")
+	b.ReportMetric(ratio(p2.wall, p2a.wall), "P2-ratio")
+	b.ReportMetric(ratio(four, one), "P3-ratio")
+	if p1.stats.BlobBytes != 0 {
+		b.Errorf("P1: the idle build pulled %d blob bytes", p1.stats.BlobBytes)
+	}
+}
