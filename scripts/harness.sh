@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The real components stagehand's tests and demo run against, on this host:
 # Docker Engine(s) with their own data roots and sockets, a registry on
-# loopback with a locally made base image, and the real gitlab-runner built
-# from Go modules. Idempotent: what already runs is left alone.
+# loopback with a locally made base image, the real gitlab-runner, and a
+# Kubernetes API server (etcd, kube-apiserver, kube-controller-manager),
+# both built from Go modules. Idempotent: what already
+# runs is left alone.
 #
 #   scripts/harness.sh up      install what is missing, start what is down
 #   scripts/harness.sh down    stop what `up` started
@@ -10,7 +12,7 @@
 #
 # Settings (environment): STAGEHAND_HARNESS_HOME (/var/lib/stagehand-harness),
 # STAGEHAND_CACHE ($HOME/.cache/stagehand: built binaries, reused),
-# STAGEHAND_ENGINES ("h1": one Docker Engine per name), STAGEHAND_REGISTRY_PORT (5000).
+# STAGEHAND_ENGINES ("h1 h2 h3": one Docker Engine per name; the stages tests build on several hosts), STAGEHAND_REGISTRY_PORT (5000).
 set -euo pipefail
 
 SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -18,7 +20,7 @@ REPO=$(dirname "$SCRIPTS")
 HOME_DIR=${STAGEHAND_HARNESS_HOME:-/var/lib/stagehand-harness}
 RUN=$HOME_DIR/run
 CACHE=${STAGEHAND_CACHE:-$HOME/.cache/stagehand}
-ENGINES=${STAGEHAND_ENGINES:-h1}
+ENGINES=${STAGEHAND_ENGINES:-h1 h2 h3}
 REGISTRY_PORT=${STAGEHAND_REGISTRY_PORT:-5000}
 REGISTRY=127.0.0.1:$REGISTRY_PORT
 BASE_IMAGE=$REGISTRY/stagehand/busybox:latest
@@ -47,6 +49,7 @@ install_packages() {
 	command -v curl >/dev/null || missing+=(curl)
 	command -v ss >/dev/null || missing+=(iproute2)
 	command -v openssl >/dev/null || missing+=(openssl)
+	command -v bc >/dev/null || missing+=(bc) # the Kubernetes recipe times its start with it
 	[ ${#missing[@]} -eq 0 ] && return
 	log "installing ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
@@ -162,6 +165,48 @@ build_gitlab_runner() {
 	log "gitlab-runner: $("$CACHE/bin/gitlab-runner" --version 2>/dev/null | head -1)"
 }
 
+# Kubernetes: etcd, kube-apiserver and kube-controller-manager built from
+# Go modules by the shared recipe (once per version, into the cache) and
+# started on loopback (etcd 2379, API server 6443).
+KUBE_VERSION=${STAGEHAND_KUBE_VERSION:-1.37.2}
+KUBE_HOME=$CACHE/kube-$KUBE_VERSION
+KUBE_RECIPE=$SHARED/recipes/kubernetes
+KUBECONFIG_PATH=$KUBE_HOME/run/kubeconfig
+
+build_kube() {
+	[ -x "$KUBE_RECIPE/build-kube.sh" ] || die "Kubernetes recipe not found at $KUBE_RECIPE (set STAGEHAND_SHARED to the shared/ directory)"
+	mkdir -p "$KUBE_HOME/bin" "$CACHE/logs"
+	if [ ! -x "$KUBE_HOME/bin/etcd" ]; then
+		log "etcd: building from Go modules (about a minute, once)"
+		KUBE_RECIPE_HOME=$KUBE_HOME "$KUBE_RECIPE/build-etcd.sh" >"$CACHE/logs/etcd-build.log" 2>&1 ||
+			{ tail -30 "$CACHE/logs/etcd-build.log" >&2; die "building etcd failed (log: $CACHE/logs/etcd-build.log)"; }
+	fi
+	if [ ! -x "$KUBE_HOME/bin/kube-apiserver" ] || [ ! -x "$KUBE_HOME/bin/kube-controller-manager" ]; then
+		log "kube-apiserver, kube-controller-manager $KUBE_VERSION: building from Go modules (several minutes, once)"
+		KV=$KUBE_VERSION KUBE_RECIPE_HOME=$KUBE_HOME "$KUBE_RECIPE/build-kube.sh" >"$CACHE/logs/kube-build.log" 2>&1 ||
+			{ tail -30 "$CACHE/logs/kube-build.log" >&2; die "building Kubernetes failed (log: $CACHE/logs/kube-build.log)"; }
+	fi
+}
+
+kube_ready() {
+	[ -f "$KUBECONFIG_PATH" ] &&
+		[ "$(curl -sk -m 3 -H 'Authorization: Bearer probe-admin-token' https://127.0.0.1:6443/readyz 2>/dev/null)" = ok ]
+}
+
+start_kube() {
+	if kube_ready && [ -f "$KUBE_HOME/run/kube-controller-manager.pid" ] && kill -0 "$(cat "$KUBE_HOME/run/kube-controller-manager.pid")" 2>/dev/null; then
+		log "kube-apiserver: up"
+		return
+	fi
+	# A half-started or stale set (ports held, pid files left) goes first.
+	KUBE_RECIPE_HOME=$KUBE_HOME "$KUBE_RECIPE/stop.sh" >/dev/null 2>&1 || true
+	log "kube-apiserver: starting etcd, kube-apiserver, kube-controller-manager"
+	KCM=1 KUBE_RECIPE_HOME=$KUBE_HOME "$KUBE_RECIPE/start.sh" >"$CACHE/logs/kube-start.log" 2>&1 ||
+		{ tail -30 "$CACHE/logs/kube-start.log" >&2; die "starting Kubernetes failed (log: $CACHE/logs/kube-start.log)"; }
+	kube_ready || die "kube-apiserver is not ready (log: $KUBE_HOME/run/kube-apiserver.log)"
+	log "kube-apiserver: up"
+}
+
 write_env() {
 	local engines_env="" first=""
 	for name in $ENGINES; do
@@ -175,6 +220,7 @@ STAGEHAND_TEST_REGISTRY=$REGISTRY
 STAGEHAND_TEST_REGISTRY_LOG=$RUN/registry/registry.log
 STAGEHAND_TEST_BASE_IMAGE=$BASE_IMAGE
 STAGEHAND_TEST_GITLAB_RUNNER=$CACHE/bin/gitlab-runner
+STAGEHAND_TEST_KUBECONFIG=$KUBECONFIG_PATH
 EOE
 	log "env: $ENV_FILE"
 }
@@ -187,10 +233,13 @@ up() {
 	start_registry
 	make_base_image
 	build_gitlab_runner
+	build_kube
+	start_kube
 	write_env
 }
 
 down() {
+	KUBE_RECIPE_HOME=$KUBE_HOME "$KUBE_RECIPE/stop.sh" >/dev/null 2>&1 || true
 	for pidfile in "$RUN"/*/dockerd.pid "$RUN"/registry/registry.pid; do
 		[ -f "$pidfile" ] || continue
 		local pid

@@ -54,10 +54,16 @@ func handleBuild(ctx context.Context, req worker.Request, trace io.Writer) (work
 	if b == nil {
 		return worker.Response{}, fmt.Errorf("%s request without a build", worker.OpBuild)
 	}
-	// Locks come with package lock (next step); without them a build is
-	// still correct, and may build a stage on two hosts at once.
-	var locker Locker
-	fmt.Fprintln(trace, "Synchronization: none (hosts may build a stage twice; readers agree on the oldest copy)")
+	locker, err := NewLocker(b.Synchronization, b.Project, b.LocksDir, b.Kubeconfig, b.Holder)
+	if err != nil {
+		return worker.Response{}, fault.System(err)
+	}
+	if locker != nil {
+		defer locker.Close()
+		fmt.Fprintf(trace, "Synchronization: %s\n", locker.Describe())
+	} else {
+		fmt.Fprintln(trace, "Synchronization: none (hosts may build a stage twice; readers agree on the oldest copy)")
+	}
 	o := Options{
 		ProjectDir: b.ProjectDir, Vars: b.Vars, Project: b.Project,
 		StagesRepo: b.StagesRepo, ImagesRepo: b.ImagesRepo,
