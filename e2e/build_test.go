@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io/fs"
@@ -12,7 +13,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-
+	"sync"
 	"testing"
 	"time"
 
@@ -327,4 +328,83 @@ func stageConfigs(t *testing.T, project string) map[string]bool {
 		out[stageManifest(t, project, tag).Config.Digest] = true
 	}
 	return out
+}
+
+// TestTwoHostsBuildTheSameCommitOnce: two runner hosts (two engines with
+// their own data roots, one registry) build one cold commit at the same
+// time, synchronized through the API server: every stage is built once,
+// and both publish the same digests.
+func TestTwoHostsBuildTheSameCommitOnce(t *testing.T) {
+	p := newBuildProject(t)
+	hosts := []harness.Engine{h.Engines[0], h.Engines[1]}
+	runs := make([]*harness.JobRun, len(hosts))
+	errs := make([]error, len(hosts))
+	runners := make([]*harness.Runner, len(hosts))
+	for i, e := range hosts {
+		runners[i] = p.runner(t, e, "STAGEHAND_SYNCHRONIZATION=kubernetes://stagehand-synchronization", "STAGEHAND_KUBECONFIG="+h.Kubeconfig)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runs[i], errs[i] = runners[i].Run(ctx, p.job(p.repo), nil)
+		}()
+	}
+	wg.Wait()
+	builtBy := map[string][]string{}
+	for i, run := range runs {
+		if errs[i] != nil {
+			t.Fatalf("job on %s: %v", hosts[i].Name, errs[i])
+		}
+		wantState(t, run, "success", "")
+		wantTrace(t, run, "Synchronization: ConfigMap stagehand-")
+		assertNoSecrets(t, runners[i], run, []string{run.Token})
+		assertNoStagehandState(t, runners[i])
+		for _, s := range builtStages(run.Result.Trace) {
+			builtBy[s] = append(builtBy[s], hosts[i].Name)
+		}
+	}
+	if len(builtBy) != 13 {
+		t.Errorf("%d distinct stages built, want the sample's 13: %v", len(builtBy), builtBy)
+	}
+	for s, by := range builtBy {
+		if len(by) != 1 {
+			t.Errorf("stage %s built %d times (on %v)", s, len(by), by)
+		}
+	}
+	var list struct{ Tags []string }
+	registryGet(t, "/v2/"+p.project+"/stages/tags/list", &list)
+	sigs := map[string]int{}
+	for _, tag := range list.Tags {
+		if sig, _, ok := strings.Cut(tag, "-"); ok && len(sig) == 56 {
+			sigs[sig]++
+		}
+	}
+	for sig, n := range sigs {
+		if n != 1 {
+			t.Errorf("the registry holds %d copies of stage %s", n, sig)
+		}
+	}
+	waits := strings.Count(runs[0].Result.Trace+runs[1].Result.Trace, "Waiting for stage")
+	t.Logf("stages built: %d on %s, %d on %s; %d waits; %d stage tags in the registry",
+		countOn(builtBy, hosts[0].Name), hosts[0].Name, countOn(builtBy, hosts[1].Name), hosts[1].Name, waits, len(list.Tags))
+	a, b := published(t, runs[0]), published(t, runs[1])
+	if fmt.Sprint(a) != fmt.Sprint(b) {
+		t.Errorf("the hosts published different images:\n%v\n%v", a, b)
+	}
+}
+
+func countOn(builtBy map[string][]string, host string) int {
+	n := 0
+	for _, by := range builtBy {
+		for _, h := range by {
+			if h == host {
+				n++
+			}
+		}
+	}
+	return n
 }

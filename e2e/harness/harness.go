@@ -29,6 +29,9 @@ type Harness struct {
 	DockerHost   string
 	Registry     string
 	BaseImage    string
+	// Kubeconfig is the harness's API server (etcd, kube-apiserver,
+	// kube-controller-manager).
+	Kubeconfig string
 	// Engines are the Docker Engines standing for runner hosts, in order
 	// (the first is DockerHost).
 	Engines     []Engine
@@ -82,9 +85,10 @@ func Load(root string) (*Harness, error) {
 		DockerHost:   env["STAGEHAND_TEST_DOCKER_HOST"],
 		Registry:     env["STAGEHAND_TEST_REGISTRY"],
 		BaseImage:    env["STAGEHAND_TEST_BASE_IMAGE"],
+		Kubeconfig:   env["STAGEHAND_TEST_KUBECONFIG"],
 		Root:         root,
 	}
-	for name, v := range map[string]string{"gitlab-runner": h.GitlabRunner, "docker host": h.DockerHost, "registry": h.Registry, "base image": h.BaseImage} {
+	for name, v := range map[string]string{"gitlab-runner": h.GitlabRunner, "docker host": h.DockerHost, "registry": h.Registry, "base image": h.BaseImage, "kubeconfig": h.Kubeconfig} {
 		if v == "" {
 			return nil, fmt.Errorf("%w: %s has no %s", ErrNotStarted, path, name)
 		}
