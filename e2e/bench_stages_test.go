@@ -57,7 +57,7 @@ type benchRun struct {
 func (r *benchRun) stagehandBuild(dir, repo string, e harness.Engine) (time.Duration, string, error) {
 	start := time.Now()
 	cmd := exec.Command(h.Stagehand, "build", "--dir", dir, "--repo", repo, "--docker-host", e.Host, "--docker-network", "none",
-		"--synchronization", r.sync, "--locks-dir", r.locks, "--project", filepath.Base(repo))
+		"--synchronization", r.sync, "--kubeconfig", h.Kubeconfig, "--locks-dir", r.locks, "--project", filepath.Base(repo))
 	cmd.Env = append(os.Environ(), "BASE_IMAGE="+r.base, "DOCKER_CONFIG="+r.b.TempDir())
 	out, err := cmd.CombinedOutput()
 	return time.Since(start), string(out), err
@@ -103,7 +103,7 @@ func BenchmarkStages(b *testing.B) {
 	defer proxy.Close()
 	syncSpec := os.Getenv("STAGEHAND_BENCH_SYNCHRONIZATION")
 	if syncSpec == "" {
-		syncSpec = ":local" // the builders share this machine's file locks
+		syncSpec = "kubernetes://stagehand-synchronization" // as a fleet of hosts would
 	}
 	r := &benchRun{b: b, proxy: proxy, base: proxy.Addr() + strings.TrimPrefix(h.BaseImage, h.Registry), sync: syncSpec, locks: b.TempDir()}
 	h1, fresh := h.Engines[0], h.Engines[2]

@@ -51,6 +51,9 @@ func newKubeLocker(ns string, cfg Config) (*kubeLocker, error) {
 	}
 	// A dead API server must fail a call, not hang the build.
 	rc.Timeout = 10 * time.Second
+	// client-go's default 5 requests/s would make each lock wait for the
+	// limiter: a lock is a few small calls, taken per stage.
+	rc.QPS, rc.Burst = 50, 100
 	client, err := dynamic.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
