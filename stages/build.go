@@ -185,14 +185,18 @@ func (b *Builder) stage(ctx context.Context, s *Stage) error {
 	var waited time.Duration
 	if b.Locker != nil {
 		waitStart := time.Now()
+		busy := false
 		lease, err := b.Locker.Acquire(ctx, stageLockName(b.Project, s.Signature), false, func(holder string) {
+			busy = true
 			fmt.Fprintf(b.Trace, "Waiting for stage %s (%s), held by %s\n", s, short(s.Signature), orUnknown(holder))
 		})
 		if err != nil {
 			return fmt.Errorf("take the lock of stage %s: %w", s, err)
 		}
 		defer lease.Release()
-		waited = time.Since(waitStart)
+		if busy {
+			waited = time.Since(waitStart)
+		}
 		lctx, cancel := context.WithCancelCause(ctx)
 		defer cancel(nil)
 		go func() {

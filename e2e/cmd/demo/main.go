@@ -6,7 +6,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"time"
 
 	"gitlab.com/stagehand/stagehand/e2e/coordinator"
@@ -37,11 +39,16 @@ func demo() error {
 		return err
 	}
 	defer gs.Close()
-	repo, err := gs.CreateRepo("stagehand/sample", map[string]string{
-		"README.md":      "# sample\nA project built by stagehand's demo pipeline.\n",
-		"scripts/hi.sh":  "echo \"hi from $CI_PROJECT_NAME at $CI_COMMIT_SHORT_SHA\"\n",
-		".gitlab-ci.yml": "# jobs are plain scripts; stagehand does the rest\n",
-	})
+	// The sample project of the tests (werf.yaml: two images, an artifact,
+	// a Dockerfile image) with a few files of its own.
+	files, err := readTree("e2e/testdata/sample")
+	if err != nil {
+		return fmt.Errorf("run the demo from the repository's root (make demo): %w", err)
+	}
+	files["README.md"] = "# sample\nA project built by stagehand's demo pipeline.\n"
+	files["scripts/hi.sh"] = "echo \"hi from $CI_PROJECT_NAME at $CI_COMMIT_SHORT_SHA\"\n"
+	files[".gitlab-ci.yml"] = "# jobs are plain scripts; stagehand does the rest\n"
+	repo, err := gs.CreateRepo("stagehand/sample", files)
 	if err != nil {
 		return err
 	}
@@ -51,6 +58,14 @@ func demo() error {
 	}
 
 	pipeline := []coordinator.Job{
+		{
+			// Stage build: stagehand builds the images as stages in
+			// $CI_REGISTRY_IMAGE/stages and publishes them; a second
+			// `make demo` finds every stage in the registry.
+			Name: "images", Stage: "build", Repo: &repo, Registry: h.Registry,
+			Variables: []coordinator.Variable{{Key: "BASE_IMAGE", Value: h.BaseImage}},
+			Script:    []string{"env | grep '^STAGEHAND_IMAGE' | sort"},
+		},
 		{
 			Name: "unit", Stage: "test", Repo: &repo, Registry: h.Registry,
 			Script: []string{"sh scripts/hi.sh", "env | grep '^STAGEHAND_' | sort"},
@@ -66,6 +81,7 @@ func demo() error {
 			Script:      []string{`echo "would deploy release $STAGEHAND_RELEASE into namespace $STAGEHAND_NAMESPACE"`},
 		},
 	}
+	runner.Env = append(runner.Env, "STAGEHAND_DOCKER_NETWORK=none")
 	failed := 0
 	for _, job := range pipeline {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -85,4 +101,22 @@ func demo() error {
 	}
 	fmt.Printf("\n===== pipeline passed: %d jobs =====\n", len(pipeline))
 	return nil
+}
+
+// readTree reads a directory as path -> contents.
+func readTree(root string) (map[string]string, error) {
+	files := map[string]string{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		files[filepath.ToSlash(rel)] = string(b)
+		return nil
+	})
+	return files, err
 }
