@@ -181,6 +181,23 @@ func TestBuildJobPublishesTheSampleProject(t *testing.T) {
 		}
 	}
 
+	// Published by manifest copy, annotated for cleanup.
+	backendTag := images["backend"][0][strings.LastIndex(images["backend"][0], ":")+1:]
+	var pub manifest
+	registryGet(t, "/v2/"+p.project+"/backend/manifests/"+backendTag, &pub)
+	for k, want := range map[string]string{
+		"io.stagehand.ref": "main", "io.stagehand.ref-kind": "branch", "io.stagehand.commit": p.repo.SHA,
+		"io.stagehand.commit-time": coordinator.CommitTimestamp, "io.stagehand.image": "backend",
+		"io.stagehand.stage": storedTag(t, run.Result.Trace, "backend/dockerInstructions"),
+	} {
+		if got := pub.Annotations[k]; got != want {
+			t.Errorf("published backend: annotation %s = %q, want %q", k, got, want)
+		}
+	}
+	if n := len(strings.Split(pub.Annotations["io.stagehand.stages"], ",")); n != 7 {
+		t.Errorf("published backend names %d stages, want its 7", n)
+	}
+
 	t.Run("idle build on a fresh host pulls no blob", func(t *testing.T) {
 		emptyEngine(t, h3)
 		p.proxy.Reset()
@@ -274,7 +291,8 @@ func storedTag(t *testing.T, trace, stage string) string {
 }
 
 type manifest struct {
-	Config struct {
+	Annotations map[string]string
+	Config      struct {
 		Digest string
 		Size   int64
 	}
@@ -407,4 +425,18 @@ func countOn(builtBy map[string][]string, host string) int {
 		}
 	}
 	return n
+}
+
+func TestBuildJobWithABadConfigFailsNamingTheLine(t *testing.T) {
+	p := newBuildProject(t)
+	bad, err := p.gs.Commit(p.project, map[string]string{"werf.yaml": "project: sample\nconfigVersion: 1\n---\nimage: app\nfrom: base\nansible:\n  install: []\n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := runOn(t, p.runner(t, h.Engines[0]), p.job(bad), nil)
+	wantState(t, run, "failed", "script_failure")
+	wantTrace(t, run, "werf.yaml:6:", "ansible")
+	if strings.Contains(run.Result.Trace, "image backend=") {
+		t.Error("the script ran after the build failed")
+	}
 }

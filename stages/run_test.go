@@ -1,0 +1,118 @@
+package stages
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+
+	"gitlab.com/stagehand/stagehand/fault"
+)
+
+func TestExportName(t *testing.T) {
+	for in, want := range map[string]string{
+		"":             "STAGEHAND_IMAGE",
+		"backend":      "STAGEHAND_IMAGE_BACKEND",
+		"web-ui":       "STAGEHAND_IMAGE_WEB_UI",
+		"api.v2/admin": "STAGEHAND_IMAGE_API_V2_ADMIN",
+		"Ünïcode":      "STAGEHAND_IMAGE___N__CODE",
+	} {
+		if got := ExportName(in); got != want {
+			t.Errorf("ExportName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestPublishTags(t *testing.T) {
+	final := &Stage{Signature: strings.Repeat("a", 56)}
+	commit := strings.Repeat("c", 40)
+	cases := []struct {
+		name    string
+		o       Options
+		want    []string
+		jobFail bool
+	}{
+		{"default is the stages signature, then the commit", Options{Commit: commit}, []string{final.Signature, commit}, false},
+		{"stages-signature", Options{TagStrategy: TagStagesSignature, Commit: commit}, []string{final.Signature, commit}, false},
+		{"tag-or-branch", Options{TagStrategy: TagOrBranch, RefSlug: "feature-x", Commit: commit}, []string{"feature-x", commit}, false},
+		{"no commit known", Options{TagStrategy: TagOrBranch, RefSlug: "main"}, []string{"main"}, false},
+		{"tag-or-branch without a ref", Options{TagStrategy: TagOrBranch, Commit: commit}, nil, true},
+		{"unknown strategy", Options{TagStrategy: "latest", Commit: commit}, nil, true},
+	}
+	for _, c := range cases {
+		got, err := PublishTags(c.o, final)
+		if c.jobFail {
+			if err == nil || fault.KindOf(err) != fault.KindJob {
+				t.Errorf("%s: err = %v, want the job's fault", c.name, err)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(got, c.want) {
+			t.Errorf("%s: PublishTags = %v, %v; want %v", c.name, got, err, c.want)
+		}
+	}
+}
+
+func TestAnnotateKeepsTheManifestAndSortsKeys(t *testing.T) {
+	in := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{"digest":"sha256:1","size":1},"layers":[]}`)
+	a, err := annotate(in, map[string]string{"b": "2", "a": "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := annotate(in, map[string]string{"a": "1", "b": "2"})
+	if string(a) != string(b) {
+		t.Errorf("the same annotations give different bytes:\n%s\n%s", a, b)
+	}
+	if !strings.Contains(string(a), `"annotations":{"a":"1","b":"2"}`) || !strings.Contains(string(a), `"layers":[]`) {
+		t.Errorf("annotated manifest: %s", a)
+	}
+}
+
+func TestPickStageTakesTheOldestCopy(t *testing.T) {
+	sig := strings.Repeat("b", 56)
+	got := pickStage([]StoredStage{{sig, 300}, {sig, 100}, {sig, 200}})
+	if got.Millis != 100 {
+		t.Errorf("picked %d, want the oldest (100)", got.Millis)
+	}
+	if st, ok := parseStageTag(got.Tag()); !ok || st != got {
+		t.Errorf("tag %q does not parse back", got.Tag())
+	}
+	for _, bad := range []string{"latest", sig, sig + "-x", "import-" + sig, strings.Repeat("B", 56) + "-1"} {
+		if _, ok := parseStageTag(bad); ok {
+			t.Errorf("%q parsed as a stage tag", bad)
+		}
+	}
+}
+
+func TestGitListingRoundTripAndDiff(t *testing.T) {
+	files := []GitFile{
+		{TreeEntry: TreeEntry{Path: "a", Mode: ModeFile, Blob: BlobID([]byte("1"))}, Dest: "/app/a"},
+		{TreeEntry: TreeEntry{Path: "b c", Mode: ModeExec, Blob: BlobID([]byte("2"))}, Dest: "/app/b c"},
+	}
+	l, err := decodeListing(listingOf(files).encode())
+	if err != nil || !reflect.DeepEqual(l, listingOf(files)) {
+		t.Fatalf("round trip: %v %v", l, err)
+	}
+	now := []GitFile{
+		{TreeEntry: TreeEntry{Path: "a", Mode: ModeFile, Blob: BlobID([]byte("changed"))}, Dest: "/app/a"},
+		{TreeEntry: TreeEntry{Path: "d", Mode: ModeFile, Blob: BlobID([]byte("new"))}, Dest: "/app/d"},
+	}
+	p := diffListing(l, now)
+	if len(p.Write) != 2 || !reflect.DeepEqual(p.Remove, []string{"/app/b c"}) {
+		t.Errorf("diff = %+v", p)
+	}
+	if !diffListing(listingOf(now), now).empty() {
+		t.Error("a tree against its own listing is not an empty patch")
+	}
+}
+
+func TestShellDockerfile(t *testing.T) {
+	df := shellDockerfile("reg/stages:x", "app", shellScript([]string{"make"}, []string{"/app/it's gone"}), []contextCopy{{Dir: "git0", UID: 1000, GID: 1000}})
+	for _, want := range []string{"FROM reg/stages:x\nUSER root\nCOPY --chown=1000:1000 git0/ /\nRUN [", `rm -rf -- '/app/it'\\''s gone'`, "\nUSER app\n"} {
+		if !strings.Contains(df, want) {
+			t.Errorf("Dockerfile lacks %q:\n%s", want, df)
+		}
+	}
+	if df := shellDockerfile("p", "", "true", nil); strings.Contains(df, "USER") {
+		t.Errorf("a root parent needs no USER lines:\n%s", df)
+	}
+}
