@@ -183,6 +183,9 @@ func (b *Builder) stage(ctx context.Context, s *Stage) error {
 	}
 
 	var waited time.Duration
+	// lost turns an error of work cut short by a lost lease into that
+	// loss, which is what the trace must say.
+	lost := func(err error) error { return err }
 	if b.Locker != nil {
 		waitStart := time.Now()
 		busy := false
@@ -206,10 +209,17 @@ func (b *Builder) stage(ctx context.Context, s *Stage) error {
 			case <-lctx.Done():
 			}
 		}()
+		parent := ctx
 		ctx = lctx
+		lost = func(err error) error {
+			if cause := context.Cause(lctx); err != nil && lctx.Err() != nil && parent.Err() == nil && cause != nil {
+				return fault.System(fmt.Errorf("stage %s stopped: %w", s, cause))
+			}
+			return err
+		}
 		// Another host may have stored it while this one waited.
 		if err := b.Storage.Refresh(ctx); err != nil {
-			return fault.System(err)
+			return lost(fault.System(err))
 		}
 		if st, ok, _ := b.Storage.Find(ctx, s.Signature); ok {
 			b.stored[s] = st
@@ -221,7 +231,7 @@ func (b *Builder) stage(ctx context.Context, s *Stage) error {
 	fmt.Fprintf(b.Trace, "Building stage %s (%s)\n", s, short(s.Signature))
 	st, outcome, pulled, err := b.build(ctx, s)
 	if err != nil {
-		return err
+		return lost(err)
 	}
 	b.stored[s] = st
 	b.report(StageReport{Stage: s, Stored: st, Outcome: outcome, Pulled: pulled, Waited: waited, Duration: time.Since(start)})

@@ -145,3 +145,72 @@ func TestBuildPublishesTheSampleProject(t *testing.T) {
 		t.Errorf("second build published other images:\n%v\n%v", res2.Exports(), exports)
 	}
 }
+
+// losingLocker grants every lock; the lease of the stage named lose is
+// lost right away, as when the API server goes away mid-build.
+type losingLocker struct{ lose string }
+
+type testLease struct {
+	lost chan struct{}
+	err  error
+}
+
+func (l *testLease) Release() error        { return nil }
+func (l *testLease) Lost() <-chan struct{} { return l.lost }
+func (l *testLease) Err() error            { return l.err }
+
+func (l losingLocker) Acquire(_ context.Context, name string, _ bool, _ func(string)) (stages.Lease, error) {
+	lease := &testLease{lost: make(chan struct{})}
+	if strings.HasSuffix(name, l.lose) {
+		lease.err = fmt.Errorf("lost the lock %s: its lease could not be renewed", name)
+		close(lease.lost)
+	}
+	return lease, nil
+}
+
+// TestLostLeaseStopsTheBuildBeforeStoring: a build whose stage lock is
+// lost stops with an error naming the lock, and the stage is not stored.
+func TestLostLeaseStopsTheBuildBeforeStoring(t *testing.T) {
+	c := needComponents(t)
+	dir := sampleProject(t)
+	repo := fmt.Sprintf("%s/stagehand-test/lease-%d", c.registry, time.Now().UnixNano())
+	var trace syncBuffer
+	o := options(t, c, dir, repo, c.engines[0].Host, &trace)
+
+	// Find the signature of backend/install from a plan of the same tree.
+	cfg, err := stages.LoadConfig(dir, o.Vars)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := stages.OpenSource(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := stages.NewPlan(cfg, src.Tree(), nil)
+	src.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var install string
+	for _, s := range plan.Image("backend").Stages {
+		if s.Name == stages.StageInstall {
+			install = s.Signature
+		}
+	}
+	o.Locker = losingLocker{lose: install}
+	_, err = stages.Run(context.Background(), o)
+	t.Logf("the build stopped: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "lost the lock") || !strings.Contains(err.Error(), install) {
+		t.Fatalf("Run = %v, want the lost lock named\n%s", err, trace.String())
+	}
+	out, lerr := exec.Command("curl", "-fsS", "http://"+repo[:strings.Index(repo, "/")]+"/v2/"+repo[strings.Index(repo, "/")+1:]+"/stages/tags/list").Output()
+	if lerr != nil {
+		t.Fatal(lerr)
+	}
+	if strings.Contains(string(out), install) {
+		t.Errorf("the stage whose lock was lost was stored: %s", out)
+	}
+	if strings.Contains(trace.String(), "backend/setup") {
+		t.Errorf("the build went on after the lost lease:\n%s", trace.String())
+	}
+}
