@@ -256,4 +256,3 @@ func (w *watchedBackend) RenewLease(h lockgate.LockHandle) error {
 func (w *watchedBackend) Release(h lockgate.LockHandle) error {
 	return w.inner.Release(h)
 }
-
