@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,17 +17,7 @@ import (
 
 // benchFiles reads the benchmark project.
 func benchFiles(b testing.TB) map[string]string {
-	files := map[string]string{}
-	root := filepath.Join("testdata", "bench")
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		c, err := os.ReadFile(p)
-		rel, _ := filepath.Rel(root, p)
-		files[filepath.ToSlash(rel)] = string(c)
-		return err
-	})
+	files, err := harness.ReadTree(filepath.Join("testdata", "bench"))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -5,9 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io/fs"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -25,22 +23,9 @@ import (
 
 // sampleFiles reads the sample project (testdata/sample) as the git
 // server takes it.
-func sampleFiles(t *testing.T) map[string]string {
+func sampleFiles(t testing.TB) map[string]string {
 	t.Helper()
-	files := map[string]string{}
-	root := filepath.Join("testdata", "sample")
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		files[filepath.ToSlash(rel)] = string(b)
-		return nil
-	})
+	files, err := harness.ReadTree(filepath.Join("testdata", "sample"))
 	if err != nil {
 		t.Fatal(err)
 	}

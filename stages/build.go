@@ -431,13 +431,8 @@ func (b *Builder) gitLayer(s *Stage, parentLabels map[string]string) (v1.Layer, 
 	if err == nil {
 		err = tw.Close()
 	}
-	if err != nil {
-		tl.Remove()
-		return nil, nil, err
-	}
-	if n == 0 {
-		tl.Remove()
-		return nil, listings, nil
+	if err != nil || n == 0 {
+		return nil, listings, err
 	}
 	l, err := tl.Layer()
 	return l, listings, err
@@ -529,7 +524,6 @@ func (b *Builder) extractImports(ctx context.Context, s *Stage) (v1.Layer, error
 		src := b.stored[s.ImportSource[i]]
 		img, err := b.registry().Image(ctx, src)
 		if err != nil {
-			tl.Remove()
 			return nil, fault.System(err)
 		}
 		uid, err := ownerID(im.Owner, "owner")
@@ -539,21 +533,17 @@ func (b *Builder) extractImports(ctx context.Context, s *Stage) (v1.Layer, error
 			tw.setOwner(uid, gid, im.To)
 		}
 		if err != nil {
-			tl.Remove()
 			return nil, fault.Job(&ConfigError{File: b.Plan.Config.File, Line: im.Line, Msg: err.Error()})
 		}
 		n, err := copyImport(tw, mutate.Extract(img), im)
 		if err != nil {
-			tl.Remove()
 			return nil, fault.System(fmt.Errorf("stage %s: import %s from %s: %w", s, im.Add, s.ImportSource[i], err))
 		}
 		if n == 0 {
-			tl.Remove()
 			return nil, fault.Jobf("%s:%d: import: nothing at %s in %s", b.Plan.Config.File, im.Line, im.Add, s.ImportSource[i].Image.describe())
 		}
 	}
 	if err := tw.Close(); err != nil {
-		tl.Remove()
 		return nil, err
 	}
 	return tl.Layer()
@@ -762,7 +752,6 @@ func (b *Builder) shellContext(ctx context.Context, s *Stage, parent string, lab
 			tw.setPrefix(dir + "/")
 			n, listing, rm, uid, gid, err := b.mappingPatch(tw, s, i, parentLabels, false)
 			if err != nil {
-				tl.Remove()
 				return nil, err
 			}
 			if n > 0 {
@@ -774,22 +763,17 @@ func (b *Builder) shellContext(ctx context.Context, s *Stage, parent string, lab
 	}
 	tw.setPrefix("")
 	dockerfile := shellDockerfile(parent, parentUser, shellScript(s.Commands, remove), copies)
-	if err := tw.raw("Dockerfile", []byte(dockerfile)); err == nil {
-		err = tw.Close()
-	} else {
-		tl.Remove()
+	if err := tw.raw("Dockerfile", []byte(dockerfile)); err != nil {
 		return nil, err
 	}
-	r, err := tl.Reader()
-	if err != nil {
-		tl.Remove()
+	if err := tw.Close(); err != nil {
 		return nil, err
 	}
-	return &removeOnClose{ReadCloser: r, tl: tl}, nil
+	return tl.Reader()
 }
 
 // contextTar is a Dockerfile image's build context: the project's files
-// under its context directory.
+// under its context directory. (Temporary files go when the build ends.)
 func (b *Builder) contextTar(s *Stage) (io.ReadCloser, error) {
 	ctxDir := strings.Trim(s.Image.Dockerfile.Context, "/")
 	tl, err := b.tempLayer()
@@ -807,35 +791,16 @@ func (b *Builder) contextTar(s *Stage) (io.ReadCloser, error) {
 		}
 		r, err := b.Source.Open(e)
 		if err != nil {
-			tl.Remove()
 			return nil, fault.System(err)
 		}
 		err = tw.file("/"+rel, e.Mode, r)
 		r.Close()
 		if err != nil {
-			tl.Remove()
 			return nil, fault.System(err)
 		}
 	}
 	if err := tw.Close(); err != nil {
-		tl.Remove()
 		return nil, err
 	}
-	r, err := tl.Reader()
-	if err != nil {
-		tl.Remove()
-		return nil, err
-	}
-	return &removeOnClose{ReadCloser: r, tl: tl}, nil
-}
-
-type removeOnClose struct {
-	io.ReadCloser
-	tl *tempLayer
-}
-
-func (r *removeOnClose) Close() error {
-	err := r.ReadCloser.Close()
-	r.tl.Remove()
-	return err
+	return tl.Reader()
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -326,4 +327,23 @@ func (r *Runner) Run(ctx context.Context, job coordinator.Job, onStart func(id i
 		return run, fmt.Errorf("gitlab-runner: %w (log %s)", err, logPath)
 	}
 	return run, nil
+}
+
+// ReadTree reads a directory (a test project) as slash path -> contents,
+// the form gitserver.CreateRepo takes.
+func ReadTree(root string) (map[string]string, error) {
+	files := map[string]string{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		files[filepath.ToSlash(rel)] = string(b)
+		return nil
+	})
+	return files, err
 }

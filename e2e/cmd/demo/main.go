@@ -6,9 +6,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"time"
 
 	"gitlab.com/stagehand/stagehand/e2e/coordinator"
@@ -41,7 +39,7 @@ func demo() error {
 	defer gs.Close()
 	// The sample project of the tests (werf.yaml: two images, an artifact,
 	// a Dockerfile image) with a few files of its own.
-	files, err := readTree("e2e/testdata/sample")
+	files, err := harness.ReadTree("e2e/testdata/sample")
 	if err != nil {
 		return fmt.Errorf("run the demo from the repository's root (make demo): %w", err)
 	}
@@ -101,22 +99,4 @@ func demo() error {
 	}
 	fmt.Printf("\n===== pipeline passed: %d jobs =====\n", len(pipeline))
 	return nil
-}
-
-// readTree reads a directory as path -> contents.
-func readTree(root string) (map[string]string, error) {
-	files := map[string]string{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		files[filepath.ToSlash(rel)] = string(b)
-		return nil
-	})
-	return files, err
 }
