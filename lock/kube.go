@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -18,8 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
+
+	"gitlab.com/stagehand/stagehand/internal/kubeconfig"
 )
 
 var (
@@ -45,15 +44,12 @@ type kubeLocker struct {
 }
 
 func newKubeLocker(ns string, cfg Config) (*kubeLocker, error) {
-	rc, err := restConfig(cfg.Kubeconfig)
+	rc, err := kubeconfig.RESTConfig(cfg.Kubeconfig)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("kubernetes synchronization: %w", err)
 	}
-	// A dead API server must fail a call, not hang the build.
-	rc.Timeout = 10 * time.Second
-	// client-go's default 5 requests/s would make each lock wait for the
-	// limiter: a lock is a few small calls, taken per stage.
-	rc.QPS, rc.Burst = 50, 100
+	// A lease lives 10 s: a call must fail well before that.
+	rc.Timeout = 5 * time.Second
 	client, err := dynamic.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
@@ -77,26 +73,6 @@ func configMapName(project string) string {
 		}
 	}
 	return strings.TrimRight(string(b[:min(len(b), 253)]), "-.")
-}
-
-// restConfig: the given kubeconfig, else $KUBECONFIG, else in-cluster.
-func restConfig(path string) (*rest.Config, error) {
-	if path == "" && os.Getenv("KUBECONFIG") == "" {
-		rc, err := rest.InClusterConfig()
-		if err != nil {
-			return nil, fmt.Errorf("kubernetes synchronization: no kubeconfig (--kubeconfig, KUBECONFIG) and not in a cluster: %w", err)
-		}
-		return rc, nil
-	}
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	if path != "" {
-		rules.ExplicitPath = path
-	}
-	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes synchronization: kubeconfig: %w", err)
-	}
-	return rc, nil
 }
 
 func (k *kubeLocker) Describe() string {

@@ -133,7 +133,7 @@ func TestNewRejectsUnknownSpecs(t *testing.T) {
 }
 
 // kubeconfig is the harness's API server; in CI it must be there.
-func kubeconfig(t *testing.T) string {
+func testKubeconfig(t *testing.T) string {
 	p := os.Getenv("STAGEHAND_TEST_KUBECONFIG")
 	if p == "" {
 		p = harnessValue("STAGEHAND_TEST_KUBECONFIG")
@@ -166,7 +166,7 @@ func harnessValue(key string) string {
 }
 
 func TestKubernetesLocker(t *testing.T) {
-	kc := kubeconfig(t)
+	kc := testKubeconfig(t)
 	cfg := Config{Project: "locktest-" + time.Now().Format("150405.000"), Kubeconfig: kc}
 	a, err := New("kubernetes://stagehand-synchronization", cfg)
 	if err != nil {
@@ -227,7 +227,7 @@ func (p *tcpProxy) cut() {
 }
 
 func TestKubernetesLeaseLostWhenTheAPIServerIsUnreachable(t *testing.T) {
-	kc := kubeconfig(t)
+	kc := testKubeconfig(t)
 	raw, err := os.ReadFile(kc)
 	if err != nil {
 		t.Fatal(err)
