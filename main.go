@@ -70,6 +70,8 @@ func hookCommand(code *int) *cobra.Command {
 	f.StringVar(&s.Kubeconfig, "kubeconfig", s.Kubeconfig, "kubeconfig of kubernetes:// synchronization (empty: $KUBECONFIG, else in-cluster)")
 	f.StringVar(&s.LocksDir, "locks-dir", s.LocksDir, "directory of :local synchronization's file locks")
 	f.StringVar(&s.BlockDir, "block-dir", s.BlockDir, "directory of switch-from-local block files")
+	f.StringVar(&s.PullSecretFrom, "pull-secret-from", s.PullSecretFrom, "image pull secret (namespace/name) copied into environment namespaces when a job has no deploy token")
+	f.DurationVar(&s.DeployTimeout, "deploy-timeout", s.DeployTimeout, "how long a deploy waits for its workloads (jobs: STAGEHAND_DEPLOY_TIMEOUT)")
 	envDefaults(f)
 
 	// do runs one hook: it loads the job, runs fn, reports and sets the
@@ -81,6 +83,8 @@ func hookCommand(code *int) *cobra.Command {
 			e, err := executor.New(s, version, os.Environ(), os.Stdout, os.Stderr)
 			if e != nil {
 				e.Register(executor.ActionBuild, executor.BuildAction{})
+				e.Register(executor.ActionDeploy, executor.DeployAction{})
+				e.Register(executor.ActionDismiss, executor.DismissAction{})
 			}
 			if err != nil {
 				e.Report(fault.System(err))

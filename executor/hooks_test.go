@@ -134,7 +134,7 @@ func TestPrepareFailsEarlyAsTheJobsFault(t *testing.T) {
 		{map[string]string{"CI_COMMIT_SHA": "abc"}, "CI_COMMIT_SHA"},
 		{map[string]string{"STAGEHAND_ACTION": "explode"}, "STAGEHAND_ACTION"},
 		// an action this build does not provide
-		{map[string]string{"STAGEHAND_ACTION": "deploy"}, "STAGEHAND_ACTION=none"},
+		{map[string]string{"STAGEHAND_ACTION": "cleanup"}, "STAGEHAND_ACTION=none"},
 	}
 	for _, tt := range tests {
 		e, _, _ := newTestExecutor(t, tt.vars)

@@ -42,6 +42,12 @@ type Settings struct {
 	// BlockDir holds the switch-from-local block files that stop :local
 	// builds of projects moved to a registry.
 	BlockDir string
+	// PullSecretFrom is the secret ("namespace/name") copied into
+	// environment namespaces when the job has no deploy token.
+	PullSecretFrom string
+	// DeployTimeout bounds the wait for a release's workloads; jobs may
+	// set STAGEHAND_DEPLOY_TIMEOUT.
+	DeployTimeout time.Duration
 }
 
 // Pull policies for job images.
@@ -65,6 +71,8 @@ func DefaultSettings() Settings {
 		Synchronization: ":local",
 		LocksDir:        "/var/lib/stagehand/locks",
 		BlockDir:        "/var/lib/stagehand/switch-from-local",
+		PullSecretFrom:  "kube-system/registrysecret",
+		DeployTimeout:   5 * time.Minute,
 	}
 }
 

@@ -50,13 +50,22 @@ func handleSwitchFromLocal(ctx context.Context, req worker.Request, trace io.Wri
 }
 
 func handleBuild(ctx context.Context, req worker.Request, trace io.Writer) (worker.Response, error) {
-	b := req.Build
+	res, err := RunRequest(ctx, req, req.Build, trace)
+	if err != nil {
+		return worker.Response{}, err
+	}
+	return worker.Response{Exports: res.Exports()}, nil
+}
+
+// RunRequest runs the build of a worker request (a build job's, or the
+// one a deploy makes first).
+func RunRequest(ctx context.Context, req worker.Request, b *worker.Build, trace io.Writer) (*Result, error) {
 	if b == nil {
-		return worker.Response{}, fmt.Errorf("%s request without a build", worker.OpBuild)
+		return nil, fmt.Errorf("%s request without a build", req.Op)
 	}
 	locker, err := NewLocker(b.Synchronization, b.Project, b.LocksDir, b.Kubeconfig, b.Holder)
 	if err != nil {
-		return worker.Response{}, fault.System(err)
+		return nil, fault.System(err)
 	}
 	if locker != nil {
 		defer locker.Close()
@@ -75,9 +84,5 @@ func handleBuild(ctx context.Context, req worker.Request, trace io.Writer) (work
 	if locker != nil {
 		o.Locker = locker
 	}
-	res, err := Run(ctx, o)
-	if err != nil {
-		return worker.Response{}, err
-	}
-	return worker.Response{Exports: res.Exports()}, nil
+	return Run(ctx, o)
 }

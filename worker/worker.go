@@ -55,6 +55,10 @@ const (
 	// OpSwitchFromLocal moves a project's stages from :local to a
 	// registry and blocks later :local builds (Stages).
 	OpSwitchFromLocal = "switch-from-local"
+	// OpDeploy builds the images, then deploys the environment (Deploy).
+	OpDeploy = "deploy"
+	// OpDismiss removes the environment (Deploy).
+	OpDismiss = "dismiss"
 )
 
 // Pull policies for job images.
@@ -75,6 +79,29 @@ type Request struct {
 	Script       *Script `json:"script,omitempty"`
 	Build        *Build  `json:"build,omitempty"`
 	Stages       *Stages `json:"stages,omitempty"`
+	Deploy       *Deploy `json:"deploy,omitempty"`
+}
+
+// Deploy is one deploy or dismiss of a GitLab environment.
+type Deploy struct {
+	// Build is the build that gives the images (deploy only).
+	Build      *Build `json:"build,omitempty"`
+	Namespace  string `json:"namespace"`
+	Release    string `json:"release"`
+	ChartDir   string `json:"chart_dir,omitempty"`
+	Env        string `json:"env,omitempty"`
+	CIURL      string `json:"ci_url,omitempty"`
+	Kubeconfig string `json:"kubeconfig,omitempty"`
+	// Sets are STAGEHAND_SET_* variables; Annotations go on every object.
+	Sets        map[string]string `json:"sets,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+	// Registry with DeployUser/DeployPassword (GitLab's deploy token) make
+	// the pull secret; else it is copied from PullSecretFrom.
+	Registry       string        `json:"registry,omitempty"`
+	DeployUser     string        `json:"deploy_user,omitempty"`
+	DeployPassword string        `json:"deploy_password,omitempty"`
+	PullSecretFrom string        `json:"pull_secret_from,omitempty"`
+	Timeout        time.Duration `json:"timeout"`
 }
 
 // Stages is a stages storage operation of an operator.

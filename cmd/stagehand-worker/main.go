@@ -1,12 +1,15 @@
 // Command stagehand-worker does the stagehand hooks' heavy work (the Docker
-// Engine for job images, builds) in a process of its own, so that the hooks, which
+// Engine for job images, builds, deploys) in a process of its own, so that the hooks, which
 // gitlab-runner starts for every stage of every job, stay quick to start.
 // It is started by stagehand, never by hand: see package worker.
 package main
 
 import (
+	"context"
+	"io"
 	"os"
 
+	"gitlab.com/stagehand/stagehand/deploy"
 	"gitlab.com/stagehand/stagehand/stages"
 	"gitlab.com/stagehand/stagehand/worker"
 	"gitlab.com/stagehand/stagehand/worker/docker"
@@ -17,5 +20,22 @@ func main() {
 	for op, h := range stages.Handlers() {
 		handlers[op] = h
 	}
+	for op, h := range deploy.Handlers(buildImages) {
+		handlers[op] = h
+	}
 	os.Exit(worker.Serve(handlers, os.Stdin, os.Stderr))
+}
+
+// buildImages is the build a deploy makes first: an idle build when the
+// build job already published this commit.
+func buildImages(ctx context.Context, req worker.Request, trace io.Writer) ([]deploy.Image, map[string]string, error) {
+	res, err := stages.RunRequest(ctx, req, req.Deploy.Build, trace)
+	if err != nil {
+		return nil, nil, err
+	}
+	var images []deploy.Image
+	for _, p := range res.Images {
+		images = append(images, deploy.Image{Name: p.Image, Repository: p.Repo, Tag: p.Tags[0], Digest: p.Digest})
+	}
+	return images, res.Exports(), nil
 }

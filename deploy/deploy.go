@@ -1,0 +1,374 @@
+package deploy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/release"
+	"helm.sh/helm/v3/pkg/storage/driver"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"gitlab.com/stagehand/stagehand/fault"
+	"gitlab.com/stagehand/stagehand/internal/kubeconfig"
+)
+
+// ManagedLabel marks the namespaces stagehand created.
+const ManagedLabel = "app.kubernetes.io/managed-by"
+
+// PullSecretName is the image pull secret stagehand keeps in every
+// environment namespace.
+const PullSecretName = "stagehand-registry"
+
+// Options is one deploy or dismiss of an environment.
+type Options struct {
+	// Kubeconfig is a kubeconfig file; "" means $KUBECONFIG, else
+	// in-cluster.
+	Kubeconfig string
+	Namespace  string
+	Release    string
+	// ChartDir is the chart (the project's .helm by default).
+	ChartDir string
+	Values   ValuesInput
+	// Annotations go on every object of the release.
+	Annotations map[string]string
+	// Registry and the deploy token (CI_DEPLOY_USER/CI_DEPLOY_PASSWORD)
+	// make the pull secret; without a token it is copied from
+	// PullSecretFrom ("namespace/name").
+	Registry       string
+	DeployUser     string
+	DeployPassword string
+	PullSecretFrom string
+	Timeout        time.Duration
+	Trace          io.Writer
+}
+
+// Cluster is the API server as a deploy uses it.
+type Cluster struct {
+	rest   *rest.Config
+	client kubernetes.Interface
+	path   string
+}
+
+// Connect opens the cluster and checks that it answers. An unreachable
+// API server is the machinery's fault.
+func Connect(ctx context.Context, kubeconfigPath string) (*Cluster, error) {
+	rc, err := kubeconfig.RESTConfig(kubeconfigPath)
+	if err != nil {
+		return nil, fault.Job(err)
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	if _, err := client.Discovery().ServerVersion(); err != nil {
+		return nil, fault.System(fmt.Errorf("the Kubernetes API server at %s is unreachable: %w", rc.Host, err))
+	}
+	return &Cluster{rest: rc, client: client, path: kubeconfigPath}, nil
+}
+
+// apiError says whose fault a refused call is: RBAC refusals and invalid
+// objects are the job's (its namespace, its chart), the rest the
+// machinery's.
+func apiError(err error, format string, args ...any) error {
+	wrapped := fmt.Errorf(format+": %w", append(args, err)...)
+	if apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || apierrors.IsUnauthorized(err) {
+		return fault.Job(wrapped)
+	}
+	return fault.System(wrapped)
+}
+
+// ensureNamespace creates the environment's namespace when missing,
+// labelled as managed by stagehand.
+func (c *Cluster) ensureNamespace(ctx context.Context, name string, trace io.Writer) error {
+	_, err := c.client.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+	if err == nil {
+		return nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return apiError(err, "read namespace %s (the credentials need get/create on namespaces, or create it beforehand)", name)
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{ManagedLabel: "stagehand"}}}
+	if _, err := c.client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return apiError(err, "create namespace %s", name)
+	}
+	fmt.Fprintf(trace, "Created namespace %s\n", name)
+	return nil
+}
+
+// ensurePullSecret writes the registry secret into the namespace.
+func (c *Cluster) ensurePullSecret(ctx context.Context, o Options) (bool, error) {
+	var data map[string][]byte
+	switch {
+	case o.DeployUser != "" && o.DeployPassword != "" && o.Registry != "":
+		auth := base64.StdEncoding.EncodeToString([]byte(o.DeployUser + ":" + o.DeployPassword))
+		cfg, _ := json.Marshal(map[string]any{"auths": map[string]any{o.Registry: map[string]string{"username": o.DeployUser, "password": o.DeployPassword, "auth": auth}}})
+		data = map[string][]byte{corev1.DockerConfigJsonKey: cfg}
+	case o.PullSecretFrom != "":
+		ns, name, ok := strings.Cut(o.PullSecretFrom, "/")
+		if !ok {
+			return false, fault.Jobf("pull secret source %q: give namespace/name", o.PullSecretFrom)
+		}
+		src, err := c.client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return false, nil // nothing to copy: public images or the nodes' own credentials
+		}
+		if err != nil {
+			return false, apiError(err, "read the pull secret %s", o.PullSecretFrom)
+		}
+		if src.Type != corev1.SecretTypeDockerConfigJson {
+			return false, fault.Jobf("secret %s is of type %s, not %s", o.PullSecretFrom, src.Type, corev1.SecretTypeDockerConfigJson)
+		}
+		data = src.Data
+	default:
+		return false, nil
+	}
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: PullSecretName, Namespace: o.Namespace, Labels: map[string]string{ManagedLabel: "stagehand"}},
+		Type:       corev1.SecretTypeDockerConfigJson,
+		Data:       data,
+	}
+	secrets := c.client.CoreV1().Secrets(o.Namespace)
+	if _, err := secrets.Create(ctx, secret, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
+		if _, err := secrets.Update(ctx, secret, metav1.UpdateOptions{}); err != nil {
+			return false, apiError(err, "update secret %s/%s", o.Namespace, PullSecretName)
+		}
+	} else if err != nil {
+		return false, apiError(err, "create secret %s/%s", o.Namespace, PullSecretName)
+	}
+	return true, nil
+}
+
+// referencePullSecret adds the pull secret to every service account of
+// the namespace (and creates "default" when the controller has not yet).
+func (c *Cluster) referencePullSecret(ctx context.Context, ns string) error {
+	sas := c.client.CoreV1().ServiceAccounts(ns)
+	list, err := sas.List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return apiError(err, "list service accounts of %s", ns)
+	}
+	items := list.Items
+	hasDefault := false
+	for _, sa := range items {
+		hasDefault = hasDefault || sa.Name == "default"
+	}
+	if !hasDefault {
+		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: ns}}
+		created, err := sas.Create(ctx, sa, metav1.CreateOptions{})
+		if err == nil {
+			items = append(items, *created)
+		} else if !apierrors.IsAlreadyExists(err) {
+			return apiError(err, "create service account %s/default", ns)
+		} else if got, err := sas.Get(ctx, "default", metav1.GetOptions{}); err == nil {
+			items = append(items, *got)
+		}
+	}
+	for i := range items {
+		sa := &items[i]
+		has := false
+		for _, r := range sa.ImagePullSecrets {
+			has = has || r.Name == PullSecretName
+		}
+		if has {
+			continue
+		}
+		sa.ImagePullSecrets = append(sa.ImagePullSecrets, corev1.LocalObjectReference{Name: PullSecretName})
+		if _, err := sas.Update(ctx, sa, metav1.UpdateOptions{}); err != nil && !apierrors.IsConflict(err) {
+			return apiError(err, "reference the pull secret from service account %s/%s", ns, sa.Name)
+		}
+	}
+	return nil
+}
+
+// helm is Helm's action configuration for the namespace.
+func (c *Cluster) helm(ns string, trace io.Writer) (*action.Configuration, error) {
+	flags := genericclioptions.NewConfigFlags(false)
+	flags.Namespace = &ns
+	if c.path != "" {
+		flags.KubeConfig = &c.path
+	}
+	flags.WrapConfigFn = func(rc *rest.Config) *rest.Config {
+		rc.QPS, rc.Burst, rc.Timeout = c.rest.QPS, c.rest.Burst, c.rest.Timeout
+		return rc
+	}
+	cfg := new(action.Configuration)
+	if err := cfg.Init(flags, ns, "secret", func(string, ...any) {}); err != nil {
+		return nil, fmt.Errorf("helm: %w", err)
+	}
+	return cfg, nil
+}
+
+// Label of the release's values that records what was deployed, so that
+// a deploy of the same chart, values and images changes nothing.
+const inputsKey = "stagehandInputs"
+
+// inputsDigest hashes what decides a release's objects.
+func inputsDigest(ch *chart.Chart, vals map[string]any) string {
+	h := sha256.New()
+	files := append(append([]*chart.File{}, ch.Templates...), ch.Raw...)
+	sort.Slice(files, func(i, j int) bool { return files[i].Name < files[j].Name })
+	for _, f := range files {
+		fmt.Fprintf(h, "%s\x00%d\x00", f.Name, len(f.Data))
+		h.Write(f.Data)
+	}
+	b, _ := json.Marshal(vals) // map keys are sorted
+	h.Write(b)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Deploy upgrades (or installs) the environment's release and follows its
+// workloads until they are ready.
+func Deploy(ctx context.Context, o Options) error {
+	start := time.Now()
+	c, err := Connect(ctx, o.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	ch, err := loader.Load(o.ChartDir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fault.Jobf("no Helm chart at %s: put it in .helm/ of the repository (or set STAGEHAND_CHART_DIR)", o.ChartDir)
+		}
+		return fault.Jobf("load the chart %s: %w", o.ChartDir, err)
+	}
+	vals, err := Values(o.Values)
+	if err != nil {
+		return fault.Job(err)
+	}
+	digest := inputsDigest(ch, vals)
+	if err := c.ensureNamespace(ctx, o.Namespace, o.Trace); err != nil {
+		return err
+	}
+	if made, err := c.ensurePullSecret(ctx, o); err != nil {
+		return err
+	} else if made {
+		fmt.Fprintf(o.Trace, "Pull secret %s/%s is in place\n", o.Namespace, PullSecretName)
+	}
+	if err := c.referencePullSecret(ctx, o.Namespace); err != nil {
+		return err
+	}
+	cfg, err := c.helm(o.Namespace, o.Trace)
+	if err != nil {
+		return fault.System(err)
+	}
+
+	last, err := lastRelease(cfg, o.Release)
+	if err != nil {
+		return err
+	}
+	var rel *release.Release
+	switch {
+	case last != nil && last.Info.Status == release.StatusDeployed && last.Config[inputsKey] == digest:
+		fmt.Fprintf(o.Trace, "Release %s (revision %d) already has this chart, these values and images: nothing to change\n", o.Release, last.Version)
+		rel = last
+	case last == nil:
+		install := action.NewInstall(cfg)
+		install.ReleaseName, install.Namespace = o.Release, o.Namespace
+		install.Timeout, install.PostRenderer = o.Timeout, annotator{o.Annotations}
+		fmt.Fprintf(o.Trace, "Installing release %s into namespace %s\n", o.Release, o.Namespace)
+		rel, err = install.RunWithContext(ctx, ch, withInputs(vals, digest))
+	default:
+		upgrade := action.NewUpgrade(cfg)
+		upgrade.Namespace, upgrade.Timeout, upgrade.PostRenderer = o.Namespace, o.Timeout, annotator{o.Annotations}
+		upgrade.MaxHistory = 10
+		fmt.Fprintf(o.Trace, "Upgrading release %s in namespace %s (from revision %d)\n", o.Release, o.Namespace, last.Version)
+		rel, err = upgrade.RunWithContext(ctx, o.Release, ch, withInputs(vals, digest))
+	}
+	if err != nil {
+		return helmError(err, o.Release)
+	}
+	// Service accounts of the chart get the pull secret too.
+	if err := c.referencePullSecret(ctx, o.Namespace); err != nil {
+		return err
+	}
+	if err := Track(ctx, c.client, o.Namespace, rel.Manifest, o.Timeout, o.Trace); err != nil {
+		if rb := rollBack(cfg, o, last, rel); rb != "" {
+			fmt.Fprintln(o.Trace, rb)
+		}
+		return err
+	}
+	fmt.Fprintf(o.Trace, "Release %s revision %d is ready in namespace %s (%s)\n", o.Release, rel.Version, o.Namespace, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func withInputs(vals map[string]any, digest string) map[string]any {
+	out := map[string]any{}
+	for k, v := range vals {
+		out[k] = v
+	}
+	out[inputsKey] = digest
+	return out
+}
+
+// lastRelease is the newest revision of the release, nil when none.
+func lastRelease(cfg *action.Configuration, name string) (*release.Release, error) {
+	hist := action.NewHistory(cfg)
+	hist.Max = 1
+	rels, err := hist.Run(name)
+	if errors.Is(err, driver.ErrReleaseNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fault.System(fmt.Errorf("read the history of release %s: %w", name, err))
+	}
+	if len(rels) == 0 {
+		return nil, nil
+	}
+	newest := rels[0]
+	for _, r := range rels {
+		if r.Version > newest.Version {
+			newest = r
+		}
+	}
+	return newest, nil
+}
+
+// helmError: template and manifest errors are the chart's (the job's);
+// the rest the machinery's.
+func helmError(err error, rel string) error {
+	msg := err.Error()
+	for _, s := range []string{"parse error", "template:", "YAML parse error", "unable to build kubernetes objects", "error validating", "is invalid", "forbidden", "chart requires"} {
+		if strings.Contains(msg, s) {
+			return fault.Jobf("release %s: %w", rel, err)
+		}
+	}
+	return fault.System(fmt.Errorf("release %s: %w", rel, err))
+}
+
+// rollBack undoes a release whose workloads did not become ready: back to
+// the previous deployed revision, or, for a first install, uninstalled.
+func rollBack(cfg *action.Configuration, o Options, last, rel *release.Release) string {
+	if last != nil && rel.Version == last.Version {
+		return "" // nothing was changed
+	}
+	if last != nil && last.Info.Status == release.StatusDeployed {
+		rb := action.NewRollback(cfg)
+		rb.Version, rb.Timeout = last.Version, o.Timeout
+		if err := rb.Run(o.Release); err != nil {
+			return fmt.Sprintf("Rolling back release %s to revision %d failed: %v", o.Release, last.Version, err)
+		}
+		return fmt.Sprintf("Rolled release %s back to revision %d", o.Release, last.Version)
+	}
+	return fmt.Sprintf("Release %s revision %d is left as it is for inspection (helm history %s -n %s)", o.Release, rel.Version, o.Release, o.Namespace)
+}
+
+// DefaultChartDir is the chart within the project.
+func DefaultChartDir(projectDir string) string { return filepath.Join(projectDir, ".helm") }
