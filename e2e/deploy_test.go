@@ -1,0 +1,272 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"gitlab.com/stagehand/stagehand/e2e/coordinator"
+	"gitlab.com/stagehand/stagehand/e2e/harness"
+)
+
+func kubeClient(t *testing.T) kubernetes.Interface {
+	t.Helper()
+	rc, err := clientcmd.BuildConfigFromFlags("", h.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// envJob is a job of the project's environment: a deploy, or with
+// action "stop" a dismiss. KUBECONFIG is a file variable, as GitLab's
+// agent gives it.
+func (p *buildProject) envJob(t *testing.T, env, action string, extra ...coordinator.Variable) coordinator.Job {
+	t.Helper()
+	kc, err := os.ReadFile(h.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := p.job(p.repo)
+	j.Name, j.Stage = "deploy "+env, "deploy"
+	j.Environment = &coordinator.Environment{Name: env, URL: "https://" + strings.ReplaceAll(env, "/", "-") + ".example.com", Action: action}
+	j.Variables = append(j.Variables,
+		coordinator.Variable{Key: "KUBECONFIG", Value: string(kc), File: true},
+		// GitLab's deploy token (gitlab-deploy-token), for the pull secret.
+		coordinator.Variable{Key: "CI_DEPLOY_USER", Value: "gitlab+deploy-token-7"},
+		coordinator.Variable{Key: "CI_DEPLOY_PASSWORD", Value: "deploy-token-secret-" + p.project[len(p.project)-6:], Masked: true})
+	j.Variables = append(j.Variables, extra...)
+	j.Script = append(j.Script, `echo "deployed namespace=$STAGEHAND_NAMESPACE release=$STAGEHAND_RELEASE"`)
+	if action == "stop" {
+		j.Script = []string{`echo "dismissed $STAGEHAND_NAMESPACE"`}
+	}
+	return j
+}
+
+// kubelet plays the kubelet's part for the pods of app in ns until ctx
+// ends: every pod it has not seen yet gets its status written by fn. It
+// sends when it first wrote one.
+func kubelet(ctx context.Context, c kubernetes.Interface, ns, app string, fn func(*corev1.Pod), first chan<- time.Time) {
+	seen := map[string]bool{}
+	for ctx.Err() == nil {
+		pods, err := c.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + app})
+		if err == nil {
+			for i := range pods.Items {
+				p := &pods.Items[i]
+				if seen[string(p.UID)] || p.DeletionTimestamp != nil {
+					continue
+				}
+				fn(p)
+				if _, err := c.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+					continue // changed meanwhile: next round
+				}
+				if len(seen) == 0 {
+					first <- time.Now()
+				}
+				seen[string(p.UID)] = true
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func podReady(p *corev1.Pod) {
+	now := metav1.Now()
+	p.Status.Phase = corev1.PodRunning
+	p.Status.Conditions = []corev1.PodCondition{
+		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now},
+		{Type: corev1.ContainersReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
+		{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
+	}
+	p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "backend", Ready: true, Image: p.Spec.Containers[0].Image, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}}}}
+}
+
+func podImagePullBackOff(p *corev1.Pod) {
+	p.Status.Phase = corev1.PodPending
+	p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "backend", Image: p.Spec.Containers[0].Image,
+		State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff", Message: "Back-off pulling image"}}}}
+}
+
+
+// deployedNamespace reads the namespace the script printed.
+func deployedNamespace(t *testing.T, run *harness.JobRun) string {
+	t.Helper()
+	i := strings.LastIndex(run.Result.Trace, "deployed namespace=")
+	if i < 0 {
+		t.Fatalf("the script printed no namespace\n%s", run.Result.Trace)
+	}
+	rest := run.Result.Trace[i+len("deployed namespace="):]
+	return rest[:strings.IndexAny(rest, " \n")]
+}
+
+// runWhile runs a job on r while the test plays the kubelet; it answers
+// the run, when the first pod was marked and when the job ended.
+func runWhile(t *testing.T, r *harness.Runner, job coordinator.Job, ns string, fn func(*corev1.Pod)) (*harness.JobRun, time.Time, time.Time) {
+	t.Helper()
+	c := kubeClient(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	first := make(chan time.Time, 1)
+	go kubelet(ctx, c, ns, "backend", fn, first)
+	run, err := r.Run(ctx, job, nil)
+	ended := time.Now()
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets := []string{run.Token}
+	for _, v := range job.Variables {
+		if v.Masked {
+			secrets = append(secrets, v.Value)
+		}
+	}
+	assertNoSecrets(t, r, run, secrets)
+	assertNoStagehandState(t, r)
+	var marked time.Time
+	select {
+	case marked = <-first:
+	default:
+	}
+	return run, marked, ended
+}
+
+func TestDeployAndStopAnEnvironment(t *testing.T) {
+	p := newBuildProject(t)
+	c := kubeClient(t)
+	r := p.runner(t, h.Engines[0])
+	project := p.project[strings.LastIndex(p.project, "/")+1:]
+	ns := project + "-review-feature-x"
+	if len(ns) > 63 {
+		t.Fatalf("namespace %s is too long for this test", ns)
+	}
+
+	deploy := p.envJob(t, "review/feature-x", "")
+	run, marked, ended := runWhile(t, r, deploy, ns, podReady)
+	wantState(t, run, "success", "")
+	if got := deployedNamespace(t, run); got != ns {
+		t.Fatalf("deployed into %s, want %s", got, ns)
+	}
+	wantTrace(t, run, "Installing release", "is ready in namespace "+ns)
+	after := ended.Sub(marked)
+	t.Logf("deploy job ended %s after the pods were marked ready (job %s)", after.Round(time.Millisecond), run.Duration.Round(time.Millisecond))
+	if after > time.Second {
+		t.Errorf("the job ended %s after the deployment became ready, want within 1 s", after)
+	}
+
+	ctx := context.Background()
+	d, err := c.AppsV1().Deployments(ns).Get(ctx, "backend", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	image := d.Spec.Template.Spec.Containers[0].Image
+	images := published(t, run)
+	if !strings.HasPrefix(image, images["backend"][0]+"@"+images["backend"][1]) {
+		t.Errorf("the deployment runs %s, want the published %s@%s", image, images["backend"][0], images["backend"][1])
+	}
+	for _, k := range []string{"project.stagehand.io/git", "ci.stagehand.io/commit", "gitlab.ci.stagehand.io/pipeline-url", "gitlab.ci.stagehand.io/job-url"} {
+		if d.Annotations[k] == "" {
+			t.Errorf("the deployment lacks annotation %s: %v", k, d.Annotations)
+		}
+	}
+	if got := d.Annotations["ci.stagehand.io/commit"]; got != p.repo.SHA {
+		t.Errorf("commit annotation %q, want %s", got, p.repo.SHA)
+	}
+	if _, err := c.CoreV1().Secrets(ns).Get(ctx, "stagehand-registry", metav1.GetOptions{}); err != nil {
+		t.Errorf("no pull secret: %v", err)
+	}
+	sa, err := c.CoreV1().ServiceAccounts(ns).Get(ctx, "backend", metav1.GetOptions{})
+	if err != nil || len(sa.ImagePullSecrets) == 0 || sa.ImagePullSecrets[0].Name != "stagehand-registry" {
+		t.Errorf("service account backend does not reference the pull secret: %v %v", sa, err)
+	}
+	nsObj, _ := c.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	if nsObj.Labels["app.kubernetes.io/managed-by"] != "stagehand" {
+		t.Errorf("namespace labels %v", nsObj.Labels)
+	}
+
+	t.Run("second deploy of the same commit changes nothing", func(t *testing.T) {
+		gen := d.Generation
+		run, _, _ := runWhile(t, r, p.envJob(t, "review/feature-x", ""), ns, podReady)
+		wantState(t, run, "success", "")
+		wantTrace(t, run, "nothing to change")
+		d2, err := c.AppsV1().Deployments(ns).Get(ctx, "backend", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d2.Generation != gen || d2.Spec.Template.Spec.Containers[0].Image != image {
+			t.Errorf("the deployment changed: generation %d → %d", gen, d2.Generation)
+		}
+	})
+
+	t.Run("a deploy after a new build changes only the image", func(t *testing.T) {
+		changed, err := p.gs.Commit(p.project, map[string]string{"app/setup.sh": "#!/bin/sh\necho \"setup v2\"\n"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		job := p.envJob(t, "review/feature-x", "")
+		job.Repo = &changed
+		before, _ := c.AppsV1().Deployments(ns).Get(ctx, "backend", metav1.GetOptions{})
+		run, _, _ := runWhile(t, r, job, ns, podReady)
+		wantState(t, run, "success", "")
+		wantTrace(t, run, "Upgrading release")
+		after, err := c.AppsV1().Deployments(ns).Get(ctx, "backend", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after.Spec.Template.Spec.Containers[0].Image == before.Spec.Template.Spec.Containers[0].Image {
+			t.Error("the image did not change")
+		}
+		a, b := before.Spec.Template.Spec.DeepCopy(), after.Spec.Template.Spec.DeepCopy()
+		a.Containers[0].Image, b.Containers[0].Image = "", ""
+		if a.String() != b.String() {
+			t.Errorf("more than the image changed:\n%v\n%v", a, b)
+		}
+	})
+
+	t.Run("stop job dismisses the environment for good", func(t *testing.T) {
+		run := runOn(t, r, p.envJob(t, "review/feature-x", "stop"), nil)
+		wantState(t, run, "success", "")
+		wantTrace(t, run, "Uninstalled release", "namespace "+ns+" is gone")
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			if _, err := c.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				t.Fatalf("namespace %s exists again (or cannot be read): %v", ns, err)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		again := runOn(t, r, p.envJob(t, "review/feature-x", "stop"), nil)
+		wantState(t, again, "success", "")
+		wantTrace(t, again, "already dismissed")
+		if _, err := c.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("a second stop re-created namespace %s: %v", ns, err)
+		}
+	})
+}
+
+func TestRolloutThatNeverBecomesReadyFailsAtTheTimeout(t *testing.T) {
+	p := newBuildProject(t)
+	r := p.runner(t, h.Engines[0])
+	project := p.project[strings.LastIndex(p.project, "/")+1:]
+	ns := project + "-review-broken"
+	job := p.envJob(t, "review/broken", "", coordinator.Variable{Key: "STAGEHAND_DEPLOY_TIMEOUT", Value: "8s"})
+	run, _, _ := runWhile(t, r, job, ns, podImagePullBackOff)
+	wantState(t, run, "failed", "script_failure")
+	wantTrace(t, run, "not ready after 8s", "deployment/backend", "ImagePullBackOff")
+	if strings.Contains(run.Result.Trace, "deployed namespace=") {
+		t.Error("the script ran after the failed rollout")
+	}
+	_ = kubeClient(t).CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
+}
