@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -269,4 +270,112 @@ func TestRolloutThatNeverBecomesReadyFailsAtTheTimeout(t *testing.T) {
 		t.Error("the script ran after the failed rollout")
 	}
 	_ = kubeClient(t).CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
+}
+
+// restrictedKubeconfig is a kubeconfig of a service account that may do
+// nothing: every namespace is forbidden to it.
+func restrictedKubeconfig(t *testing.T) string {
+	t.Helper()
+	c := kubeClient(t)
+	ctx := context.Background()
+	ns := "stagehand-e2e-nobody"
+	_, _ = c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	_, err := c.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "nobody"}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	tok, err := c.CoreV1().ServiceAccounts(ns).CreateToken(ctx, "nobody", &authv1.TokenRequest{}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(h.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.Load(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range cfg.AuthInfos {
+		u.Token = tok.Status.Token
+	}
+	out, err := clientcmd.Write(*cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
+}
+
+func TestDeployErrorsNameTheirCause(t *testing.T) {
+	p := newBuildProject(t)
+	r := p.runner(t, h.Engines[0])
+	withKubeconfig := func(j coordinator.Job, kc string) coordinator.Job {
+		for i := range j.Variables {
+			if j.Variables[i].Key == "KUBECONFIG" {
+				j.Variables[i].Value = kc
+			}
+		}
+		return j
+	}
+	unreachable := "apiVersion: v1\nkind: Config\nclusters:\n- name: x\n  cluster: {server: \"https://127.0.0.1:1\", insecure-skip-tls-verify: true}\nusers:\n- name: x\n  user: {token: x}\ncontexts:\n- name: x\n  context: {cluster: x, user: x}\ncurrent-context: x\n"
+
+	t.Run("bad chart", func(t *testing.T) {
+		bad, err := p.gs.Commit(p.project, map[string]string{".helm/templates/bad.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bad\ndata:\n  x: {{ .Values.missing.deeper }}\n"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		j := p.envJob(t, "review/bad-chart", "")
+		j.Repo = &bad
+		run := runOn(t, r, j, nil)
+		wantState(t, run, "failed", "script_failure")
+		wantTrace(t, run, "bad.yaml", "missing")
+	})
+	t.Run("unreachable API server", func(t *testing.T) {
+		run := runOn(t, r, withKubeconfig(p.envJob(t, "review/unreachable", ""), unreachable), nil)
+		wantState(t, run, "failed", "runner_system_failure")
+		wantTrace(t, run, "API server at https://127.0.0.1:1 is unreachable")
+	})
+	t.Run("forbidden namespace", func(t *testing.T) {
+		run := runOn(t, r, withKubeconfig(p.envJob(t, "review/forbidden", ""), restrictedKubeconfig(t)), nil)
+		wantState(t, run, "failed", "script_failure")
+		wantTrace(t, run, "forbidden", "namespace")
+	})
+}
+
+// TestPullSecretCopiedWithoutADeployToken: a job without GitLab's deploy
+// token gets the runner's configured secret (kube-system/registrysecret)
+// copied into its namespace.
+func TestPullSecretCopiedWithoutADeployToken(t *testing.T) {
+	c := kubeClient(t)
+	ctx := context.Background()
+	src := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "registrysecret", Namespace: "kube-system"},
+		Type:       corev1.SecretTypeDockerConfigJson,
+		Data:       map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"registry.example.com":{"auth":"dTpw"}}}`)},
+	}
+	if _, err := c.CoreV1().Secrets("kube-system").Create(ctx, src, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	p := newBuildProject(t)
+	r := p.runner(t, h.Engines[0])
+	job := p.envJob(t, "review/copied-secret", "")
+	var vars []coordinator.Variable
+	for _, v := range job.Variables {
+		if !strings.HasPrefix(v.Key, "CI_DEPLOY_") {
+			vars = append(vars, v)
+		}
+	}
+	job.Variables = vars
+	project := p.project[strings.LastIndex(p.project, "/")+1:]
+	ns := project + "-review-copied-secret"
+	run, _, _ := runWhile(t, r, job, ns, podReady)
+	wantState(t, run, "success", "")
+	got, err := c.CoreV1().Secrets(ns).Get(ctx, "stagehand-registry", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got.Data[corev1.DockerConfigJsonKey]) != string(src.Data[corev1.DockerConfigJsonKey]) {
+		t.Errorf("the copied secret holds %s", got.Data[corev1.DockerConfigJsonKey])
+	}
+	_ = c.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
 }
