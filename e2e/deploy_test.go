@@ -56,47 +56,6 @@ func (p *buildProject) envJob(t *testing.T, env, action string, extra ...coordin
 	return j
 }
 
-// kubelet plays the kubelet's part for the pods of app in ns until ctx
-// ends: every pod it has not seen yet gets its status written by fn. It
-// sends when it first wrote one.
-func kubelet(ctx context.Context, c kubernetes.Interface, ns, app string, fn func(*corev1.Pod), first chan<- time.Time) {
-	seen := map[string]bool{}
-	for ctx.Err() == nil {
-		pods, err := c.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + app})
-		if err == nil {
-			for i := range pods.Items {
-				p := &pods.Items[i]
-				if seen[string(p.UID)] || p.DeletionTimestamp != nil {
-					continue
-				}
-				fn(p)
-				if _, err := c.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
-					continue // changed meanwhile: next round
-				}
-				if len(seen) == 0 {
-					first <- time.Now()
-				}
-				seen[string(p.UID)] = true
-			}
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-func podReady(p *corev1.Pod) {
-	now := metav1.Now()
-	p.Status.Phase = corev1.PodRunning
-	p.Status.Conditions = []corev1.PodCondition{
-		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now},
-		{Type: corev1.ContainersReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
-		{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
-	}
-	p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "backend", Ready: true, Image: p.Spec.Containers[0].Image, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}}}}
-}
-
 func podImagePullBackOff(p *corev1.Pod) {
 	p.Status.Phase = corev1.PodPending
 	p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "backend", Image: p.Spec.Containers[0].Image,
@@ -123,7 +82,7 @@ func runWhile(t *testing.T, r *harness.Runner, job coordinator.Job, ns string, f
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	first := make(chan time.Time, 1)
-	go kubelet(ctx, c, ns, "backend", fn, first)
+	go harness.PlayKubelet(ctx, c, ns, "backend", fn, first)
 	run, err := r.Run(ctx, job, nil)
 	ended := time.Now()
 	if err != nil {
@@ -156,7 +115,7 @@ func TestDeployAndStopAnEnvironment(t *testing.T) {
 	}
 
 	deploy := p.envJob(t, "review/feature-x", "")
-	run, marked, ended := runWhile(t, r, deploy, ns, podReady)
+	run, marked, ended := runWhile(t, r, deploy, ns, harness.PodReady)
 	wantState(t, run, "success", "")
 	if got := deployedNamespace(t, run); got != ns {
 		t.Fatalf("deployed into %s, want %s", got, ns)
@@ -200,7 +159,7 @@ func TestDeployAndStopAnEnvironment(t *testing.T) {
 
 	t.Run("second deploy of the same commit changes nothing", func(t *testing.T) {
 		gen := d.Generation
-		run, _, _ := runWhile(t, r, p.envJob(t, "review/feature-x", ""), ns, podReady)
+		run, _, _ := runWhile(t, r, p.envJob(t, "review/feature-x", ""), ns, harness.PodReady)
 		wantState(t, run, "success", "")
 		wantTrace(t, run, "nothing to change")
 		d2, err := c.AppsV1().Deployments(ns).Get(ctx, "backend", metav1.GetOptions{})
@@ -220,7 +179,7 @@ func TestDeployAndStopAnEnvironment(t *testing.T) {
 		job := p.envJob(t, "review/feature-x", "")
 		job.Repo = &changed
 		before, _ := c.AppsV1().Deployments(ns).Get(ctx, "backend", metav1.GetOptions{})
-		run, _, _ := runWhile(t, r, job, ns, podReady)
+		run, _, _ := runWhile(t, r, job, ns, harness.PodReady)
 		wantState(t, run, "success", "")
 		wantTrace(t, run, "Upgrading release")
 		after, err := c.AppsV1().Deployments(ns).Get(ctx, "backend", metav1.GetOptions{})
@@ -368,7 +327,7 @@ func TestPullSecretCopiedWithoutADeployToken(t *testing.T) {
 	job.Variables = vars
 	project := p.project[strings.LastIndex(p.project, "/")+1:]
 	ns := project + "-review-copied-secret"
-	run, _, _ := runWhile(t, r, job, ns, podReady)
+	run, _, _ := runWhile(t, r, job, ns, harness.PodReady)
 	wantState(t, run, "success", "")
 	got, err := c.CoreV1().Secrets(ns).Get(ctx, "stagehand-registry", metav1.GetOptions{})
 	if err != nil {

@@ -12,6 +12,8 @@ import (
 	"gitlab.com/stagehand/stagehand/e2e/coordinator"
 	"gitlab.com/stagehand/stagehand/e2e/gitserver"
 	"gitlab.com/stagehand/stagehand/e2e/harness"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 )
 
 func main() {
@@ -50,6 +52,13 @@ func demo() error {
 	if err != nil {
 		return err
 	}
+	kubeconfig, err := os.ReadFile(h.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	vars := func() []coordinator.Variable {
+		return []coordinator.Variable{{Key: "BASE_IMAGE", Value: h.BaseImage}}
+	}
 	runner, err := h.NewRunner("demo")
 	if err != nil {
 		return err
@@ -61,7 +70,7 @@ func demo() error {
 			// $CI_REGISTRY_IMAGE/stages and publishes them; a second
 			// `make demo` finds every stage in the registry.
 			Name: "images", Stage: "build", Repo: &repo, Registry: h.Registry,
-			Variables: []coordinator.Variable{{Key: "BASE_IMAGE", Value: h.BaseImage}},
+			Variables: vars(),
 			Script:    []string{"env | grep '^STAGEHAND_IMAGE' | sort"},
 		},
 		{
@@ -73,12 +82,33 @@ func demo() error {
 			Script: []string{"cat /etc/stagehand-base-image", "sh scripts/hi.sh", "ls"},
 		},
 		{
+			// An environment: stagehand deploys .helm/ into its namespace
+			// and waits for the Deployment (the demo plays the kubelet).
 			Name: "review", Stage: "review", Repo: &repo, Registry: h.Registry,
 			Environment: &coordinator.Environment{Name: "review/demo", URL: "https://demo.review.example.com"},
-			Variables:   []coordinator.Variable{{Key: "STAGEHAND_ACTION", Value: "none"}},
-			Script:      []string{`echo "would deploy release $STAGEHAND_RELEASE into namespace $STAGEHAND_NAMESPACE"`},
+			Variables:   append(vars(), coordinator.Variable{Key: "KUBECONFIG", Value: string(kubeconfig), File: true}),
+			Script:      []string{`echo "deployed release $STAGEHAND_RELEASE into namespace $STAGEHAND_NAMESPACE"`},
+		},
+		{
+			// Its stop job: release and namespace are removed.
+			Name: "stop review", Stage: "review", Repo: &repo, Registry: h.Registry,
+			Environment: &coordinator.Environment{Name: "review/demo", Action: "stop"},
+			Variables:   append(vars(), coordinator.Variable{Key: "KUBECONFIG", Value: string(kubeconfig), File: true}),
+			Script:      []string{`echo "environment $STAGEHAND_ENV stopped"`},
 		},
 	}
+	// The cluster has no nodes: mark the review's pods running and ready.
+	rc, err := clientcmd.BuildConfigFromFlags("", h.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	kube, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	kctx, stopKubelet := context.WithCancel(context.Background())
+	defer stopKubelet()
+	go harness.PlayKubelet(kctx, kube, "sample-review-demo", "backend", harness.PodReady, nil)
 	runner.Env = append(runner.Env, "STAGEHAND_DOCKER_NETWORK=none")
 	failed := 0
 	for _, job := range pipeline {
