@@ -39,7 +39,7 @@ func run(args []string) int {
 		Version:       version,
 	}
 	code := 0
-	root.AddCommand(hookCommand(&code), ciEnvCommand(), buildCommand(), stagesCommand())
+	root.AddCommand(hookCommand(&code), ciEnvCommand(), buildCommand(), stagesCommand(), dismissCommand())
 	root.SetArgs(args)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "stagehand:", err)
@@ -229,6 +229,35 @@ func buildCommand() *cobra.Command {
 	f.StringVar(&b.TagStrategy, "tag-strategy", os.Getenv("STAGEHAND_TAG_STRATEGY"), "stages-signature or tag-or-branch")
 	f.StringVar(&b.Project, "project", "", "project name for locks and labels (default: the repository's last element)")
 	operatorFlags(f, &s)
+	return cmd
+}
+
+func dismissCommand() *cobra.Command {
+	s := executor.DefaultSettings()
+	d := worker.Deploy{}
+	cmd := &cobra.Command{
+		Use:   "dismiss --namespace NS --release NAME",
+		Short: "Remove an environment: uninstall its release, delete its namespace and wait until it is gone",
+		Long: "What a stop job does, from a shell. The namespace is never re-created; an environment " +
+			"that does not exist is dismissed with a note. The cluster comes from --kubeconfig, else " +
+			"KUBECONFIG, else the pod's service account.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			d.Kubeconfig, d.Timeout = s.Kubeconfig, s.DeployTimeout
+			if d.Release == "" {
+				d.Release = d.Namespace
+			}
+			_, err := callWorker(cmd, s, worker.Request{Op: worker.OpDismiss, Deploy: &d})
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&d.Namespace, "namespace", os.Getenv("STAGEHAND_NAMESPACE"), "the environment's namespace")
+	f.StringVar(&d.Release, "release", os.Getenv("STAGEHAND_RELEASE"), "the environment's Helm release (default: the namespace)")
+	f.StringVar(&s.Kubeconfig, "kubeconfig", s.Kubeconfig, "the cluster")
+	f.DurationVar(&s.DeployTimeout, "timeout", s.DeployTimeout, "how long to wait for the namespace to go")
+	f.StringVar(&s.Worker, "worker", s.Worker, "the stagehand-worker program (default: next to stagehand)")
+	_ = cmd.MarkFlagRequired("namespace")
 	return cmd
 }
 

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -337,4 +338,24 @@ func TestPullSecretCopiedWithoutADeployToken(t *testing.T) {
 		t.Errorf("the copied secret holds %s", got.Data[corev1.DockerConfigJsonKey])
 	}
 	_ = c.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
+}
+
+func TestDismissCommand(t *testing.T) {
+	c := kubeClient(t)
+	ctx := context.Background()
+	ns := fmt.Sprintf("stagehand-e2e-dismiss-%d", time.Now().UnixNano()%1000000)
+	if _, err := c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr := mustCLI(t, nil, "dismiss", "--namespace", ns, "--kubeconfig", h.Kubeconfig)
+	if !strings.Contains(stderr, "namespace "+ns+" is gone") || !strings.Contains(stderr, "not installed") {
+		t.Errorf("dismiss said:\n%s", stderr)
+	}
+	if _, err := c.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("namespace %s still there: %v", ns, err)
+	}
+	_, stderr = mustCLI(t, nil, "dismiss", "--namespace", ns, "--kubeconfig", h.Kubeconfig)
+	if !strings.Contains(stderr, "already dismissed") {
+		t.Errorf("a second dismiss said:\n%s", stderr)
+	}
 }
