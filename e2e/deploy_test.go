@@ -115,7 +115,7 @@ func TestDeployAndStopAnEnvironment(t *testing.T) {
 		t.Fatalf("namespace %s is too long for this test", ns)
 	}
 
-	deploy := p.envJob(t, "review/feature-x", "")
+	deploy := p.envJob(t, "review/feature-x", "", coordinator.Variable{Key: "STAGEHAND_SET_GREETING", Value: "greeting=hi there"})
 	run, marked, ended := runWhile(t, r, deploy, ns, harness.PodReady)
 	wantState(t, run, "success", "")
 	if got := deployedNamespace(t, run); got != ns {
@@ -134,6 +134,15 @@ func TestDeployAndStopAnEnvironment(t *testing.T) {
 		t.Fatal(err)
 	}
 	image := d.Spec.Template.Spec.Containers[0].Image
+	env := map[string]string{}
+	for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+		env[e.Name] = e.Value
+	}
+	for k, want := range map[string]string{"ENV": "review-feature-x", "CI_URL": "review-feature-x.example.com", "TIER": "review", "GREETING": "hi there"} {
+		if env[k] != want {
+			t.Errorf("the chart's %s = %q, want %q (values: global.*, values-<env>.yaml, STAGEHAND_SET_*)", k, env[k], want)
+		}
+	}
 	images := published(t, run)
 	if !strings.HasPrefix(image, images["backend"][0]+"@"+images["backend"][1]) {
 		t.Errorf("the deployment runs %s, want the published %s@%s", image, images["backend"][0], images["backend"][1])
@@ -160,7 +169,7 @@ func TestDeployAndStopAnEnvironment(t *testing.T) {
 
 	t.Run("second deploy of the same commit changes nothing", func(t *testing.T) {
 		gen := d.Generation
-		run, _, _ := runWhile(t, r, p.envJob(t, "review/feature-x", ""), ns, harness.PodReady)
+		run, _, _ := runWhile(t, r, deploy, ns, harness.PodReady)
 		wantState(t, run, "success", "")
 		wantTrace(t, run, "nothing to change")
 		d2, err := c.AppsV1().Deployments(ns).Get(ctx, "backend", metav1.GetOptions{})
@@ -177,7 +186,7 @@ func TestDeployAndStopAnEnvironment(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		job := p.envJob(t, "review/feature-x", "")
+		job := deploy
 		job.Repo = &changed
 		before, _ := c.AppsV1().Deployments(ns).Get(ctx, "backend", metav1.GetOptions{})
 		run, _, _ := runWhile(t, r, job, ns, harness.PodReady)
