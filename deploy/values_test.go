@@ -80,7 +80,9 @@ metadata:
 		t.Fatalf("%d documents out:\n%s", len(docs), out)
 	}
 	for _, d := range docs {
-		var obj struct{ Metadata struct{ Annotations map[string]string } }
+		var obj struct {
+			Metadata struct{ Annotations map[string]string }
+		}
 		if err := yaml.Unmarshal([]byte(d), &obj); err != nil {
 			t.Fatal(err)
 		}

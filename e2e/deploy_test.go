@@ -63,7 +63,6 @@ func podImagePullBackOff(p *corev1.Pod) {
 		State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff", Message: "Back-off pulling image"}}}}
 }
 
-
 // deployedNamespace reads the namespace the script printed.
 func deployedNamespace(t *testing.T, run *harness.JobRun) string {
 	t.Helper()
