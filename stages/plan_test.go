@@ -292,3 +292,29 @@ func TestSelectGit(t *testing.T) {
 		t.Fatalf("single file mapping = %+v", one)
 	}
 }
+
+func TestNeededStagesFollowImports(t *testing.T) {
+	p := mustPlan(t, planYAML, planTree())
+	front := NeededStages(p.Image("frontend").Final)
+	has := map[string]bool{}
+	for _, s := range front {
+		if has[s] {
+			t.Errorf("signature %s listed twice", s)
+		}
+		has[s] = true
+	}
+	for _, ip := range p.Images {
+		if ip.Image.Name == "tool" {
+			continue
+		}
+		for _, s := range ip.Stages {
+			// frontend is built on backend and imports the assets artifact.
+			if !has[s.Signature] {
+				t.Errorf("frontend's needed stages lack %s", s)
+			}
+		}
+	}
+	if has[p.Image("tool").Final.Signature] {
+		t.Error("frontend's needed stages include the unrelated tool image")
+	}
+}

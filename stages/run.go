@@ -229,10 +229,7 @@ func publish(ctx context.Context, o Options, storage *Storage, stored map[*Stage
 	if err != nil {
 		return Published{}, fault.Jobf("images repository %q (STAGEHAND_IMAGES_REPO and the image name) is not a repository name: %v", repoName, err)
 	}
-	var sigs []string
-	for s := final; s != nil; s = s.Parent {
-		sigs = append(sigs, s.Signature)
-	}
+	sigs := NeededStages(final)
 	ann := map[string]string{
 		AnnotationCommit:     o.Commit,
 		AnnotationCommitTime: o.CommitTime,
@@ -289,6 +286,29 @@ func publishLocal(ctx context.Context, o Options, local *LocalStorage, stored ma
 	p.Reference = repoName + ":" + tags[0]
 	fmt.Fprintf(o.Trace, "Published %s as %s (%s)\n", ip.Image.describe(), strings.Join(prefixTags(repoName, tags), ", "), p.Digest)
 	return p, nil
+}
+
+// NeededStages lists the signatures an image needs kept: its own chain of
+// stages and the chains of the images its stages import from, final
+// stage first, each once.
+func NeededStages(final *Stage) []string {
+	var out []string
+	seen := map[string]bool{}
+	var walk func(s *Stage)
+	walk = func(s *Stage) {
+		for ; s != nil; s = s.Parent {
+			if seen[s.Signature] {
+				return
+			}
+			seen[s.Signature] = true
+			out = append(out, s.Signature)
+			for _, src := range s.ImportSource {
+				walk(src)
+			}
+		}
+	}
+	walk(final)
+	return out
 }
 
 func prefixTags(repo string, tags []string) []string {
