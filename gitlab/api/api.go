@@ -1,0 +1,193 @@
+// Package api is stagehand's use of GitLab's REST API (v4) for cleanup:
+// the repository's branches, tags and commits, and the project's container
+// registry. It is a separate package from gitlab (the pure ci-env) so that
+// the hooks do not link the API client; only stagehand-worker does.
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	gl "gitlab.com/gitlab-org/api/client-go"
+)
+
+// VarToken is the job variable with the token cleanup uses.
+const VarToken = "STAGEHAND_CLEANUP_TOKEN"
+
+// Client reads a project through the API. Pagination is followed to the
+// end; 429 and 5xx answers are retried with backoff (honouring
+// Retry-After) by the underlying client, a bounded number of times.
+type Client struct {
+	gl      *gl.Client
+	project string
+	// Requests counts the API requests made.
+	requests atomic.Int64
+}
+
+// New makes a client for project (its id or full path) at baseURL
+// (CI_API_V4_URL) with a project or personal access token.
+func New(baseURL, token, project string, httpClient *http.Client) (*Client, error) {
+	if token == "" {
+		return nil, fmt.Errorf("no %s: cleanup needs a project or personal access token with the api scope (the job token may not delete registry tags); add it as a masked CI/CD variable", VarToken)
+	}
+	c := &Client{project: project}
+	if httpClient == nil {
+		httpClient = &http.Client{Timeout: 30 * time.Second}
+	}
+	counting := *httpClient
+	base := counting.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	counting.Transport = roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		c.requests.Add(1)
+		return base.RoundTrip(r)
+	})
+	client, err := gl.NewClient(token, gl.WithBaseURL(baseURL), gl.WithHTTPClient(&counting),
+		gl.WithCustomRetryMax(5), gl.WithCustomRetryWaitMinMax(200*time.Millisecond, 10*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("GitLab API at %s: %w", baseURL, err)
+	}
+	c.gl = client
+	return c, nil
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// Requests is how many API requests the client made.
+func (c *Client) Requests() int64 { return c.requests.Load() }
+
+// explain turns refusals into what to do about them.
+func explain(err error, what string) error {
+	var er *gl.ErrorResponse
+	if errors.As(err, &er) && er.Response != nil {
+		switch er.Response.StatusCode {
+		case http.StatusUnauthorized:
+			return fmt.Errorf("%s: GitLab refused %s (401): it must be a valid project or personal access token with the api scope: %w", what, VarToken, err)
+		case http.StatusForbidden:
+			return fmt.Errorf("%s: GitLab forbids it to %s (403): the token needs the api scope and the Maintainer role on the project: %w", what, VarToken, err)
+		}
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// IsRefused tells whether err is a 401/403 of the API.
+func IsRefused(err error) bool {
+	var er *gl.ErrorResponse
+	return errors.As(err, &er) && er.Response != nil && (er.Response.StatusCode == 401 || er.Response.StatusCode == 403)
+}
+
+func perPage() gl.ListOptions { return gl.ListOptions{PerPage: 100} }
+
+// Branches lists the project's branch names.
+func (c *Client) Branches(ctx context.Context) (map[string]bool, error) {
+	out := map[string]bool{}
+	for b, err := range gl.Scan2(func(p gl.PaginationOptionFunc) ([]*gl.Branch, *gl.Response, error) {
+		return c.gl.Branches.ListBranches(c.project, &gl.ListBranchesOptions{ListOptions: perPage()}, p, gl.WithContext(ctx))
+	}) {
+		if err != nil {
+			return nil, explain(err, "list branches")
+		}
+		out[b.Name] = true
+	}
+	return out, nil
+}
+
+// Tags lists the project's git tag names.
+func (c *Client) Tags(ctx context.Context) (map[string]bool, error) {
+	out := map[string]bool{}
+	for t, err := range gl.Scan2(func(p gl.PaginationOptionFunc) ([]*gl.Tag, *gl.Response, error) {
+		return c.gl.Tags.ListTags(c.project, &gl.ListTagsOptions{ListOptions: perPage()}, p, gl.WithContext(ctx))
+	}) {
+		if err != nil {
+			return nil, explain(err, "list git tags")
+		}
+		out[t.Name] = true
+	}
+	return out, nil
+}
+
+// Commits tells which of the SHAs exist in the repository (8 requests at
+// a time).
+func (c *Client) Commits(ctx context.Context, shas []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	var mu sync.Mutex
+	var firstErr error
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for _, sha := range shas {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			_, resp, err := c.gl.Commits.GetCommit(c.project, sha, nil, gl.WithContext(ctx))
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				out[sha] = true
+			case resp != nil && resp.StatusCode == http.StatusNotFound:
+			default:
+				if firstErr == nil {
+					firstErr = explain(err, "read commit "+sha)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return out, firstErr
+}
+
+// Repository is one container registry repository of the project.
+type Repository struct {
+	ID int64
+	// Location is the full image name (registry/path).
+	Location string
+}
+
+// Repositories lists the project's container registry repositories.
+func (c *Client) Repositories(ctx context.Context) ([]Repository, error) {
+	var out []Repository
+	for r, err := range gl.Scan2(func(p gl.PaginationOptionFunc) ([]*gl.RegistryRepository, *gl.Response, error) {
+		return c.gl.ContainerRegistry.ListProjectRegistryRepositories(c.project, &gl.ListProjectRegistryRepositoriesOptions{ListOptions: perPage()}, p, gl.WithContext(ctx))
+	}) {
+		if err != nil {
+			return nil, explain(err, "list container registry repositories")
+		}
+		out = append(out, Repository{ID: r.ID, Location: r.Location})
+	}
+	return out, nil
+}
+
+// RepositoryTags lists a registry repository's tag names.
+func (c *Client) RepositoryTags(ctx context.Context, repo int64) ([]string, error) {
+	var out []string
+	for t, err := range gl.Scan2(func(p gl.PaginationOptionFunc) ([]*gl.RegistryRepositoryTag, *gl.Response, error) {
+		return c.gl.ContainerRegistry.ListRegistryRepositoryTags(c.project, repo, &gl.ListRegistryRepositoryTagsOptions{ListOptions: perPage()}, p, gl.WithContext(ctx))
+	}) {
+		if err != nil {
+			return nil, explain(err, "list the tags of registry repository "+fmt.Sprint(repo))
+		}
+		out = append(out, t.Name)
+	}
+	return out, nil
+}
+
+// DeleteTag deletes one tag of a registry repository.
+func (c *Client) DeleteTag(ctx context.Context, repo int64, tag string) error {
+	resp, err := c.gl.ContainerRegistry.DeleteRegistryRepositoryTag(c.project, repo, tag, gl.WithContext(ctx))
+	if resp != nil && resp.StatusCode == http.StatusNotFound {
+		return nil // already gone
+	}
+	if err != nil {
+		return explain(err, "delete tag "+tag)
+	}
+	return nil
+}
