@@ -72,6 +72,8 @@ func hookCommand(code *int) *cobra.Command {
 	f.StringVar(&s.BlockDir, "block-dir", s.BlockDir, "directory of switch-from-local block files")
 	f.StringVar(&s.PullSecretFrom, "pull-secret-from", s.PullSecretFrom, "image pull secret (namespace/name) copied into environment namespaces when a job has no deploy token")
 	f.DurationVar(&s.DeployTimeout, "deploy-timeout", s.DeployTimeout, "how long a deploy waits for its workloads (jobs: STAGEHAND_DEPLOY_TIMEOUT)")
+	f.IntVar(&s.BuilderThreshold, "builder-threshold", s.BuilderThreshold, "cleanup removes local stage images while the engine data root's filesystem is fuller than this percentage")
+	f.Int64Var(&s.BuilderMaxBytes, "builder-max-bytes", s.BuilderMaxBytes, "when set, bound the local stage images' total size instead of --builder-threshold")
 	envDefaults(f)
 
 	// do runs one hook: it loads the job, runs fn, reports and sets the
@@ -85,6 +87,7 @@ func hookCommand(code *int) *cobra.Command {
 				e.Register(executor.ActionBuild, executor.BuildAction{})
 				e.Register(executor.ActionDeploy, executor.DeployAction{})
 				e.Register(executor.ActionDismiss, executor.DismissAction{})
+				e.Register(executor.ActionCleanup, executor.CleanupAction{})
 			}
 			if err != nil {
 				e.Report(fault.System(err))

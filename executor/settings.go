@@ -48,6 +48,12 @@ type Settings struct {
 	// DeployTimeout bounds the wait for a release's workloads; jobs may
 	// set STAGEHAND_DEPLOY_TIMEOUT.
 	DeployTimeout time.Duration
+	// BuilderThreshold (percent of the engine data root's filesystem) and
+	// BuilderMaxBytes (total size of local stage images, when set) bound
+	// the host's builder cache; cleanup removes the least recently stored
+	// stages beyond them.
+	BuilderThreshold int
+	BuilderMaxBytes  int64
 }
 
 // Pull policies for job images.
@@ -68,11 +74,12 @@ func DefaultSettings() Settings {
 		StopTimeout: 10 * time.Second,
 		// Hosts of one runner fleet share no files: without a cluster,
 		// locks only spare this host's concurrent jobs duplicate work.
-		Synchronization: ":local",
-		LocksDir:        "/var/lib/stagehand/locks",
-		BlockDir:        "/var/lib/stagehand/switch-from-local",
-		PullSecretFrom:  "kube-system/registrysecret",
-		DeployTimeout:   5 * time.Minute,
+		Synchronization:  ":local",
+		LocksDir:         "/var/lib/stagehand/locks",
+		BlockDir:         "/var/lib/stagehand/switch-from-local",
+		PullSecretFrom:   "kube-system/registrysecret",
+		DeployTimeout:    5 * time.Minute,
+		BuilderThreshold: 80,
 	}
 }
 

@@ -59,6 +59,9 @@ const (
 	OpDeploy = "deploy"
 	// OpDismiss removes the environment (Deploy).
 	OpDismiss = "dismiss"
+	// OpCleanup cleans the registry, the stages and the host's builder
+	// cache (Cleanup).
+	OpCleanup = "cleanup"
 )
 
 // Pull policies for job images.
@@ -70,16 +73,40 @@ const (
 
 // Request is one piece of work.
 type Request struct {
-	Op           string  `json:"op"`
-	DockerHost   string  `json:"docker_host"`
-	JobKey       string  `json:"job_key,omitempty"`
-	Image        string  `json:"image,omitempty"`
-	PullPolicy   string  `json:"pull_policy,omitempty"`
-	DockerConfig string  `json:"docker_config,omitempty"`
-	Script       *Script `json:"script,omitempty"`
-	Build        *Build  `json:"build,omitempty"`
-	Stages       *Stages `json:"stages,omitempty"`
-	Deploy       *Deploy `json:"deploy,omitempty"`
+	Op           string   `json:"op"`
+	DockerHost   string   `json:"docker_host"`
+	JobKey       string   `json:"job_key,omitempty"`
+	Image        string   `json:"image,omitempty"`
+	PullPolicy   string   `json:"pull_policy,omitempty"`
+	DockerConfig string   `json:"docker_config,omitempty"`
+	Script       *Script  `json:"script,omitempty"`
+	Build        *Build   `json:"build,omitempty"`
+	Stages       *Stages  `json:"stages,omitempty"`
+	Deploy       *Deploy  `json:"deploy,omitempty"`
+	Cleanup      *Cleanup `json:"cleanup,omitempty"`
+}
+
+// Cleanup is one cleanup of a project (a scheduled pipeline's job).
+type Cleanup struct {
+	APIURL  string `json:"api_url"`
+	Token   string `json:"token"`
+	Project string `json:"project"`
+	// LockProject names the project lock builds take.
+	LockProject     string   `json:"lock_project"`
+	StagesRepo      string   `json:"stages_repo"`
+	Kubeconfig      string   `json:"kubeconfig,omitempty"`
+	Namespaces      []string `json:"namespaces,omitempty"`
+	DryRun          bool     `json:"dry_run,omitempty"`
+	Synchronization string   `json:"synchronization,omitempty"`
+	LocksDir        string   `json:"locks_dir,omitempty"`
+	Holder          string   `json:"holder,omitempty"`
+	// Policies: limit and expiry days of git tag, commit and
+	// stages-signature images (-1: no bound).
+	GitTagLimit, GitTagExpiryDays       int
+	GitCommitLimit, GitCommitExpiryDays int
+	SignatureLimit, SignatureExpiryDays int
+	BuilderThresholdPercent             int   `json:"builder_threshold_percent,omitempty"`
+	BuilderMaxBytes                     int64 `json:"builder_max_bytes,omitempty"`
 }
 
 // Deploy is one deploy or dismiss of a GitLab environment.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 
+	"gitlab.com/stagehand/stagehand/cleanup"
 	"gitlab.com/stagehand/stagehand/deploy"
 	"gitlab.com/stagehand/stagehand/stages"
 	"gitlab.com/stagehand/stagehand/worker"
@@ -18,6 +19,9 @@ import (
 func main() {
 	handlers := docker.Handlers()
 	for op, h := range stages.Handlers() {
+		handlers[op] = h
+	}
+	for op, h := range cleanup.Handlers() {
 		handlers[op] = h
 	}
 	for op, h := range deploy.Handlers(buildImages) {
