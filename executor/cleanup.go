@@ -50,9 +50,9 @@ func (CleanupAction) Perform(ctx context.Context, a *ActionContext) (map[string]
 	if err != nil {
 		return nil, err
 	}
-	project := v["CI_PROJECT_ID"]
+	project := v["CI_PROJECT_PATH"]
 	if project == "" {
-		project = v["CI_PROJECT_PATH"]
+		project = v["CI_PROJECT_ID"]
 	}
 	lockProject := v["CI_PROJECT_PATH_SLUG"]
 	if lockProject == "" {

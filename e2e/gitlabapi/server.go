@@ -7,6 +7,7 @@ package gitlabapi
 
 import (
 	"encoding/json"
+	"hash/fnv"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -138,25 +139,40 @@ type repository struct {
 	CreatedAt time.Time `json:"created_at"`
 }
 
-// repositories are the registry's repositories under the project path,
-// numbered in name order.
+// repositories are the registry's repositories under the project path.
 func (s *Server) repositories() ([]repository, error) {
-	resp, err := http.Get("http://" + s.registry + "/v2/_catalog?n=100000")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
 	var cat struct{ Repositories []string }
-	if err := json.NewDecoder(resp.Body).Decode(&cat); err != nil {
-		return nil, err
+	next := "/v2/_catalog?n=1000"
+	for next != "" {
+		resp, err := http.Get("http://" + s.registry + next)
+		if err != nil {
+			return nil, err
+		}
+		var page struct{ Repositories []string }
+		err = json.NewDecoder(resp.Body).Decode(&page)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("registry catalog: %s %v", resp.Status, err)
+		}
+		cat.Repositories = append(cat.Repositories, page.Repositories...)
+		// Link: </v2/_catalog?last=x&n=1000>; rel="next"
+		next = ""
+		if l := resp.Header.Get("Link"); l != "" {
+			if i, j := strings.Index(l, "<"), strings.Index(l, ">"); i >= 0 && j > i {
+				next = l[i+1 : j]
+			}
+		}
 	}
 	sort.Strings(cat.Repositories)
 	var out []repository
-	for i, name := range cat.Repositories {
+	for _, name := range cat.Repositories {
 		if name != s.project.Path && !strings.HasPrefix(name, s.project.Path+"/") {
 			continue
 		}
-		out = append(out, repository{ID: int64(i + 1), Name: strings.TrimPrefix(strings.TrimPrefix(name, s.project.Path), "/"),
+		// Ids stay put while other repositories come and go.
+		h := fnv.New32a()
+		h.Write([]byte(name))
+		out = append(out, repository{ID: int64(h.Sum32()), Name: strings.TrimPrefix(strings.TrimPrefix(name, s.project.Path), "/"),
 			Path: name, ProjectID: s.project.ID, Location: s.registry + "/" + name, CreatedAt: time.Unix(0, 0).UTC()})
 	}
 	return out, nil
