@@ -7,8 +7,8 @@ package gitlabapi
 
 import (
 	"encoding/json"
-	"hash/fnv"
 	"fmt"
+	"hash/fnv"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
