@@ -17,9 +17,13 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	appsv1 "k8s.io/api/apps/v1"
+	authv1 "k8s.io/api/authentication/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"gitlab.com/stagehand/stagehand/e2e/coordinator"
 	"gitlab.com/stagehand/stagehand/e2e/gitlabapi"
@@ -240,4 +244,123 @@ func TestScheduledCleanup(t *testing.T) {
 		t.Errorf("stages left %v, want %v", stagesLeft.Tags, wantStages)
 	}
 	t.Logf("cleanup job took %s; %d GitLab API requests", run.Duration.Round(time.Millisecond), api.Requests())
+}
+
+// scopedKubeconfig is a kubeconfig of a service account that may list
+// workloads in ns only.
+func scopedKubeconfig(t *testing.T, ns string) string {
+	t.Helper()
+	c := kubeClient(t)
+	ctx := context.Background()
+	if _, err := c.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "cleaner"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	role := &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Name: "list-workloads", Namespace: ns},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"pods", "replicationcontrollers"}, Verbs: []string{"list"}},
+			{APIGroups: []string{"apps"}, Resources: []string{"replicasets", "deployments", "statefulsets", "daemonsets"}, Verbs: []string{"list"}},
+			{APIGroups: []string{"batch"}, Resources: []string{"jobs", "cronjobs"}, Verbs: []string{"list"}},
+		},
+	}
+	if _, err := c.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rb := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "cleaner", Namespace: ns},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "list-workloads"},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "cleaner", Namespace: ns}},
+	}
+	if _, err := c.RbacV1().RoleBindings(ns).Create(ctx, rb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := c.CoreV1().ServiceAccounts(ns).CreateToken(ctx, "cleaner", &authv1.TokenRequest{}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(h.Kubeconfig)
+	cfg, err := clientcmd.Load(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range cfg.AuthInfos {
+		u.Token = tok.Status.Token
+	}
+	out, _ := clientcmd.Write(*cfg)
+	return string(out)
+}
+
+func TestCleanupWithNamespaceScopedRBACAndWithoutAToken(t *testing.T) {
+	project := fmt.Sprintf("stagehand/scoped-%d", time.Now().UnixNano())
+	repo := h.Registry + "/" + project
+	pub := newPublisher(t)
+	now := time.Now().UTC()
+	for _, b := range []string{"gone-used", "gone-unused"} {
+		pub.put(repo+":"+b, pub.image(b, map[string]string{
+			stages.AnnotationCommit: fmt.Sprintf("%040x", len(b)), stages.AnnotationCommitTime: now.Format(time.RFC3339),
+			stages.AnnotationRef: b, stages.AnnotationRefKind: "branch",
+		}))
+	}
+	api := gitlabapi.New(gitlabapi.Project{ID: 1, Path: project, Branches: []string{"main"}, Commits: map[string]time.Time{}}, h.Registry, "glpat-scoped")
+	defer api.Close()
+
+	c := kubeClient(t)
+	ctx := context.Background()
+	ns := fmt.Sprintf("stagehand-e2e-scoped-%d", time.Now().UnixNano()%100000)
+	if _, err := c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
+	one := int32(0)
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns},
+		Spec: appsv1.DeploymentSpec{Replicas: &one, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: repo + ":gone-used"}}}}},
+	}
+	if _, err := c.AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	kc := scopedKubeconfig(t, ns)
+	r, err := h.NewRunner(t.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := func(vars ...coordinator.Variable) coordinator.Job {
+		return coordinator.Job{
+			Name: "cleanup", Stage: "cleanup", PipelineSource: "schedule", Project: project, Registry: h.Registry,
+			Variables: append([]coordinator.Variable{
+				{Key: "CI_API_V4_URL", Value: api.APIURL()},
+				{Key: "KUBECONFIG", Value: kc, File: true},
+			}, vars...),
+			Script: []string{`echo cleaned`},
+		}
+	}
+	token := coordinator.Variable{Key: "STAGEHAND_CLEANUP_TOKEN", Value: "glpat-scoped", Masked: true}
+
+	t.Run("without a token nothing is deleted", func(t *testing.T) {
+		run := runOn(t, r, job(), nil)
+		wantState(t, run, "failed", "script_failure")
+		wantTrace(t, run, "STAGEHAND_CLEANUP_TOKEN", "nothing was deleted")
+		if d := api.Deleted(); len(d) != 0 {
+			t.Errorf("deleted %v", d)
+		}
+	})
+	t.Run("forbidden cluster-wide listing and no namespaces: nothing is deleted", func(t *testing.T) {
+		run := runOn(t, r, job(token), nil)
+		wantState(t, run, "failed", "script_failure")
+		wantTrace(t, run, "may not list workloads across namespaces", "STAGEHAND_CLEANUP_NAMESPACES")
+		if d := api.Deleted(); len(d) != 0 {
+			t.Errorf("deleted %v", d)
+		}
+	})
+	t.Run("namespace-scoped listing protects what runs there", func(t *testing.T) {
+		run := runOn(t, r, job(token, coordinator.Variable{Key: "STAGEHAND_CLEANUP_NAMESPACES", Value: ns}), nil)
+		wantState(t, run, "success", "")
+		wantTrace(t, run, "WARNING: the cluster credentials may not list workloads across namespaces; looking only in "+ns,
+			"in use by ", " "+ns+"/web")
+		if d := api.Deleted(); fmt.Sprint(d) != fmt.Sprint([]string{project + ":gone-unused"}) {
+			t.Errorf("deleted %v, want only gone-unused", d)
+		}
+	})
 }
