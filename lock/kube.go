@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -11,12 +12,13 @@ import (
 	"github.com/werf/lockgate"
 	"github.com/werf/lockgate/pkg/distributed_locker"
 	"github.com/werf/lockgate/pkg/distributed_locker/optimistic_locking_store"
+	"github.com/werf/lockgate/pkg/util"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/util/retry"
 
 	"gitlab.com/stagehand/stagehand/internal/kubeconfig"
 )
@@ -26,13 +28,22 @@ var (
 	namespaces = schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
 )
 
-// holderAnnotation holds who has an exclusive lock, next to lockgate's
-// own annotations.
-const holderAnnotation = "holder.stagehand.io/"
-
-// leaseTTL is lockgate's lease lifetime: without a renewal for this long,
-// another host may take the lock.
-const leaseTTL = distributed_locker.DistributedLockLeaseTTLSeconds * time.Second
+const (
+	// holderAnnotation prefixes the annotation saying who holds a lock,
+	// next to lockgate's own.
+	holderAnnotation = "holder.stagehand.io/"
+	// leaseAnnotation prefixes lockgate's annotation of a lock (its
+	// OptimisticLockingStorageBasedBackend.keyName).
+	leaseAnnotation = "lockgate.io/"
+	// leaseTTL is lockgate's lease lifetime: without a renewal for this
+	// long, another host may take the lock.
+	leaseTTL = distributed_locker.DistributedLockLeaseTTLSeconds * time.Second
+	// pollKube is how often a busy Kubernetes lock is tried again.
+	pollKube = time.Second
+	// callTimeout bounds every API call: a lease lives 10 s, so a renewal
+	// must fail well before that rather than hang.
+	callTimeout = 5 * time.Second
+)
 
 // kubeLocker is "kubernetes://NAMESPACE": lockgate's leases as annotations
 // of the ConfigMap stagehand-<project>.
@@ -41,6 +52,10 @@ type kubeLocker struct {
 	client  dynamic.Interface
 	locker  *distributed_locker.DistributedLocker
 	backend *watchedBackend
+	// ops serialises taking and giving back leases: the shared leases of
+	// one lock in one process share lockgate's handle, its renewal and
+	// their bookkeeping here.
+	ops sync.Mutex
 }
 
 func newKubeLocker(ns string, cfg Config) (*kubeLocker, error) {
@@ -48,18 +63,17 @@ func newKubeLocker(ns string, cfg Config) (*kubeLocker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes synchronization: %w", err)
 	}
-	// A lease lives 10 s: a call must fail well before that.
-	rc.Timeout = 5 * time.Second
+	rc.Timeout = callTimeout
 	client, err := dynamic.NewForConfig(rc)
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
+		return nil, fmt.Errorf("kubernetes synchronization: client for %s: %w", rc.Host, err)
 	}
 	k := &kubeLocker{ns: ns, cm: configMapName(cfg.Project), client: client}
 	if err := k.ensureConfigMap(); err != nil {
 		return nil, err
 	}
 	store := optimistic_locking_store.NewKubernetesResourceAnnotationsStore(client, configMaps, k.cm, ns)
-	k.backend = &watchedBackend{inner: distributed_locker.NewOptimisticLockingStorageBasedBackend(store), renewed: map[string]time.Time{}}
+	k.backend = newWatchedBackend(distributed_locker.NewOptimisticLockingStorageBasedBackend(store), k.Describe())
 	k.locker = distributed_locker.NewDistributedLocker(k.backend)
 	return k, nil
 }
@@ -79,6 +93,8 @@ func (k *kubeLocker) Describe() string {
 	return fmt.Sprintf("ConfigMap %s in namespace %s (Kubernetes leases)", k.cm, k.ns)
 }
 
+// Close does nothing: leases are given back by Release, and the client
+// holds no more than idle connections.
 func (k *kubeLocker) Close() error { return nil }
 
 // ensureConfigMap creates the namespace and the ConfigMap when missing.
@@ -88,7 +104,7 @@ func (k *kubeLocker) ensureConfigMap() error {
 	if _, err := k.client.Resource(configMaps).Namespace(k.ns).Get(ctx, k.cm, metav1.GetOptions{}); err == nil {
 		return nil
 	} else if !apierrors.IsNotFound(err) {
-		return fmt.Errorf("read ConfigMap %s in namespace %s: %w", k.cm, k.ns, err)
+		return fmt.Errorf("read ConfigMap %s in namespace %s for locks: %w", k.cm, k.ns, err)
 	}
 	ns := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "v1", "kind": "Namespace",
@@ -107,69 +123,68 @@ func (k *kubeLocker) ensureConfigMap() error {
 	return nil
 }
 
-func (k *kubeLocker) holder(name string) string {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	obj, err := k.client.Resource(configMaps).Namespace(k.ns).Get(ctx, k.cm, metav1.GetOptions{})
-	if err != nil {
-		return ""
-	}
-	return obj.GetAnnotations()[holderAnnotation+nameKey(name)]
-}
-
-func (k *kubeLocker) setHolder(name string, value *string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{holderAnnotation + nameKey(name): value}}})
-	_, _ = k.client.Resource(configMaps).Namespace(k.ns).Patch(ctx, k.cm, types.MergePatchType, patch, metav1.PatchOptions{})
-}
-
 func (k *kubeLocker) Acquire(ctx context.Context, name string, opts Options) (*Lease, error) {
 	lease := newLease(name)
 	var handle lockgate.LockHandle
 	try := func() (bool, error) {
-		ok, h, err := k.locker.Acquire(name, lockgate.AcquireOptions{
-			NonBlocking: true, Shared: opts.Shared,
-			OnLostLeaseFunc: func(lockgate.LockHandle) error {
-				lease.lose(fmt.Errorf("lost the lock %s: another holder took it (%s)", name, k.Describe()))
-				return nil
-			},
-		})
+		k.ops.Lock()
+		defer k.ops.Unlock()
+		ok, h, err := k.locker.Acquire(name, lockgate.AcquireOptions{NonBlocking: true, Shared: opts.Shared})
 		if err != nil {
 			return false, fmt.Errorf("lock %s in %s: %w", name, k.Describe(), err)
 		}
-		handle = h
+		if ok {
+			handle = h
+			k.backend.track(h, lease)
+		}
 		return ok, nil
 	}
 	onBusy := func() {
 		if opts.OnWait != nil {
-			opts.OnWait(k.holder(name))
+			opts.OnWait(k.holders(name))
 		}
 	}
-	if err := acquireLoop(ctx, pollInterval[true], try, onBusy); err != nil {
+	if err := acquireLoop(ctx, pollKube, try, onBusy); err != nil {
 		return nil, err
 	}
-	if !opts.Shared && opts.Holder != "" {
-		h := opts.Holder
-		k.setHolder(name, &h)
-	}
+	described := opts.Holder != "" && k.addHolder(name, handle.UUID, lease.id, opts.Holder) == nil
 	go k.watch(lease, handle)
-	lease.release = func() error {
-		k.backend.forget(handle)
-		if !opts.Shared && opts.Holder != "" {
-			k.setHolder(name, nil)
-		}
-		if err := k.locker.Release(handle); err != nil {
-			return fmt.Errorf("release lock %s in %s: %w", name, k.Describe(), err)
-		}
-		return nil
-	}
+	lease.release = func() error { return k.release(lease, handle, described) }
 	return lease, nil
 }
 
-// watch declares the lease lost when no renewal succeeded for leaseTTL.
+func (k *kubeLocker) release(lease *Lease, h lockgate.LockHandle, described bool) error {
+	k.ops.Lock()
+	defer k.ops.Unlock()
+	stopped := k.backend.untrack(h, lease)
+	if described && lease.Err() == nil {
+		_ = k.removeHolder(lease.name, h.UUID, lease.id)
+	}
+	if stopped {
+		// lockgate's renewal of this lease ended when it found the lock
+		// someone else's: its Release would wait for that renewal
+		// forever, and nothing in the ConfigMap is ours any more.
+		return nil
+	}
+	err := k.locker.Release(h)
+	k.backend.forget(h)
+	switch {
+	case err == nil:
+		return nil
+	case lease.Err() != nil:
+		// Already reported as lost; if the API server is still away the
+		// lease expires by itself.
+		return nil
+	case distributed_locker.IsErrLockAlreadyLeased(err) || distributed_locker.IsErrNoExistingLockLeaseFound(err):
+		return fmt.Errorf("release lock %s in %s: it was no longer held (%v)", lease.name, k.Describe(), err)
+	default:
+		return fmt.Errorf("release lock %s in %s: %w", lease.name, k.Describe(), err)
+	}
+}
+
+// watch declares the lease lost once it expired without a renewal.
 func (k *kubeLocker) watch(lease *Lease, h lockgate.LockHandle) {
-	t := time.NewTicker(500 * time.Millisecond)
+	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
 		select {
@@ -177,58 +192,293 @@ func (k *kubeLocker) watch(lease *Lease, h lockgate.LockHandle) {
 			return
 		case <-lease.lost:
 			return
-		case <-t.C:
-			last, ok := k.backend.lastRenewal(h)
-			if ok && time.Since(last) > leaseTTL {
-				lease.lose(fmt.Errorf("lost the lock %s: its lease could not be renewed since %s (%s unreachable?)", h.LockName, last.Format(time.RFC3339), k.Describe()))
+		case now := <-t.C:
+			if err := k.backend.expired(h, now); err != nil {
+				lease.lose(fmt.Errorf("lost the lock %s: %w", lease.name, err))
 				return
 			}
 		}
 	}
 }
 
-// watchedBackend records when each lease was last acquired or renewed.
+// holderRecord is the holder annotation of a lock: the descriptions of
+// its holders, by stagehand lease, and the lockgate lease they hold, so
+// that descriptions left by a holder that died are never shown.
+type holderRecord struct {
+	Lease   string            `json:"lease"`
+	Holders map[string]string `json:"holders"`
+}
+
+func holderKey(name string) string { return holderAnnotation + nameKey(name) }
+
+// holders describes who holds the lock now ("" when unknown).
+func (k *kubeLocker) holders(name string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	obj, err := k.client.Resource(configMaps).Namespace(k.ns).Get(ctx, k.cm, metav1.GetOptions{})
+	if err != nil {
+		return ""
+	}
+	ann := obj.GetAnnotations()
+	var held distributed_locker.LockLeaseRecord
+	if json.Unmarshal([]byte(ann[leaseAnnotation+util.Sha3_224Hash(name)]), &held) != nil || held.UUID == "" {
+		return ""
+	}
+	var rec holderRecord
+	if json.Unmarshal([]byte(ann[holderKey(name)]), &rec) != nil || rec.Lease != held.UUID {
+		return ""
+	}
+	hs := make([]string, 0, len(rec.Holders))
+	for _, h := range rec.Holders {
+		hs = append(hs, h)
+	}
+	sort.Strings(hs)
+	return joinHolders(hs)
+}
+
+// addHolder records a holder of the lockgate lease uuid.
+func (k *kubeLocker) addHolder(name, uuid, id, holder string) error {
+	return k.changeHolders(name, func(rec *holderRecord) bool {
+		if rec.Lease != uuid || rec.Holders == nil {
+			*rec = holderRecord{Lease: uuid, Holders: map[string]string{}}
+		}
+		rec.Holders[id] = holder
+		return true
+	})
+}
+
+// removeHolder forgets a holder, unless the lock is another lease's now.
+func (k *kubeLocker) removeHolder(name, uuid, id string) error {
+	return k.changeHolders(name, func(rec *holderRecord) bool {
+		if rec.Lease != uuid {
+			return false
+		}
+		if _, ok := rec.Holders[id]; !ok {
+			return false
+		}
+		delete(rec.Holders, id)
+		return true
+	})
+}
+
+// changeHolders rewrites a lock's holder annotation. Descriptions are a
+// courtesy: callers ignore the errors.
+func (k *kubeLocker) changeHolders(name string, change func(*holderRecord) bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	cms := k.client.Resource(configMaps).Namespace(k.ns)
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		obj, err := cms.Get(ctx, k.cm, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		ann := obj.GetAnnotations()
+		if ann == nil {
+			ann = map[string]string{}
+		}
+		var rec holderRecord
+		_ = json.Unmarshal([]byte(ann[holderKey(name)]), &rec)
+		if !change(&rec) {
+			return nil
+		}
+		if len(rec.Holders) == 0 {
+			delete(ann, holderKey(name))
+		} else {
+			b, _ := json.Marshal(rec)
+			ann[holderKey(name)] = string(b)
+		}
+		obj.SetAnnotations(ann)
+		_, err = cms.Update(ctx, obj, metav1.UpdateOptions{})
+		return err
+	})
+}
+
+// watchedBackend wraps lockgate's backend to time the renewals of each
+// lease, which lockgate's renewal goroutine does not report while they
+// fail, and to see when that goroutine stops.
 type watchedBackend struct {
-	inner   distributed_locker.DistributedLockerBackend
-	mu      sync.Mutex
-	renewed map[string]time.Time
+	inner distributed_locker.DistributedLockerBackend
+	where string
+	mu    sync.Mutex
+	// leases by lockgate's lease UUID, which the shared holders of one
+	// lock share.
+	leases map[string]*leaseState
 }
 
-func (w *watchedBackend) mark(h lockgate.LockHandle) {
-	w.mu.Lock()
-	w.renewed[h.UUID] = time.Now()
-	w.mu.Unlock()
+type leaseState struct {
+	// leases of this process on the record; lockgate keeps one renewal
+	// for them all.
+	leases map[*Lease]bool
+	// renewStart is when the last successful acquire or renewal began:
+	// the expiry it wrote is at least its second + leaseTTL.
+	renewStart time.Time
+	renewed    time.Time
+	// failingSince is when the first renewal after the last success
+	// began (it may still wait for an answer); lastErr is the last
+	// failure.
+	failingSince time.Time
+	lastErr      error
+	// stopped: lockgate's renewal returned because the record is not
+	// ours any more.
+	stopped bool
+	// releasing: the last lease is being released. Renewals then
+	// succeed without a call, so that lockgate's renewal goroutine gets
+	// back to its stop signal instead of returning before it (lockgate
+	// would then wait for it forever).
+	releasing bool
 }
 
-func (w *watchedBackend) forget(h lockgate.LockHandle) {
-	w.mu.Lock()
-	delete(w.renewed, h.UUID)
-	w.mu.Unlock()
+func newWatchedBackend(inner distributed_locker.DistributedLockerBackend, where string) *watchedBackend {
+	return &watchedBackend{inner: inner, where: where, leases: map[string]*leaseState{}}
 }
 
-func (w *watchedBackend) lastRenewal(h lockgate.LockHandle) (time.Time, bool) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	t, ok := w.renewed[h.UUID]
-	return t, ok
+func (w *watchedBackend) state(uuid string) *leaseState {
+	st := w.leases[uuid]
+	if st == nil {
+		st = &leaseState{leases: map[*Lease]bool{}}
+		w.leases[uuid] = st
+	}
+	return st
+}
+
+func (st *leaseState) ok(start time.Time) {
+	st.renewStart, st.renewed = start, time.Now()
+	st.failingSince, st.lastErr = time.Time{}, nil
 }
 
 func (w *watchedBackend) Acquire(name string, opts distributed_locker.AcquireOptions) (lockgate.LockHandle, error) {
+	start := time.Now()
 	h, err := w.inner.Acquire(name, opts)
 	if err == nil {
-		w.mark(h)
+		w.mu.Lock()
+		w.state(h.UUID).ok(start)
+		w.mu.Unlock()
 	}
 	return h, err
 }
 
 func (w *watchedBackend) RenewLease(h lockgate.LockHandle) error {
+	w.mu.Lock()
+	st := w.leases[h.UUID]
+	if st != nil && st.releasing {
+		w.mu.Unlock()
+		return nil
+	}
+	start := time.Now()
+	if st != nil && st.failingSince.IsZero() {
+		st.failingSince = start
+	}
+	w.mu.Unlock()
 	err := w.inner.RenewLease(h)
-	if err == nil {
-		w.mark(h)
+	if st == nil {
+		return err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if st.releasing {
+		return nil
+	}
+	switch {
+	case err == nil:
+		st.ok(start)
+	case distributed_locker.IsErrLockAlreadyLeased(err) || distributed_locker.IsErrNoExistingLockLeaseFound(err):
+		// lockgate's renewal returns after this answer.
+		st.stopped = true
+		why := "another holder took it"
+		if distributed_locker.IsErrNoExistingLockLeaseFound(err) {
+			why = "its lease record is gone"
+		}
+		for l := range st.leases {
+			l.lose(fmt.Errorf("lost the lock %s: %s (%s)", l.name, why, w.where))
+		}
+	default:
+		st.lastErr = err
 	}
 	return err
 }
 
 func (w *watchedBackend) Release(h lockgate.LockHandle) error {
 	return w.inner.Release(h)
+}
+
+// track counts a lease of this process on the record h.
+func (w *watchedBackend) track(h lockgate.LockHandle, l *Lease) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	st := w.state(h.UUID)
+	st.leases[l] = true
+	if st.stopped {
+		l.lose(fmt.Errorf("lost the lock %s: another holder took it as it was taken (%s)", l.name, w.where))
+	}
+}
+
+// untrack is the release of l; it says whether lockgate's renewal of the
+// record already stopped.
+func (w *watchedBackend) untrack(h lockgate.LockHandle, l *Lease) (stopped bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	st := w.leases[h.UUID]
+	if st == nil {
+		return true
+	}
+	delete(st.leases, l)
+	if st.stopped {
+		if len(st.leases) == 0 {
+			delete(w.leases, h.UUID)
+		}
+		return true
+	}
+	if len(st.leases) == 0 {
+		st.releasing = true
+	}
+	return false
+}
+
+// forget drops the record's state once no lease of this process is on it.
+func (w *watchedBackend) forget(h lockgate.LockHandle) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if st := w.leases[h.UUID]; st != nil && len(st.leases) == 0 {
+		delete(w.leases, h.UUID)
+	}
+}
+
+// expired says why the lease is lost when the expiry written by its last
+// successful renewal has passed (nil while it has not).
+func (w *watchedBackend) expired(h lockgate.LockHandle, now time.Time) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	st := w.leases[h.UUID]
+	if st == nil || st.stopped || st.releasing {
+		return nil
+	}
+	// lockgate writes time.Now().Unix() + TTL: whole seconds, rounded down.
+	expiry := time.Unix(st.renewStart.Unix(), 0).Add(leaseTTL)
+	if !now.After(expiry) {
+		return nil
+	}
+	switch {
+	case st.lastErr != nil:
+		return fmt.Errorf("renewing its lease has failed since %s (%v); it expired at %s and another host may hold it now (%s)",
+			st.failingSince.Format(time.RFC3339), st.lastErr, expiry.Format(time.RFC3339), w.where)
+	case !st.failingSince.IsZero():
+		return fmt.Errorf("renewing its lease has had no answer since %s; it expired at %s and another host may hold it now (%s)",
+			st.failingSince.Format(time.RFC3339), expiry.Format(time.RFC3339), w.where)
+	default:
+		return fmt.Errorf("its lease was not renewed since %s; it expired at %s and another host may hold it now (%s)",
+			st.renewed.Format(time.RFC3339), expiry.Format(time.RFC3339), w.where)
+	}
+}
+
+// renewalStopped says whether lockgate's renewal of l's record stopped
+// because the record is not l's any more.
+func (w *watchedBackend) renewalStopped(l *Lease) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, st := range w.leases {
+		if st.leases[l] {
+			return st.stopped
+		}
+	}
+	return false
 }

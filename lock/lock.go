@@ -1,24 +1,10 @@
-// Package lock gives stagehand named locks across runner hosts, on
-// github.com/werf/lockgate: file locks for one host (":local") and leases
-// on a ConfigMap for a fleet ("kubernetes://NAMESPACE").
-//
-// Builds hold the project lock shared and each stage's lock while they
-// build it; cleanup holds the project lock exclusive. Locks only spare
-// duplicate work: a build without them is still correct.
-//
-// A Kubernetes lease is renewed every 3 s and expires 10 s after the last
-// renewal. lockgate keeps retrying renewals while the API server is
-// unreachable without telling anyone, so this package watches renewals
-// itself: when none succeeded for longer than the lease's lifetime, the
-// lease is lost (another host may take the lock), Lost() is closed and
-// Err() says so; the holder must stop what the lock protects.
 package lock
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -41,28 +27,35 @@ type Options struct {
 	// Holder describes the taker ("host runner-1, job 42"); hosts waiting
 	// for the lock are told.
 	Holder string
-	// OnWait is called once when the lock is busy, with its holder's
-	// description ("" when unknown).
+	// OnWait is called once when the lock is busy, with its holders'
+	// descriptions ("" when unknown; several shared holders are joined
+	// by "; ").
 	OnWait func(holder string)
 }
 
 // Lease is a held lock.
 type Lease struct {
-	name    string
+	name string
+	// id tells this lease's holder description from the others of a
+	// shared lock.
+	id      string
 	release func() error
 	once    sync.Once
 	relErr  error
+	done    chan struct{}
 	lost    chan struct{}
 	mu      sync.Mutex
 	err     error
-	done    chan struct{}
 }
 
 func newLease(name string) *Lease {
-	return &Lease{name: name, lost: make(chan struct{}), done: make(chan struct{})}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return &Lease{name: name, id: hex.EncodeToString(b[:]), lost: make(chan struct{}), done: make(chan struct{})}
 }
 
-// Release gives the lock up; releasing twice is harmless.
+// Release gives the lock up; releasing twice is harmless (the second
+// answers what the first did).
 func (l *Lease) Release() error {
 	l.once.Do(func() {
 		close(l.done)
@@ -71,7 +64,8 @@ func (l *Lease) Release() error {
 	return l.relErr
 }
 
-// Lost is closed when the lease was lost.
+// Lost is closed when the lease was lost: another host may hold the lock
+// now, and the holder must stop what the lock protects.
 func (l *Lease) Lost() <-chan struct{} { return l.lost }
 
 // Err says why the lease was lost; nil while it is held.
@@ -81,6 +75,7 @@ func (l *Lease) Err() error {
 	return l.err
 }
 
+// lose records the first loss; later ones change nothing.
 func (l *Lease) lose(err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -95,7 +90,7 @@ func (l *Lease) lose(err error) {
 type Config struct {
 	// Project names the ConfigMap (stagehand-<project>).
 	Project string
-	// LocalDir holds the file locks of ":local".
+	// LocalDir holds the file locks of ":local" (DefaultLocalDir if "").
 	LocalDir string
 	// Kubeconfig is the cluster of kubernetes://; "" means $KUBECONFIG,
 	// else in-cluster.
@@ -105,7 +100,8 @@ type Config struct {
 // DefaultLocalDir is where ":local" keeps its lock files.
 const DefaultLocalDir = "/var/lib/stagehand/locks"
 
-// New returns the locker for a STAGEHAND_SYNCHRONIZATION value.
+// New returns the locker for a STAGEHAND_SYNCHRONIZATION value: ":local"
+// or "kubernetes://NAMESPACE".
 func New(spec string, cfg Config) (Locker, error) {
 	switch {
 	case spec == ":local":
@@ -120,21 +116,22 @@ func New(spec string, cfg Config) (Locker, error) {
 			return nil, fmt.Errorf("STAGEHAND_SYNCHRONIZATION=%q: give the namespace, as kubernetes://stagehand-synchronization", spec)
 		}
 		if cfg.Project == "" {
-			return nil, errors.New("kubernetes synchronization needs the project's name")
+			return nil, fmt.Errorf("STAGEHAND_SYNCHRONIZATION=%q: Kubernetes locks need the project's name (it names the ConfigMap)", spec)
 		}
 		return newKubeLocker(ns, cfg)
 	}
 	return nil, fmt.Errorf("STAGEHAND_SYNCHRONIZATION=%q: use :local (file locks on this host) or kubernetes://NAMESPACE (a ConfigMap shared by every host)", spec)
 }
 
-// pollInterval is how often a busy lock is tried again.
-var pollInterval = map[bool]time.Duration{false: 250 * time.Millisecond, true: time.Second}
-
 // acquireLoop tries a non-blocking acquire until it succeeds or ctx ends;
-// onBusy runs once on the first busy answer.
+// onBusy runs once, on the first busy answer. lockgate's blocking Acquire
+// takes no context, hence the polling.
 func acquireLoop(ctx context.Context, interval time.Duration, try func() (bool, error), onBusy func()) error {
 	busy := false
 	for {
+		if err := context.Cause(ctx); err != nil {
+			return err
+		}
 		ok, err := try()
 		if err != nil {
 			return err
@@ -146,16 +143,22 @@ func acquireLoop(ctx context.Context, interval time.Duration, try func() (bool, 
 			busy = true
 			onBusy()
 		}
+		t := time.NewTimer(interval)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return context.Cause(ctx)
-		case <-time.After(interval):
+		case <-t.C:
 		}
 	}
 }
 
-// nameKey is a short, safe key of a lock name (file names, annotations).
+// nameKey is a short key of a lock name, safe in file names and
+// annotation keys.
 func nameKey(name string) string {
 	sum := sha256.Sum256([]byte(name))
 	return hex.EncodeToString(sum[:])[:20]
 }
+
+// joinHolders describes the holders of a lock in one line.
+func joinHolders(hs []string) string { return strings.Join(hs, "; ") }

@@ -9,10 +9,13 @@
 #   scripts/harness.sh up      install what is missing, start what is down
 #   scripts/harness.sh down    stop what `up` started
 #   scripts/harness.sh env     print the env file tests read
+#   scripts/harness.sh kube-up, kube-down   only Kubernetes (needs no root)
 #
 # Settings (environment): STAGEHAND_HARNESS_HOME (/var/lib/stagehand-harness),
 # STAGEHAND_CACHE ($HOME/.cache/stagehand: built binaries, reused),
-# STAGEHAND_ENGINES ("h1 h2 h3": one Docker Engine per name; the stages tests build on several hosts), STAGEHAND_REGISTRY_PORT (5000).
+# STAGEHAND_ENGINES ("h1 h2 h3": one Docker Engine per name; the stages tests build on several hosts), STAGEHAND_REGISTRY_PORT (5000),
+# STAGEHAND_KUBE_VERSION (1.37.2), and the Kubernetes recipe's API_PORT (6443),
+# ETCD_PORT (2379), ETCD_PEER_PORT (2380), KCM_PORT (10257).
 set -euo pipefail
 
 SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -172,6 +175,7 @@ KUBE_VERSION=${STAGEHAND_KUBE_VERSION:-1.37.2}
 KUBE_HOME=$CACHE/kube-$KUBE_VERSION
 KUBE_RECIPE=$SHARED/recipes/kubernetes
 KUBECONFIG_PATH=$KUBE_HOME/run/kubeconfig
+KUBE_API_PORT=${API_PORT:-6443}
 
 build_kube() {
 	[ -x "$KUBE_RECIPE/build-kube.sh" ] || die "Kubernetes recipe not found at $KUBE_RECIPE (set STAGEHAND_SHARED to the shared/ directory)"
@@ -190,21 +194,42 @@ build_kube() {
 
 kube_ready() {
 	[ -f "$KUBECONFIG_PATH" ] &&
-		[ "$(curl -sk -m 3 -H 'Authorization: Bearer probe-admin-token' https://127.0.0.1:6443/readyz 2>/dev/null)" = ok ]
+		[ "$(curl -sk -m 5 -H 'Authorization: Bearer probe-admin-token' https://127.0.0.1:$KUBE_API_PORT/readyz 2>/dev/null)" = ok ]
+}
+
+kcm_running() {
+	[ -f "$KUBE_HOME/run/kube-controller-manager.pid" ] && kill -0 "$(cat "$KUBE_HOME/run/kube-controller-manager.pid")" 2>/dev/null
+}
+
+# The recipe starts its servers in the background of its own shell; setsid
+# gives them a session of their own, as the Docker engines have, so that
+# whatever stops the caller's process group (a CI job's end, Ctrl-C) leaves
+# them running.
+kube_recipe() {
+	KUBE_RECIPE_HOME=$KUBE_HOME setsid -w "$KUBE_RECIPE/$1" </dev/null
 }
 
 start_kube() {
-	if kube_ready && [ -f "$KUBE_HOME/run/kube-controller-manager.pid" ] && kill -0 "$(cat "$KUBE_HOME/run/kube-controller-manager.pid")" 2>/dev/null; then
-		log "kube-apiserver: up"
+	# A busy machine may answer slowly: ask twice before restarting.
+	if kube_ready || { sleep 2; kube_ready; }; then
+		if kcm_running; then
+			log "kube-apiserver: up ($KUBECONFIG_PATH)"
+			return
+		fi
+		# The API server and its data stay; only the controllers come back.
+		log "kube-controller-manager: starting"
+		kube_recipe start-kcm.sh >"$CACHE/logs/kube-start.log" 2>&1 ||
+			{ tail -30 "$CACHE/logs/kube-start.log" >&2; die "starting kube-controller-manager failed (log: $CACHE/logs/kube-start.log)"; }
+		log "kube-apiserver: up ($KUBECONFIG_PATH)"
 		return
 	fi
 	# A half-started or stale set (ports held, pid files left) goes first.
-	KUBE_RECIPE_HOME=$KUBE_HOME "$KUBE_RECIPE/stop.sh" >/dev/null 2>&1 || true
+	kube_recipe stop.sh >/dev/null 2>&1 || true
 	log "kube-apiserver: starting etcd, kube-apiserver, kube-controller-manager"
-	KCM=1 KUBE_RECIPE_HOME=$KUBE_HOME "$KUBE_RECIPE/start.sh" >"$CACHE/logs/kube-start.log" 2>&1 ||
+	KCM=1 kube_recipe start.sh >"$CACHE/logs/kube-start.log" 2>&1 ||
 		{ tail -30 "$CACHE/logs/kube-start.log" >&2; die "starting Kubernetes failed (log: $CACHE/logs/kube-start.log)"; }
 	kube_ready || die "kube-apiserver is not ready (log: $KUBE_HOME/run/kube-apiserver.log)"
-	log "kube-apiserver: up"
+	log "kube-apiserver: up ($KUBECONFIG_PATH; $(grep -o 'total [0-9.]*s' "$CACHE/logs/kube-start.log" || true))"
 }
 
 write_env() {
@@ -238,8 +263,12 @@ up() {
 	write_env
 }
 
+kube_down() {
+	[ ! -x "$KUBE_RECIPE/stop.sh" ] || kube_recipe stop.sh >/dev/null 2>&1 || true
+}
+
 down() {
-	KUBE_RECIPE_HOME=$KUBE_HOME "$KUBE_RECIPE/stop.sh" >/dev/null 2>&1 || true
+	kube_down
 	for pidfile in "$RUN"/*/dockerd.pid "$RUN"/registry/registry.pid; do
 		[ -f "$pidfile" ] || continue
 		local pid
@@ -256,5 +285,7 @@ case "${1:-up}" in
 up) up ;;
 down) down ;;
 env) cat "$ENV_FILE" ;;
-*) die "usage: $0 up|down|env" ;;
+kube-up) build_kube && start_kube ;;
+kube-down) kube_down && log "kubernetes: stopped" ;;
+*) die "usage: $0 up|down|env|kube-up|kube-down" ;;
 esac
