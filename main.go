@@ -39,7 +39,7 @@ func run(args []string) int {
 		Version:       version,
 	}
 	code := 0
-	root.AddCommand(hookCommand(&code), ciEnvCommand(), buildCommand(), stagesCommand(), dismissCommand())
+	root.AddCommand(hookCommand(&code), ciEnvCommand(), buildCommand(), stagesCommand(), dismissCommand(), cleanupCommand())
 	root.SetArgs(args)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "stagehand:", err)
@@ -261,6 +261,67 @@ func dismissCommand() *cobra.Command {
 	f.DurationVar(&s.DeployTimeout, "timeout", s.DeployTimeout, "how long to wait for the namespace to go")
 	f.StringVar(&s.Worker, "worker", s.Worker, "the stagehand-worker program (default: next to stagehand)")
 	_ = cmd.MarkFlagRequired("namespace")
+	return cmd
+}
+
+func cleanupCommand() *cobra.Command {
+	s := executor.DefaultSettings()
+	c := worker.Cleanup{
+		GitTagLimit: gitlab.DefaultGitTagPolicy.Limit, GitTagExpiryDays: gitlab.DefaultGitTagPolicy.ExpiryDays,
+		GitCommitLimit: gitlab.DefaultGitCommitPolicy.Limit, GitCommitExpiryDays: gitlab.DefaultGitCommitPolicy.ExpiryDays,
+		SignatureLimit: gitlab.DefaultStagesSignaturePolicy.Limit, SignatureExpiryDays: gitlab.DefaultStagesSignaturePolicy.ExpiryDays,
+	}
+	var namespaces string
+	var builder bool
+	cmd := &cobra.Command{
+		Use:   "cleanup --project GROUP/NAME --stages-storage REPO",
+		Short: "Clean a project's registry images by its git policies, its stages and (--builder) this host's cache",
+		Long: "What a scheduled pipeline's job does, from a shell. The token comes from STAGEHAND_CLEANUP_TOKEN " +
+			"(never a flag: it would show in ps); registry logins from DOCKER_CONFIG. --dry-run prints the plan only.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c.Token = os.Getenv("STAGEHAND_CLEANUP_TOKEN")
+			c.Kubeconfig, c.LocksDir = s.Kubeconfig, s.LocksDir
+			if c.Synchronization == "none" {
+				c.Synchronization = ""
+			}
+			if c.LockProject == "" {
+				c.LockProject = gitlab.Slug(c.Project, gitlab.NamespaceSlugLimit)
+			}
+			for _, ns := range strings.Split(namespaces, ",") {
+				if ns = strings.TrimSpace(ns); ns != "" {
+					c.Namespaces = append(c.Namespaces, ns)
+				}
+			}
+			host, _ := os.Hostname()
+			c.Holder = fmt.Sprintf("host %s, `stagehand cleanup` by pid %d", host, os.Getpid())
+			c.BuilderThresholdPercent, c.BuilderMaxBytes = s.BuilderThreshold, s.BuilderMaxBytes
+			if !builder {
+				s.DockerHost = ""
+			}
+			_, err := callWorker(cmd, s, worker.Request{Op: worker.OpCleanup, Cleanup: &c})
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&c.APIURL, "api-url", os.Getenv("CI_API_V4_URL"), "GitLab's API (CI_API_V4_URL)")
+	f.StringVar(&c.Project, "project", os.Getenv("CI_PROJECT_PATH"), "the project (group/name or id)")
+	f.StringVar(&c.LockProject, "lock-project", os.Getenv("CI_PROJECT_PATH_SLUG"), "the project's name in locks (default: its path slugged)")
+	f.StringVar(&c.StagesRepo, "stages-storage", os.Getenv("STAGEHAND_STAGES_STORAGE"), "the stages storage ($CI_REGISTRY_IMAGE/stages)")
+	f.StringVar(&namespaces, "namespaces", os.Getenv("STAGEHAND_CLEANUP_NAMESPACES"), "namespaces to look in for images in use when cluster-wide listing is forbidden (comma-separated)")
+	f.BoolVar(&c.DryRun, "dry-run", false, "print the plan, delete nothing")
+	f.BoolVar(&builder, "builder", false, "also clean this host's Docker Engine (--docker-host)")
+	f.StringVar(&c.Synchronization, "synchronization", "none", "where the project lock is: :local, kubernetes://NAMESPACE or none")
+	f.IntVar(&c.GitCommitLimit, "git-commit-strategy-limit", c.GitCommitLimit, "commit images to keep (-1: no limit)")
+	f.IntVar(&c.GitCommitExpiryDays, "git-commit-strategy-expiry-days", c.GitCommitExpiryDays, "days commit images are kept (-1: no limit)")
+	f.IntVar(&c.SignatureLimit, "stages-signature-strategy-limit", c.SignatureLimit, "stages-signature images to keep (-1: no limit)")
+	f.IntVar(&c.SignatureExpiryDays, "stages-signature-strategy-expiry-days", c.SignatureExpiryDays, "days stages-signature images are kept (-1: no limit)")
+	f.StringVar(&s.DockerHost, "docker-host", dockerHostDefault(s.DockerHost), "the Docker Engine of --builder")
+	f.IntVar(&s.BuilderThreshold, "builder-threshold", s.BuilderThreshold, "percent of the engine data root's filesystem to clean down to")
+	f.Int64Var(&s.BuilderMaxBytes, "builder-max-bytes", s.BuilderMaxBytes, "bound the local stage images' size instead")
+	f.StringVar(&s.Kubeconfig, "kubeconfig", s.Kubeconfig, "the cluster whose workloads' images stay")
+	f.StringVar(&s.LocksDir, "locks-dir", s.LocksDir, "directory of :local locks")
+	f.StringVar(&s.Worker, "worker", s.Worker, "the stagehand-worker program (default: next to stagehand)")
 	return cmd
 }
 

@@ -364,3 +364,30 @@ func TestCleanupWithNamespaceScopedRBACAndWithoutAToken(t *testing.T) {
 		}
 	})
 }
+
+func TestCleanupCommandDryRunDeletesNothing(t *testing.T) {
+	project := fmt.Sprintf("stagehand/dry-%d", time.Now().UnixNano())
+	repo := h.Registry + "/" + project
+	pub := newPublisher(t)
+	for _, b := range []string{"main", "gone"} {
+		pub.put(repo+":"+b, pub.image(b, map[string]string{
+			stages.AnnotationCommit: fmt.Sprintf("%040x", len(b)), stages.AnnotationCommitTime: time.Now().UTC().Format(time.RFC3339),
+			stages.AnnotationRef: b, stages.AnnotationRefKind: "branch",
+		}))
+	}
+	api := gitlabapi.New(gitlabapi.Project{ID: 1, Path: project, Branches: []string{"main"}, Commits: map[string]time.Time{}}, h.Registry, "glpat-dry")
+	defer api.Close()
+	_, trace := mustCLI(t, []string{"STAGEHAND_CLEANUP_TOKEN=glpat-dry", "DOCKER_CONFIG=" + t.TempDir()},
+		"cleanup", "--dry-run", "--api-url", api.APIURL(), "--project", project, "--stages-storage", repo+"/stages", "--kubeconfig", h.Kubeconfig)
+	for _, want := range []string{repo + ":gone", "delete", "branch gone is gone", repo + ":main", "branch main exists", "Dry run: nothing deleted"} {
+		if !strings.Contains(trace, want) {
+			t.Errorf("the dry run's output lacks %q:\n%s", want, trace)
+		}
+	}
+	if strings.Contains(trace, "glpat-dry") {
+		t.Error("the token appears in the output")
+	}
+	if d := api.Deleted(); len(d) != 0 {
+		t.Errorf("a dry run deleted %v", d)
+	}
+}
