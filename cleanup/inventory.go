@@ -85,6 +85,12 @@ func ReadInventory(ctx context.Context, gl *api.Client, stagesRepo string, regOp
 			jobs = append(jobs, job{r.Location, t})
 		}
 	}
+	// One puller for every read: one registry handshake, kept connections.
+	puller, err := remote.NewPuller(append(regOpts, remote.WithContext(ctx))...)
+	if err != nil {
+		return nil, err
+	}
+	regOpts = append(regOpts, remote.Reuse(puller))
 	var mu sync.Mutex
 	var firstErr error
 	sem := make(chan struct{}, 16)

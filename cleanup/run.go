@@ -87,10 +87,13 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	regOpts := stages.RegistryOptions(ctx, stages.Keychain{Dir: o.DockerConfig}, o.Transport)
 
 	rep := &Report{}
+	t0 := time.Now()
 	inv, err := ReadInventory(ctx, gl, o.StagesRepo, regOpts)
 	if err != nil {
 		return nil, apiFault(err)
 	}
+	tInventory := time.Since(t0)
+	t0 = time.Now()
 	git := Git{}
 	if git.Branches, err = gl.Branches(ctx); err != nil {
 		return nil, apiFault(err)
@@ -109,6 +112,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if git.Commits, err = gl.Commits(ctx, shas); err != nil {
 		return nil, apiFault(err)
 	}
+	tGit := time.Since(t0)
+	t0 = time.Now()
 	rc, err := kubeconfig.RESTConfig(o.Kubeconfig)
 	if err != nil {
 		return nil, fault.Job(fmt.Errorf("images in use: %w", err))
@@ -121,8 +126,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err != nil {
 		return nil, fault.Job(err)
 	}
-	fmt.Fprintf(o.Trace, "Found %d published tags, %d stage tags, %d branches, %d git tags, %d of %d commits, %d images in use\n",
-		len(inv.Tags), len(inv.StageTags), len(git.Branches), len(git.Tags), len(git.Commits), len(shas), len(inUse.ByRef)+len(inUse.ByDigest))
+	fmt.Fprintf(o.Trace, "Found %d published tags and %d stage tags (%s), %d branches, %d git tags and %d of %d commits (%s), %d images in use (%s)\n",
+		len(inv.Tags), len(inv.StageTags), tInventory.Round(time.Millisecond), len(git.Branches), len(git.Tags), len(git.Commits), len(shas),
+		tGit.Round(time.Millisecond), len(inUse.ByRef)+len(inUse.ByDigest), time.Since(t0).Round(time.Millisecond))
 
 	rep.Plan = Decide(inv.Tags, git, inUse, o.Policies, o.Now)
 	rep.Stages = DecideStages(inv.StageTags, rep.Plan, o.Now)

@@ -1,0 +1,179 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"gitlab.com/stagehand/stagehand/cleanup"
+	"gitlab.com/stagehand/stagehand/e2e/gitlabapi"
+	"gitlab.com/stagehand/stagehand/stages"
+)
+
+// pushBlob uploads a blob to repo in one request and answers its digest.
+func pushBlob(b *testing.B, repo string, data []byte) string {
+	sum := sha256.Sum256(data)
+	digest := "sha256:" + hex.EncodeToString(sum[:])
+	resp, err := http.Post("http://"+h.Registry+"/v2/"+repo+"/blobs/uploads/", "", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	if !strings.HasPrefix(loc, "http") {
+		loc = "http://" + h.Registry + loc
+	}
+	sep := "?"
+	if strings.Contains(loc, "?") {
+		sep = "&"
+	}
+	req, _ := http.NewRequest(http.MethodPut, loc+sep+"digest="+digest, bytes.NewReader(data))
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusCreated {
+		b.Fatalf("upload blob: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	return digest
+}
+
+// vmHWM is the process's peak resident set, from /proc.
+func vmHWM() string {
+	b, _ := os.ReadFile("/proc/self/status")
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmHWM:") {
+			return strings.TrimSpace(strings.TrimPrefix(l, "VmHWM:"))
+		}
+	}
+	return "?"
+}
+
+// BenchmarkCleanupPlan (P5): the plan for 10,000 published tags, 2,000
+// branches and 50,000 commits, through the fake GitLab API and the real
+// registry (manifests only). Goal: under 2 s and 200 MB RSS.
+func BenchmarkCleanupPlan(b *testing.B) {
+	project := fmt.Sprintf("stagehand/p5-%d", time.Now().UnixNano())
+	now := time.Now().UTC()
+	cfg := pushBlob(b, project, []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"config":{}}`))
+
+	const nTags, nBranches, nCommits = 10000, 2000, 50000
+	commitSHA := func(i int) string { return fmt.Sprintf("%040x", i+1) }
+	p := gitlabapi.Project{ID: 5, Path: project, Commits: map[string]time.Time{}}
+	for i := 0; i < nBranches; i++ {
+		p.Branches = append(p.Branches, fmt.Sprintf("feature-%04d", i))
+	}
+	for i := 0; i < 50; i++ {
+		p.Tags = append(p.Tags, fmt.Sprintf("v%d", i))
+	}
+	for i := 0; i < nCommits; i++ {
+		p.Commits[commitSHA(i)] = now.Add(-time.Duration(i) * time.Minute)
+	}
+	api := gitlabapi.New(p, h.Registry, "glpat-bench")
+	defer api.Close()
+
+	// 10,000 tags: 6,000 commit images, 3,000 branch images (a third of
+	// them of gone branches), 1,000 git tag images.
+	type tag struct {
+		name string
+		ann  map[string]string
+	}
+	var tags []tag
+	for i := 0; i < nTags; i++ {
+		c := i * 5 % (nCommits + 5000) // some commits are gone
+		ann := map[string]string{stages.AnnotationCommit: commitSHA(c), stages.AnnotationCommitTime: now.Add(-time.Duration(c) * time.Minute).Format(time.RFC3339),
+			stages.AnnotationStages: fmt.Sprintf("%056x", i%500)}
+		name := commitSHA(c)
+		switch {
+		case i < 6000:
+		case i < 9000:
+			br := fmt.Sprintf("feature-%04d", (i-6000)*2/3)
+			if i%3 == 0 {
+				br = fmt.Sprintf("gone-%04d", i)
+			}
+			name, ann[stages.AnnotationRef], ann[stages.AnnotationRefKind] = br, br, "branch"
+		default:
+			gt := fmt.Sprintf("v%d", i-9000)
+			name, ann[stages.AnnotationRef], ann[stages.AnnotationRefKind] = gt, gt, "tag"
+		}
+		tags = append(tags, tag{name, ann})
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 32)
+	var failed error
+	var mu sync.Mutex
+	for _, tg := range tags {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			m, _ := json.Marshal(map[string]any{
+				"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+				"config": map[string]any{"mediaType": "application/vnd.docker.container.image.v1+json", "digest": cfg, "size": 91},
+				"layers": []any{}, "annotations": tg.ann,
+			})
+			req, _ := http.NewRequest(http.MethodPut, "http://"+h.Registry+"/v2/"+project+"/manifests/"+tg.name, bytes.NewReader(m))
+			req.Header.Set("Content-Type", "application/vnd.docker.distribution.manifest.v2+json")
+			resp, err := http.DefaultClient.Do(req)
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusCreated {
+					err = fmt.Errorf("PUT %s: %s", tg.name, resp.Status)
+				}
+			}
+			if err != nil {
+				mu.Lock()
+				failed = err
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if failed != nil {
+		b.Fatal(failed)
+	}
+	b.Logf("set up %d tags in %s", len(tags), time.Since(start).Round(time.Millisecond))
+
+	b.ResetTimer()
+	for n := 0; n < b.N; n++ {
+		apiBefore := api.Requests()
+		t0 := time.Now()
+		rep, err := cleanup.Run(context.Background(), cleanup.Options{
+			APIURL: api.APIURL(), Token: "glpat-bench", Project: project, StagesRepo: h.Registry + "/" + project + "/stages",
+			Kubeconfig: h.Kubeconfig, DryRun: true, Trace: &phases{}, Now: now,
+			Policies: cleanup.Policies{GitCommit: cleanup.Policy{Limit: 50, ExpiryDays: 30}, StagesSignature: cleanup.Policy{Limit: -1, ExpiryDays: -1}},
+		})
+		took := time.Since(t0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		fmt.Printf("P5 plan: %d tags (%d to delete), %d branches, %d commits: %s, %d GitLab API requests, peak RSS %s\n",
+			len(rep.Plan.Tags), len(rep.Plan.Deleted()), nBranches, nCommits, took.Round(time.Millisecond), api.Requests()-apiBefore, vmHWM())
+		b.ReportMetric(took.Seconds(), "plan-s")
+		b.ReportMetric(float64(api.Requests()-apiBefore), "api-requests")
+		if len(rep.Plan.Tags) != nTags {
+			b.Errorf("planned %d tags, want %d", len(rep.Plan.Tags), nTags)
+		}
+	}
+}
+
+// phases prints the cleanup's "Found ..." line, which times its phases.
+type phases struct{}
+
+func (phases) Write(p []byte) (int, error) {
+	if bytes.HasPrefix(p, []byte("Found ")) {
+		os.Stdout.Write(p)
+	}
+	return len(p), nil
+}
