@@ -6,6 +6,8 @@ import (
 	"io"
 	"strings"
 
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -24,97 +26,72 @@ type named struct {
 	spec     *corev1.PodSpec
 }
 
-var listers = []lister{
-	{"pod", func(ctx context.Context, c kubernetes.Interface, ns string) ([]named, error) {
-		l, err := c.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+// listerOf makes a lister from a kind's List call and where its pod spec is.
+func listerOf[T any](kind string, list func(ctx context.Context, c kubernetes.Interface, ns string) ([]T, error), spec func(*T) *corev1.PodSpec) lister {
+	return lister{kind, func(ctx context.Context, c kubernetes.Interface, ns string) ([]named, error) {
+		items, err := list(ctx, c, ns)
 		if err != nil {
 			return nil, err
 		}
-		var out []named
-		for i := range l.Items {
-			out = append(out, named{l.Items[i].Namespace, l.Items[i].Name, &l.Items[i].Spec})
-		}
-		return out, nil
-	}},
-	{"replicaset", func(ctx context.Context, c kubernetes.Interface, ns string) ([]named, error) {
-		l, err := c.AppsV1().ReplicaSets(ns).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return nil, err
-		}
-		var out []named
-		for i := range l.Items {
-			out = append(out, named{l.Items[i].Namespace, l.Items[i].Name, &l.Items[i].Spec.Template.Spec})
-		}
-		return out, nil
-	}},
-	{"replicationcontroller", func(ctx context.Context, c kubernetes.Interface, ns string) ([]named, error) {
-		l, err := c.CoreV1().ReplicationControllers(ns).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return nil, err
-		}
-		var out []named
-		for i := range l.Items {
-			if l.Items[i].Spec.Template != nil {
-				out = append(out, named{l.Items[i].Namespace, l.Items[i].Name, &l.Items[i].Spec.Template.Spec})
+		out := make([]named, 0, len(items))
+		for i := range items {
+			if ps := spec(&items[i]); ps != nil {
+				m := any(&items[i]).(metav1.Object)
+				out = append(out, named{m.GetNamespace(), m.GetName(), ps})
 			}
 		}
 		return out, nil
-	}},
-	{"deployment", func(ctx context.Context, c kubernetes.Interface, ns string) ([]named, error) {
-		l, err := c.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return nil, err
+	}}
+}
+
+var all = metav1.ListOptions{}
+
+var listers = []lister{
+	listerOf("pod", func(ctx context.Context, c kubernetes.Interface, ns string) ([]corev1.Pod, error) {
+		l, err := c.CoreV1().Pods(ns).List(ctx, all)
+		return items(err, func() []corev1.Pod { return l.Items })
+	}, func(p *corev1.Pod) *corev1.PodSpec { return &p.Spec }),
+	listerOf("replicaset", func(ctx context.Context, c kubernetes.Interface, ns string) ([]appsv1.ReplicaSet, error) {
+		l, err := c.AppsV1().ReplicaSets(ns).List(ctx, all)
+		return items(err, func() []appsv1.ReplicaSet { return l.Items })
+	}, func(r *appsv1.ReplicaSet) *corev1.PodSpec { return &r.Spec.Template.Spec }),
+	listerOf("replicationcontroller", func(ctx context.Context, c kubernetes.Interface, ns string) ([]corev1.ReplicationController, error) {
+		l, err := c.CoreV1().ReplicationControllers(ns).List(ctx, all)
+		return items(err, func() []corev1.ReplicationController { return l.Items })
+	}, func(r *corev1.ReplicationController) *corev1.PodSpec {
+		if r.Spec.Template == nil {
+			return nil
 		}
-		var out []named
-		for i := range l.Items {
-			out = append(out, named{l.Items[i].Namespace, l.Items[i].Name, &l.Items[i].Spec.Template.Spec})
-		}
-		return out, nil
-	}},
-	{"statefulset", func(ctx context.Context, c kubernetes.Interface, ns string) ([]named, error) {
-		l, err := c.AppsV1().StatefulSets(ns).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return nil, err
-		}
-		var out []named
-		for i := range l.Items {
-			out = append(out, named{l.Items[i].Namespace, l.Items[i].Name, &l.Items[i].Spec.Template.Spec})
-		}
-		return out, nil
-	}},
-	{"daemonset", func(ctx context.Context, c kubernetes.Interface, ns string) ([]named, error) {
-		l, err := c.AppsV1().DaemonSets(ns).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return nil, err
-		}
-		var out []named
-		for i := range l.Items {
-			out = append(out, named{l.Items[i].Namespace, l.Items[i].Name, &l.Items[i].Spec.Template.Spec})
-		}
-		return out, nil
-	}},
-	{"job", func(ctx context.Context, c kubernetes.Interface, ns string) ([]named, error) {
-		l, err := c.BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return nil, err
-		}
-		var out []named
-		for i := range l.Items {
-			out = append(out, named{l.Items[i].Namespace, l.Items[i].Name, &l.Items[i].Spec.Template.Spec})
-		}
-		return out, nil
-	}},
-	{"cronjob", func(ctx context.Context, c kubernetes.Interface, ns string) ([]named, error) {
-		l, err := c.BatchV1().CronJobs(ns).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return nil, err
-		}
-		var out []named
-		for i := range l.Items {
-			out = append(out, named{l.Items[i].Namespace, l.Items[i].Name, &l.Items[i].Spec.JobTemplate.Spec.Template.Spec})
-		}
-		return out, nil
-	}},
+		return &r.Spec.Template.Spec
+	}),
+	listerOf("deployment", func(ctx context.Context, c kubernetes.Interface, ns string) ([]appsv1.Deployment, error) {
+		l, err := c.AppsV1().Deployments(ns).List(ctx, all)
+		return items(err, func() []appsv1.Deployment { return l.Items })
+	}, func(d *appsv1.Deployment) *corev1.PodSpec { return &d.Spec.Template.Spec }),
+	listerOf("statefulset", func(ctx context.Context, c kubernetes.Interface, ns string) ([]appsv1.StatefulSet, error) {
+		l, err := c.AppsV1().StatefulSets(ns).List(ctx, all)
+		return items(err, func() []appsv1.StatefulSet { return l.Items })
+	}, func(s *appsv1.StatefulSet) *corev1.PodSpec { return &s.Spec.Template.Spec }),
+	listerOf("daemonset", func(ctx context.Context, c kubernetes.Interface, ns string) ([]appsv1.DaemonSet, error) {
+		l, err := c.AppsV1().DaemonSets(ns).List(ctx, all)
+		return items(err, func() []appsv1.DaemonSet { return l.Items })
+	}, func(d *appsv1.DaemonSet) *corev1.PodSpec { return &d.Spec.Template.Spec }),
+	listerOf("job", func(ctx context.Context, c kubernetes.Interface, ns string) ([]batchv1.Job, error) {
+		l, err := c.BatchV1().Jobs(ns).List(ctx, all)
+		return items(err, func() []batchv1.Job { return l.Items })
+	}, func(j *batchv1.Job) *corev1.PodSpec { return &j.Spec.Template.Spec }),
+	listerOf("cronjob", func(ctx context.Context, c kubernetes.Interface, ns string) ([]batchv1.CronJob, error) {
+		l, err := c.BatchV1().CronJobs(ns).List(ctx, all)
+		return items(err, func() []batchv1.CronJob { return l.Items })
+	}, func(j *batchv1.CronJob) *corev1.PodSpec { return &j.Spec.JobTemplate.Spec.Template.Spec }),
+}
+
+// items returns a list's items unless the call failed.
+func items[T any](err error, get func() []T) ([]T, error) {
+	if err != nil {
+		return nil, err
+	}
+	return get(), nil
 }
 
 // AddImage records that who uses image (repo:tag, repo@digest or

@@ -74,15 +74,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 		defer lease.Release()
 		var cancel context.CancelCauseFunc
-		ctx, cancel = context.WithCancelCause(ctx)
+		ctx, cancel = stages.WhileHeld(ctx, lease)
 		defer cancel(nil)
-		go func() {
-			select {
-			case <-lease.Lost():
-				cancel(lease.Err())
-			case <-ctx.Done():
-			}
-		}()
 	}
 	regOpts := stages.RegistryOptions(ctx, stages.Keychain{Dir: o.DockerConfig}, o.Transport)
 

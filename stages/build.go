@@ -28,6 +28,20 @@ type Locker interface {
 	Acquire(ctx context.Context, name string, shared bool, onWait func(holder string)) (Lease, error)
 }
 
+// WhileHeld is ctx for work a lease protects: it ends, with the lease's
+// error as its cause, when the lease is lost.
+func WhileHeld(ctx context.Context, lease Lease) (context.Context, context.CancelCauseFunc) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		select {
+		case <-lease.Lost():
+			cancel(lease.Err())
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
 // Lease is a held lock.
 type Lease interface {
 	Release() error
@@ -124,15 +138,8 @@ func (b *Builder) Build(ctx context.Context) (map[*Stage]StoredStage, []StageRep
 		}
 		defer lease.Release()
 		var cancel context.CancelCauseFunc
-		ctx, cancel = context.WithCancelCause(ctx)
+		ctx, cancel = WhileHeld(ctx, lease)
 		defer cancel(nil)
-		go func() {
-			select {
-			case <-lease.Lost():
-				cancel(lease.Err())
-			case <-ctx.Done():
-			}
-		}()
 	}
 	if err := b.Storage.Refresh(ctx); err != nil {
 		return nil, nil, fault.System(err)
@@ -200,15 +207,8 @@ func (b *Builder) stage(ctx context.Context, s *Stage) error {
 		if busy {
 			waited = time.Since(waitStart)
 		}
-		lctx, cancel := context.WithCancelCause(ctx)
+		lctx, cancel := WhileHeld(ctx, lease)
 		defer cancel(nil)
-		go func() {
-			select {
-			case <-lease.Lost():
-				cancel(lease.Err())
-			case <-lctx.Done():
-			}
-		}()
 		parent := ctx
 		ctx = lctx
 		lost = func(err error) error {
