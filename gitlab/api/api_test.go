@@ -3,7 +3,12 @@ package api_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -59,5 +64,47 @@ func TestClientExplainsRefusals(t *testing.T) {
 	}
 	if _, err := api.New(s.APIURL(), "", "group/shop", nil); err == nil || !strings.Contains(err.Error(), "STAGEHAND_CLEANUP_TOKEN") {
 		t.Errorf("no token: %v", err)
+	}
+}
+
+// TestClientRetriesTooManyRequests: a 429 with Retry-After and a 502 are
+// retried, after the time the server asked for.
+func TestClientRetriesTooManyRequests(t *testing.T) {
+	s := fake(t)
+	target, _ := url.Parse(s.URL)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	var calls atomic.Int32
+	var retried time.Time
+	var first time.Time
+	flaky := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch calls.Add(1) {
+		case 1:
+			first = time.Now()
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusTooManyRequests)
+			fmt.Fprint(w, `{"message":"429 Too Many Requests"}`)
+		case 2:
+			w.WriteHeader(http.StatusBadGateway)
+		default:
+			if retried.IsZero() {
+				retried = time.Now()
+			}
+			proxy.ServeHTTP(w, r)
+		}
+	}))
+	defer flaky.Close()
+	c, err := api.New(flaky.URL+"/api/v4", "glpat-right", "group/shop", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tags, err := c.Tags(context.Background())
+	if err != nil || len(tags) != 2 {
+		t.Fatalf("tags after a 429 and a 502: %v %v", tags, err)
+	}
+	if wait := retried.Sub(first); wait < time.Second {
+		t.Errorf("retried %s after a 429 with Retry-After: 1", wait)
+	}
+	if n := calls.Load(); n != 3 {
+		t.Errorf("%d calls, want 3", n)
 	}
 }
