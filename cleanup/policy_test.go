@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"gitlab.com/stagehand/stagehand/stages"
 )
 
 var now = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
@@ -217,4 +219,14 @@ func randomHistory(rng *rand.Rand) history {
 		h.stageTags = append(h.stageTags, fmt.Sprintf("%s-%d", sig(s), now.Add(-age).UnixMilli()))
 	}
 	return h
+}
+
+func TestOverride(t *testing.T) {
+	twenty, none := 20, -1
+	got := Override(Policies{GitTag: Policy{10, 30}, GitCommit: Policy{50, 30}, StagesSignature: Policy{-1, -1}},
+		&stages.CleanupPolicies{GitCommit: stages.CleanupPolicy{Limit: &twenty}, StagesSignature: stages.CleanupPolicy{ExpiryDays: &none}})
+	want := Policies{GitTag: Policy{10, 30}, GitCommit: Policy{20, 30}, StagesSignature: Policy{-1, -1}}
+	if got != want {
+		t.Errorf("Override = %+v, want %+v", got, want)
+	}
 }

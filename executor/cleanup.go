@@ -81,6 +81,8 @@ func (CleanupAction) Perform(ctx context.Context, a *ActionContext) (map[string]
 		GitCommitExpiryDays:     num(gitlab.VarGitCommitStrategyExpiryDays),
 		SignatureLimit:          num(gitlab.VarStagesSignatureLimit),
 		SignatureExpiryDays:     num(gitlab.VarStagesSignatureExpiryDays),
+		ProjectDir:              v["CI_PROJECT_DIR"],
+		Vars:                    v,
 		BuilderThresholdPercent: a.Settings.BuilderThreshold,
 		BuilderMaxBytes:         a.Settings.BuilderMaxBytes,
 	}

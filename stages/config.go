@@ -29,6 +29,8 @@ type Config struct {
 	Project string
 	// Images holds images and artifacts in file order.
 	Images []*Image
+	// Cleanup overrides the job's cleanup policies (nil: none).
+	Cleanup *CleanupPolicies
 }
 
 // Image is one `image:` or `artifact:` document.
@@ -377,6 +379,10 @@ func (p *parser) meta(m *yaml.Node, cfg *Config) error {
 			versionNode = v
 			version = v.Value
 			return true, nil
+		case "cleanup":
+			c, err := p.cleanup(v)
+			cfg.Cleanup = c
+			return true, err
 		case "deploy":
 			return true, p.errf(k, "deploy: is not read: stagehand names the release and namespace itself; set STAGEHAND_RELEASE or STAGEHAND_NAMESPACE (or APP_NAMESPACE) on the job to choose them")
 		case "image", "artifact":
@@ -394,6 +400,43 @@ func (p *parser) meta(m *yaml.Node, cfg *Config) error {
 		return p.errf(orNode(versionNode, m), "configVersion: must be 1 (the werf 1.1 format), not %q", version)
 	}
 	return nil
+}
+
+// CleanupPolicy overrides one of ci-env's cleanup policies; nil keeps the
+// job's STAGEHAND_*_STRATEGY_* value. -1 means no bound.
+type CleanupPolicy struct{ Limit, ExpiryDays *int }
+
+// CleanupPolicies is the project document's cleanup: mapping.
+type CleanupPolicies struct {
+	GitTag, GitCommit, StagesSignature CleanupPolicy
+}
+
+func (p *parser) cleanup(n *yaml.Node) (*CleanupPolicies, error) {
+	c := &CleanupPolicies{}
+	if n.Kind != yaml.MappingNode {
+		return nil, p.errf(n, "cleanup: maps gitTag:, gitCommit: and stagesSignature: to {limit:, expiryDays:}")
+	}
+	policy := func(dst *CleanupPolicy) fieldFunc {
+		return func(k, v *yaml.Node) error {
+			if v.Kind != yaml.MappingNode {
+				return p.errf(v, "cleanup %s: takes limit: and expiryDays:", k.Value)
+			}
+			num := func(into **int) fieldFunc {
+				return func(k, v *yaml.Node) error {
+					n, err := strconv.Atoi(v.Value)
+					if v.Kind != yaml.ScalarNode || err != nil || n < -1 {
+						return p.errf(v, "%s: takes a whole number (-1 for no bound), not %q", k.Value, v.Value)
+					}
+					*into = &n
+					return nil
+				}
+			}
+			return p.decodeFields(v, "cleanup "+k.Value, fieldSet{"limit": num(&dst.Limit), "expiryDays": num(&dst.ExpiryDays)})
+		}
+	}
+	return c, p.decodeFields(n, "cleanup", fieldSet{
+		"gitTag": policy(&c.GitTag), "gitCommit": policy(&c.GitCommit), "stagesSignature": policy(&c.StagesSignature),
+	})
 }
 
 func orNode(n, def *yaml.Node) *yaml.Node {

@@ -203,3 +203,27 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+func TestParseConfigCleanupPolicies(t *testing.T) {
+	src := "project: p\nconfigVersion: 1\ncleanup:\n  gitCommit: {limit: 20, expiryDays: -1}\n  stagesSignature: {limit: 5}\n---\nimage: ~\nfrom: base\n"
+	cfg, err := ParseConfig("stagehand.yaml", []byte(src), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.Cleanup
+	if c == nil || *c.GitCommit.Limit != 20 || *c.GitCommit.ExpiryDays != -1 || *c.StagesSignature.Limit != 5 || c.StagesSignature.ExpiryDays != nil || c.GitTag.Limit != nil {
+		t.Fatalf("cleanup = %+v", c)
+	}
+	for _, bad := range []string{
+		"cleanup:\n  gitCommit: {limit: many}\n",
+		"cleanup:\n  gitCommit: {limit: -5}\n",
+		"cleanup:\n  branches: {limit: 1}\n",
+		"cleanup: 3\n",
+	} {
+		_, err := ParseConfig("stagehand.yaml", []byte("project: p\nconfigVersion: 1\n"+bad+"---\nimage: ~\nfrom: base\n"), nil)
+		var ce *ConfigError
+		if !errors.As(err, &ce) || ce.Line == 0 {
+			t.Errorf("%q: err = %v, want a ConfigError with its line", bad, err)
+		}
+	}
+}

@@ -105,8 +105,12 @@ type Cleanup struct {
 	GitTagLimit, GitTagExpiryDays       int
 	GitCommitLimit, GitCommitExpiryDays int
 	SignatureLimit, SignatureExpiryDays int
-	BuilderThresholdPercent             int   `json:"builder_threshold_percent,omitempty"`
-	BuilderMaxBytes                     int64 `json:"builder_max_bytes,omitempty"`
+	// ProjectDir and Vars find the project's stagehand.yaml, whose
+	// cleanup: policies override these.
+	ProjectDir              string            `json:"project_dir,omitempty"`
+	Vars                    map[string]string `json:"vars,omitempty"`
+	BuilderThresholdPercent int               `json:"builder_threshold_percent,omitempty"`
+	BuilderMaxBytes         int64             `json:"builder_max_bytes,omitempty"`
 }
 
 // Deploy is one deploy or dismiss of a GitLab environment.
