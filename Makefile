@@ -4,7 +4,7 @@ GO ?= go
 BIN := bin
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build test unit demo bench harness harness-down vet clean
+.PHONY: all build test unit fuzz demo bench harness harness-down vet clean
 
 all: build
 
@@ -17,6 +17,15 @@ build:
 # test against them.
 test: harness vet
 	$(GO) test -count=1 -timeout 30m ./...
+	$(MAKE) fuzz
+
+# A short run of every fuzz target (FUZZTIME each; the seeds in testdata/
+# run with the tests anyway): bad input gives errors, never panics.
+FUZZTIME ?= 10s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./stages/
+	$(GO) test -run '^$$' -fuzz '^FuzzSlug$$' -fuzztime $(FUZZTIME) ./gitlab/
+	$(GO) test -run '^$$' -fuzz '^FuzzDeriveEnv$$' -fuzztime $(FUZZTIME) ./gitlab/
 
 # Tests that need nothing but Go.
 unit:
