@@ -686,7 +686,7 @@ func (b *Builder) buildOnEngine(ctx context.Context, s *Stage) (StoredStage, Out
 			return StoredStage{}, "", false, err
 		}
 		defer contextTar.Close()
-		id, err = e.BuildDockerfile(ctx, s.String(), contextTar, s.Image.Dockerfile, labels, b.Trace)
+		id, err = e.BuildDockerfile(ctx, s.String(), contextTar, s.Image.Dockerfile, labels, "", b.Trace)
 		if err != nil {
 			return StoredStage{}, "", false, err
 		}
@@ -709,7 +709,7 @@ func (b *Builder) buildOnEngine(ctx context.Context, s *Stage) (StoredStage, Out
 			return StoredStage{}, "", false, err
 		}
 		defer contextTar.Close()
-		id, err = e.BuildDockerfile(ctx, s.String(), contextTar, &Dockerfile{Path: "Dockerfile"}, labels, b.Trace)
+		id, err = e.BuildDockerfile(ctx, s.String(), contextTar, &Dockerfile{Path: "Dockerfile"}, labels, parent, b.Trace)
 		if err != nil {
 			return StoredStage{}, "", false, err
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/pkg/authconfig"
@@ -159,7 +160,18 @@ func mergeLabels(base, add map[string]string) map[string]string {
 // BuildDockerfile builds a Dockerfile from a context tar with the engine's
 // build API (Dockerfile images and shell stages). A failing build step is
 // the job's fault.
-func (e *Engine) BuildDockerfile(ctx context.Context, stage string, contextTar io.Reader, d *Dockerfile, labels map[string]string, trace io.Writer) (string, error) {
+//
+// from is the image the Dockerfile starts from, when known: if the build is
+// stopped (a cancelled job), the engine's classic builder leaves its RUN
+// container running, so the containers descending from it that appeared
+// during the build are removed.
+func (e *Engine) BuildDockerfile(ctx context.Context, stage string, contextTar io.Reader, d *Dockerfile, labels map[string]string, from string, trace io.Writer) (id string, err error) {
+	started := time.Now()
+	defer func() {
+		if ctx.Err() != nil && from != "" {
+			e.removeBuildContainers(from, started)
+		}
+	}()
 	args := map[string]*string{}
 	for _, a := range d.Args {
 		v := a.Value
@@ -185,7 +197,6 @@ func (e *Engine) BuildDockerfile(ctx context.Context, stage string, contextTar i
 		return "", fmt.Errorf("build %s: %w", stage, err)
 	}
 	defer resp.Body.Close()
-	var id string
 	dec := json.NewDecoder(resp.Body)
 	for {
 		var m jsonstream.Message
@@ -212,6 +223,23 @@ func (e *Engine) BuildDockerfile(ctx context.Context, stage string, contextTar i
 		return "", fmt.Errorf("build %s: the engine named no image", stage)
 	}
 	return id, nil
+}
+
+// removeBuildContainers force-removes the containers descending from image
+// created since started (a stopped build's RUN container).
+func (e *Engine) removeBuildContainers(image string, started time.Time) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	list, err := e.cli().ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("ancestor", image)})
+	if err != nil {
+		return
+	}
+	for _, c := range list.Items {
+		if time.Unix(c.Created, 0).Before(started.Add(-time.Second)) {
+			continue
+		}
+		_, _ = e.cli().ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true})
+	}
 }
 
 // addAuths gives the build API the logins it may need for FROM images.

@@ -198,6 +198,10 @@ func (b *Builder) buildLocal(ctx context.Context, s *Stage, local *LocalStorage)
 	labels := b.labels(s)
 	var contextTar io.ReadCloser
 	df := &Dockerfile{Path: "Dockerfile"}
+	from := ""
+	if s.Parent != nil {
+		from = local.EngineRef(b.stored[s.Parent])
+	}
 	switch s.Kind {
 	case KindDockerfile:
 		contextTar, err = b.contextTar(s)
@@ -211,7 +215,7 @@ func (b *Builder) buildLocal(ctx context.Context, s *Stage, local *LocalStorage)
 		return StoredStage{}, err
 	}
 	defer contextTar.Close()
-	id, err := e.BuildDockerfile(ctx, s.String(), contextTar, df, labels, b.Trace)
+	id, err := e.BuildDockerfile(ctx, s.String(), contextTar, df, labels, from, b.Trace)
 	if err != nil {
 		return StoredStage{}, err
 	}
