@@ -386,14 +386,9 @@ func (b *Builder) buildRemote(ctx context.Context, s *Stage) (v1.Image, error) {
 			return nil, err
 		}
 		if layer != nil {
-			if img, err = mutate.Append(img, mutate.Addendum{Layer: layer, MediaType: types.DockerLayer,
-				History: v1.History{CreatedBy: "stagehand " + string(s.Name), Created: v1.Time{Time: layerTime}}}); err != nil {
+			if img, cf, err = appendLayer(img, layer, s); err != nil {
 				return nil, err
 			}
-			if cf, err = img.ConfigFile(); err != nil {
-				return nil, err
-			}
-			cf = cf.DeepCopy()
 		}
 		for k, v := range listings {
 			labels[k] = v
@@ -403,19 +398,29 @@ func (b *Builder) buildRemote(ctx context.Context, s *Stage) (v1.Image, error) {
 		if err != nil {
 			return nil, err
 		}
-		if img, err = mutate.Append(img, mutate.Addendum{Layer: layer, MediaType: types.DockerLayer,
-			History: v1.History{CreatedBy: "stagehand " + string(s.Name), Created: v1.Time{Time: layerTime}}}); err != nil {
+		if img, cf, err = appendLayer(img, layer, s); err != nil {
 			return nil, err
 		}
-		if cf, err = img.ConfigFile(); err != nil {
-			return nil, err
-		}
-		cf = cf.DeepCopy()
 	case KindDocker:
 		applyDocker(&cf.Config, s.Image.Docker)
 	}
 	cf.Config.Labels = mergeLabels(cf.Config.Labels, labels)
 	return mutate.ConfigFile(img, cf)
+}
+
+// appendLayer puts a stage's layer on img and answers the new image with a
+// copy of its config to change.
+func appendLayer(img v1.Image, layer v1.Layer, s *Stage) (v1.Image, *v1.ConfigFile, error) {
+	img, err := mutate.Append(img, mutate.Addendum{Layer: layer, MediaType: types.DockerLayer,
+		History: v1.History{CreatedBy: "stagehand " + string(s.Name), Created: v1.Time{Time: layerTime}}})
+	if err != nil {
+		return nil, nil, err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, nil, err
+	}
+	return img, cf.DeepCopy(), nil
 }
 
 // gitLayer writes the layer that brings the image's git files (as its
@@ -730,14 +735,9 @@ func (b *Builder) buildOnEngine(ctx context.Context, s *Stage) (StoredStage, Out
 // (files removed from the tree are deleted by the script). The new git
 // listings go into labels.
 func (b *Builder) shellContext(ctx context.Context, s *Stage, parent string, labels map[string]string) (io.ReadCloser, error) {
-	inspect, err := b.engine.cli().ImageInspect(ctx, parent)
+	parentLabels, parentUser, err := b.parentConfig(ctx, parent)
 	if err != nil {
-		return nil, fault.System(fmt.Errorf("inspect %s: %w", parent, err))
-	}
-	var parentLabels map[string]string
-	parentUser := ""
-	if inspect.Config != nil {
-		parentLabels, parentUser = inspect.Config.Labels, inspect.Config.User
+		return nil, err
 	}
 	tl, err := b.tempLayer()
 	if err != nil {
@@ -747,21 +747,10 @@ func (b *Builder) shellContext(ctx context.Context, s *Stage, parent string, lab
 	var copies []contextCopy
 	var remove []string
 	if s.SyncGit {
-		for i := range s.Image.Git {
-			dir := fmt.Sprintf("git%d", i)
-			tw.setPrefix(dir + "/")
-			n, listing, rm, uid, gid, err := b.mappingPatch(tw, s, i, parentLabels, false)
-			if err != nil {
-				return nil, err
-			}
-			if n > 0 {
-				copies = append(copies, contextCopy{Dir: dir, UID: uid, GID: gid})
-			}
-			remove = append(remove, rm...)
-			labels[fmt.Sprintf("%s%d", LabelGitPrefix, i)] = listing
+		if copies, remove, err = b.gitContext(tw, s, parentLabels, labels); err != nil {
+			return nil, err
 		}
 	}
-	tw.setPrefix("")
 	dockerfile := shellDockerfile(parent, parentUser, shellScript(s.Commands, remove), copies)
 	if err := tw.raw("Dockerfile", []byte(dockerfile)); err != nil {
 		return nil, err
@@ -770,6 +759,42 @@ func (b *Builder) shellContext(ctx context.Context, s *Stage, parent string, lab
 		return nil, err
 	}
 	return tl.Reader()
+}
+
+// parentConfig reads the labels and user of a stage image in the engine.
+func (b *Builder) parentConfig(ctx context.Context, ref string) (map[string]string, string, error) {
+	inspect, err := b.engine.cli().ImageInspect(ctx, ref)
+	if err != nil {
+		return nil, "", fault.System(fmt.Errorf("inspect %s: %w", ref, err))
+	}
+	if inspect.Config == nil {
+		return nil, "", nil
+	}
+	return inspect.Config.Labels, inspect.Config.User, nil
+}
+
+// gitContext writes into a build context, under git<i>/, each mapping's
+// files that differ from the parent's listing, and puts the new listings
+// into labels. It answers the context's COPY sources and the paths the
+// stage must delete (a Dockerfile cannot express whiteouts).
+func (b *Builder) gitContext(tw *tarWriter, s *Stage, parentLabels, labels map[string]string) ([]contextCopy, []string, error) {
+	var copies []contextCopy
+	var remove []string
+	for i := range s.Image.Git {
+		dir := fmt.Sprintf("git%d", i)
+		tw.setPrefix(dir + "/")
+		n, listing, rm, uid, gid, err := b.mappingPatch(tw, s, i, parentLabels, false)
+		if err != nil {
+			return nil, nil, err
+		}
+		if n > 0 {
+			copies = append(copies, contextCopy{Dir: dir, UID: uid, GID: gid})
+		}
+		remove = append(remove, rm...)
+		labels[fmt.Sprintf("%s%d", LabelGitPrefix, i)] = listing
+	}
+	tw.setPrefix("")
+	return copies, remove, nil
 }
 
 // contextTar is a Dockerfile image's build context: the project's files

@@ -130,7 +130,7 @@ func shellDockerfile(parent, parentUser, script string, copies []contextCopy) st
 		b.WriteString("USER root\n")
 	}
 	for _, c := range copies {
-		fmt.Fprintf(&b, "COPY --chown=%d:%d %s/ /\n", c.UID, c.GID, c.Dir)
+		b.WriteString(c.instruction())
 	}
 	run, _ := json.Marshal([]string{"/bin/sh", "-c", script})
 	fmt.Fprintf(&b, "RUN %s\n", run)
@@ -140,10 +140,15 @@ func shellDockerfile(parent, parentUser, script string, copies []contextCopy) st
 	return b.String()
 }
 
-// contextCopy is one COPY of a shell stage's Dockerfile.
+// contextCopy is one COPY of a stage's Dockerfile: a context directory
+// laid out as the image's root, with its files' owner.
 type contextCopy struct {
 	Dir      string
 	UID, GID int
+}
+
+func (c contextCopy) instruction() string {
+	return fmt.Sprintf("COPY --chown=%d:%d %s/ /\n", c.UID, c.GID, c.Dir)
 }
 
 func mergeLabels(base, add map[string]string) map[string]string {

@@ -240,28 +240,17 @@ func (b *Builder) localContext(ctx context.Context, s *Stage, local *LocalStorag
 		fmt.Fprintf(&df, "FROM %s\n", s.BaseRef)
 	case KindGitArchive, KindGitPatch:
 		parent := local.EngineRef(b.stored[s.Parent])
-		inspect, err := b.engine.cli().ImageInspect(ctx, parent)
+		parentLabels, _, err := b.parentConfig(ctx, parent)
 		if err != nil {
-			return nil, fault.System(fmt.Errorf("inspect %s: %w", parent, err))
+			return nil, err
 		}
-		var parentLabels map[string]string
-		if inspect.Config != nil {
-			parentLabels = inspect.Config.Labels
+		copies, remove, err := b.gitContext(tw, s, parentLabels, labels)
+		if err != nil {
+			return nil, err
 		}
 		fmt.Fprintf(&df, "FROM %s\n", parent)
-		var remove []string
-		for i := range s.Image.Git {
-			dir := fmt.Sprintf("git%d", i)
-			tw.setPrefix(dir + "/")
-			n, listing, rm, uid, gid, err := b.mappingPatch(tw, s, i, parentLabels, false)
-			if err != nil {
-				return nil, err
-			}
-			if n > 0 {
-				fmt.Fprintf(&df, "COPY --chown=%d:%d %s/ /\n", uid, gid, dir)
-			}
-			remove = append(remove, rm...)
-			labels[fmt.Sprintf("%s%d", LabelGitPrefix, i)] = listing
+		for _, c := range copies {
+			df.WriteString(c.instruction())
 		}
 		if len(remove) > 0 {
 			run, _ := json.Marshal([]string{"/bin/sh", "-c", shellScript(nil, remove)})
@@ -287,7 +276,6 @@ func (b *Builder) localContext(ctx context.Context, s *Stage, local *LocalStorag
 		fmt.Fprintf(&df, "FROM %s\n", local.EngineRef(b.stored[s.Parent]))
 		df.WriteString(dockerInstructions(s.Image.Docker))
 	}
-	tw.setPrefix("")
 	if err := tw.raw("Dockerfile", []byte(df.String())); err != nil {
 		return nil, err
 	}
