@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
 
+	"gitlab.com/stagehand/stagehand/stages"
 	"gitlab.com/stagehand/stagehand/worker/docker"
 )
 
@@ -63,18 +64,15 @@ func CleanBuilder(ctx context.Context, o BuilderOptions, stagesRepo string, rema
 	if err != nil {
 		return rep, fmt.Errorf("list local stages of %s: %w", stagesRepo, err)
 	}
-	var stages []localStage
+	var local []localStage
 	for _, img := range list.Items {
 		for _, ref := range img.RepoTags {
 			tag, ok := strings.CutPrefix(ref, stagesRepo+":")
 			if !ok {
 				continue
 			}
-			var millis int64
-			if _, ms, ok := strings.Cut(tag, "-"); ok {
-				fmt.Sscan(ms, &millis)
-			}
-			stages = append(stages, localStage{ref: ref, id: img.ID, millis: millis, size: img.Size})
+			st, _ := stages.ParseStageTag(tag) // not a stage tag: oldest
+			local = append(local, localStage{ref: ref, id: img.ID, millis: st.Millis, size: img.Size})
 		}
 	}
 	remove := func(s localStage, why string) {
@@ -91,7 +89,7 @@ func CleanBuilder(ctx context.Context, o BuilderOptions, stagesRepo string, rema
 		fmt.Fprintf(trace, "Removed local %s (%s)\n", s.ref, why)
 	}
 	var kept []localStage
-	for _, s := range stages {
+	for _, s := range local {
 		tag := strings.TrimPrefix(s.ref, stagesRepo+":")
 		if !remaining[tag] {
 			remove(s, "the stages storage no longer has it")

@@ -7,8 +7,9 @@ package cleanup
 import (
 	"fmt"
 	"sort"
-	"strings"
 	"time"
+
+	"gitlab.com/stagehand/stagehand/stages"
 )
 
 // Kind is what a published tag stands for.
@@ -223,12 +224,11 @@ func DecideStages(stageTags []string, plan Plan, now time.Time) []StageDecision 
 	}
 	var out []StageDecision
 	for _, tag := range stageTags {
-		sig, ms, ok := strings.Cut(tag, "-")
-		var millis int64
-		if _, err := fmt.Sscan(ms, &millis); !ok || err != nil || len(sig) != 56 {
+		st, ok := stages.ParseStageTag(tag)
+		if !ok {
 			continue
 		}
-		age := now.Sub(time.UnixMilli(millis))
+		sig, age := st.Signature, now.Sub(time.UnixMilli(st.Millis))
 		switch {
 		case needed[sig] != "":
 			out = append(out, StageDecision{Tag: tag, Reason: "needed by kept " + needed[sig]})

@@ -8,9 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/moby/moby/client"
@@ -46,8 +44,7 @@ type LocalStorage struct {
 	Engine *Engine
 	Repo   string
 
-	mu     sync.Mutex
-	stages map[string][]StoredStage
+	index stageIndex
 }
 
 // NewLocalStorage opens the local stages of project in the engine.
@@ -68,55 +65,26 @@ func (l *LocalStorage) Refresh(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list local stages %s: %w", l.Repo, err)
 	}
-	stages := map[string][]StoredStage{}
+	var tags []string
 	for _, img := range list.Items {
 		for _, ref := range img.RepoTags {
-			repo, tag, ok := strings.Cut(ref, ":")
-			if !ok || repo != l.Repo {
-				continue
-			}
-			if st, ok := parseStageTag(tag); ok {
-				stages[st.Signature] = append(stages[st.Signature], st)
+			if repo, tag, ok := strings.Cut(ref, ":"); ok && repo == l.Repo {
+				tags = append(tags, tag)
 			}
 		}
 	}
-	l.mu.Lock()
-	l.stages = stages
-	l.mu.Unlock()
+	l.index.set(tags)
 	return nil
 }
 
 // Find implements Store.
 func (l *LocalStorage) Find(ctx context.Context, sig string) (StoredStage, bool, error) {
-	l.mu.Lock()
-	listed := l.stages != nil
-	l.mu.Unlock()
-	if !listed {
-		if err := l.Refresh(ctx); err != nil {
-			return StoredStage{}, false, err
-		}
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if c := l.stages[sig]; len(c) > 0 {
-		return pickStage(c), true, nil
-	}
-	return StoredStage{}, false, nil
+	return l.index.find(ctx, l.Refresh, sig)
 }
 
 // All lists the local stages, one per signature, oldest first.
 func (l *LocalStorage) All(ctx context.Context) ([]StoredStage, error) {
-	if err := l.Refresh(ctx); err != nil {
-		return nil, err
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []StoredStage
-	for _, c := range l.stages {
-		out = append(out, pickStage(c))
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Millis < out[j].Millis })
-	return out, nil
+	return l.index.all(ctx, l.Refresh)
 }
 
 // store tags a built image as a new local stage.
@@ -125,12 +93,7 @@ func (l *LocalStorage) store(ctx context.Context, id, sig string) (StoredStage, 
 	if _, err := l.Engine.cli().ImageTag(ctx, client.ImageTagOptions{Source: id, Target: l.EngineRef(st)}); err != nil {
 		return StoredStage{}, fmt.Errorf("tag local stage %s: %w", l.EngineRef(st), err)
 	}
-	l.mu.Lock()
-	if l.stages == nil {
-		l.stages = map[string][]StoredStage{}
-	}
-	l.stages[sig] = append(l.stages[sig], st)
-	l.mu.Unlock()
+	l.index.add(st)
 	return st, nil
 }
 

@@ -73,11 +73,11 @@ func TestPickStageTakesTheOldestCopy(t *testing.T) {
 	if got.Millis != 100 {
 		t.Errorf("picked %d, want the oldest (100)", got.Millis)
 	}
-	if st, ok := parseStageTag(got.Tag()); !ok || st != got {
+	if st, ok := ParseStageTag(got.Tag()); !ok || st != got {
 		t.Errorf("tag %q does not parse back", got.Tag())
 	}
 	for _, bad := range []string{"latest", sig, sig + "-x", "import-" + sig, strings.Repeat("B", 56) + "-1"} {
-		if _, ok := parseStageTag(bad); ok {
+		if _, ok := ParseStageTag(bad); ok {
 			t.Errorf("%q parsed as a stage tag", bad)
 		}
 	}

@@ -48,8 +48,9 @@ type StoredStage struct {
 // Tag is the stage's tag in the stages repository.
 func (s StoredStage) Tag() string { return s.Signature + "-" + strconv.FormatInt(s.Millis, 10) }
 
-// parseStageTag reads a stage tag; ok is false for tags of anything else.
-func parseStageTag(tag string) (StoredStage, bool) {
+// ParseStageTag reads a stage tag (<signature>-<unix ms>); ok is false
+// for tags of anything else.
+func ParseStageTag(tag string) (StoredStage, bool) {
 	sig, ms, ok := strings.Cut(tag, "-")
 	if !ok || len(sig) != 56 || strings.Trim(sig, "0123456789abcdef") != "" {
 		return StoredStage{}, false
@@ -81,9 +82,73 @@ type Storage struct {
 	Repo name.Repository
 	opts []remote.Option
 
+	index stageIndex
+}
+
+// stageIndex is what a storage's last listing found, plus what this
+// process stored since: the copies of each signature.
+type stageIndex struct {
 	mu     sync.Mutex
-	stages map[string][]StoredStage // by signature
+	stages map[string][]StoredStage
 	listed bool
+}
+
+// set replaces the index with the stage tags among tags.
+func (x *stageIndex) set(tags []string) {
+	stages := map[string][]StoredStage{}
+	for _, t := range tags {
+		if st, ok := ParseStageTag(t); ok {
+			stages[st.Signature] = append(stages[st.Signature], st)
+		}
+	}
+	x.mu.Lock()
+	x.stages, x.listed = stages, true
+	x.mu.Unlock()
+}
+
+// add records one more stored copy.
+func (x *stageIndex) add(st StoredStage) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.stages == nil {
+		x.stages = map[string][]StoredStage{}
+	}
+	x.stages[st.Signature] = append(x.stages[st.Signature], st)
+}
+
+// find answers the copy of sig every reader picks, listing first when
+// the storage was never listed.
+func (x *stageIndex) find(ctx context.Context, refresh func(context.Context) error, sig string) (StoredStage, bool, error) {
+	x.mu.Lock()
+	listed := x.listed
+	x.mu.Unlock()
+	if !listed {
+		if err := refresh(ctx); err != nil {
+			return StoredStage{}, false, err
+		}
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	copies := x.stages[sig]
+	if len(copies) == 0 {
+		return StoredStage{}, false, nil
+	}
+	return pickStage(copies), true, nil
+}
+
+// all lists afresh and answers one copy per signature, oldest first.
+func (x *stageIndex) all(ctx context.Context, refresh func(context.Context) error) ([]StoredStage, error) {
+	if err := refresh(ctx); err != nil {
+		return nil, err
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	out := make([]StoredStage, 0, len(x.stages))
+	for _, copies := range x.stages {
+		out = append(out, pickStage(copies))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Millis < out[j].Millis })
+	return out, nil
 }
 
 // Keychain gives go-containerregistry the logins of a DOCKER_CONFIG
@@ -134,50 +199,18 @@ func (s *Storage) Refresh(ctx context.Context) error {
 	if err != nil && !isNotFound(err) {
 		return fmt.Errorf("list stages in %s: %w", s.Repo, err)
 	}
-	stages := map[string][]StoredStage{}
-	for _, t := range tags {
-		if st, ok := parseStageTag(t); ok {
-			stages[st.Signature] = append(stages[st.Signature], st)
-		}
-	}
-	s.mu.Lock()
-	s.stages, s.listed = stages, true
-	s.mu.Unlock()
+	s.index.set(tags)
 	return nil
 }
 
 // Find returns the stored stage of a signature, as of the last listing.
 func (s *Storage) Find(ctx context.Context, sig string) (StoredStage, bool, error) {
-	s.mu.Lock()
-	listed := s.listed
-	s.mu.Unlock()
-	if !listed {
-		if err := s.Refresh(ctx); err != nil {
-			return StoredStage{}, false, err
-		}
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	copies := s.stages[sig]
-	if len(copies) == 0 {
-		return StoredStage{}, false, nil
-	}
-	return pickStage(copies), true, nil
+	return s.index.find(ctx, s.Refresh, sig)
 }
 
 // All lists every stored stage (one per signature), oldest first.
 func (s *Storage) All(ctx context.Context) ([]StoredStage, error) {
-	if err := s.Refresh(ctx); err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]StoredStage, 0, len(s.stages))
-	for _, copies := range s.stages {
-		out = append(out, pickStage(copies))
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Millis < out[j].Millis })
-	return out, nil
+	return s.index.all(ctx, s.Refresh)
 }
 
 // Ref is the stage's reference in the storage.
@@ -201,7 +234,7 @@ func (s *Storage) Put(ctx context.Context, sig string, img v1.Image) (StoredStag
 	if err := remote.Write(s.Ref(st), img, append(s.opts, remote.WithContext(ctx))...); err != nil {
 		return StoredStage{}, fmt.Errorf("push stage %s: %w", s.Ref(st), err)
 	}
-	s.remember(st)
+	s.index.add(st)
 	return st, nil
 }
 
@@ -245,16 +278,7 @@ func (s *Storage) NewTag(sig string) StoredStage {
 }
 
 // Stored records a stage the engine pushed.
-func (s *Storage) Stored(st StoredStage) { s.remember(st) }
-
-func (s *Storage) remember(st StoredStage) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stages == nil {
-		s.stages = map[string][]StoredStage{}
-	}
-	s.stages[st.Signature] = append(s.stages[st.Signature], st)
-}
+func (s *Storage) Stored(st StoredStage) { s.index.add(st) }
 
 func isNotFound(err error) bool {
 	var te *transport.Error
