@@ -70,6 +70,15 @@ func synchronization(a *ActionContext) (string, error) {
 	return "", fault.Jobf("%s=%q: use :local, kubernetes://NAMESPACE or none", VarSynchronization, s)
 }
 
+// lockProject names the project in locks and stage labels. Builds (shared
+// project lock) and cleanups (exclusive) must name it alike.
+func lockProject(vars map[string]string) string {
+	if p := vars["CI_PROJECT_PATH_SLUG"]; p != "" {
+		return p
+	}
+	return vars["CI_PROJECT_NAME"]
+}
+
 // BuildRequest is the worker's build request for a job: where the project
 // is, where its stages and images go, which ref it is.
 func BuildRequest(a *ActionContext) (*worker.Build, error) {
@@ -78,10 +87,7 @@ func BuildRequest(a *ActionContext) (*worker.Build, error) {
 	if err != nil {
 		return nil, err
 	}
-	project := v["CI_PROJECT_PATH_SLUG"]
-	if project == "" {
-		project = v["CI_PROJECT_NAME"]
-	}
+	project := lockProject(v)
 	ref := a.Env[gitlab.VarTagGitTag]
 	if ref == "" {
 		ref = a.Env[gitlab.VarTagGitBranch]

@@ -54,10 +54,6 @@ func (CleanupAction) Perform(ctx context.Context, a *ActionContext) (map[string]
 	if project == "" {
 		project = v["CI_PROJECT_ID"]
 	}
-	lockProject := v["CI_PROJECT_PATH_SLUG"]
-	if lockProject == "" {
-		lockProject = v["CI_PROJECT_NAME"]
-	}
 	var namespaces []string
 	for _, ns := range strings.Split(v[VarCleanupNamespaces], ",") {
 		if ns = strings.TrimSpace(ns); ns != "" {
@@ -70,7 +66,7 @@ func (CleanupAction) Perform(ctx context.Context, a *ActionContext) (map[string]
 	}
 	host, _ := os.Hostname()
 	c := &worker.Cleanup{
-		APIURL: v["CI_API_V4_URL"], Token: v[VarCleanupToken], Project: project, LockProject: lockProject,
+		APIURL: v["CI_API_V4_URL"], Token: v[VarCleanupToken], Project: project, LockProject: lockProject(v),
 		StagesRepo: a.Env[gitlab.VarStagesStorage], Kubeconfig: kubeconfig, Namespaces: namespaces,
 		DryRun:          v[VarCleanupDryRun] == "true" || v[VarCleanupDryRun] == "1",
 		Synchronization: sync, LocksDir: a.Settings.LocksDir,
