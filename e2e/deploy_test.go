@@ -88,13 +88,7 @@ func runWhile(t *testing.T, r *harness.Runner, job coordinator.Job, ns string, f
 	if err != nil {
 		t.Fatal(err)
 	}
-	secrets := []string{run.Token}
-	for _, v := range job.Variables {
-		if v.Masked {
-			secrets = append(secrets, v.Value)
-		}
-	}
-	assertNoSecrets(t, r, run, secrets)
+	assertNoSecrets(t, r, run, jobSecrets(run, job))
 	assertNoStagehandState(t, r)
 	var marked time.Time
 	select {

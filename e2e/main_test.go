@@ -71,15 +71,20 @@ func runOn(t *testing.T, r *harness.Runner, job coordinator.Job, onStart func(id
 		}
 		t.Fatal(err)
 	}
+	assertNoSecrets(t, r, run, jobSecrets(run, job))
+	assertNoStagehandState(t, r)
+	return run
+}
+
+// jobSecrets are a job's token and masked variables.
+func jobSecrets(run *harness.JobRun, job coordinator.Job) []string {
 	secrets := []string{run.Token}
 	for _, v := range job.Variables {
 		if v.Masked {
 			secrets = append(secrets, v.Value)
 		}
 	}
-	assertNoSecrets(t, r, run, secrets)
-	assertNoStagehandState(t, r)
-	return run
+	return secrets
 }
 
 func assertNoSecrets(t *testing.T, r *harness.Runner, run *harness.JobRun, secrets []string) {
