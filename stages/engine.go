@@ -59,19 +59,7 @@ func (e *Engine) Has(ctx context.Context, ref string) (bool, error) {
 
 // Pull pulls an image into the engine.
 func (e *Engine) Pull(ctx context.Context, ref string) error {
-	auth, err := docker.RegistryAuth(e.DockerConfig, ref)
-	if err != nil {
-		return err
-	}
-	resp, err := e.cli().ImagePull(ctx, ref, client.ImagePullOptions{RegistryAuth: auth})
-	if err != nil {
-		return fmt.Errorf("pull %s: %w", ref, err)
-	}
-	defer resp.Close()
-	if err := resp.Wait(ctx); err != nil {
-		return fmt.Errorf("pull %s: %w", ref, err)
-	}
-	return nil
+	return e.d.Pull(ctx, ref, e.DockerConfig)
 }
 
 // Push tags image as ref and pushes it. The engine uploads the layers the

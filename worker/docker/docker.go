@@ -85,6 +85,19 @@ func (d *Docker) EnsureImage(ctx context.Context, ref, policy, dockerConfigDir s
 	}
 	fmt.Fprintf(log, "Pulling image %s ...\n", ref)
 	start := time.Now()
+	if err := d.Pull(ctx, ref, dockerConfigDir); err != nil {
+		if errdefs.IsNotFound(err) || strings.Contains(err.Error(), "manifest unknown") || strings.Contains(err.Error(), "not found") {
+			return fault.Jobf("%w (check the image name in `image:`)", err)
+		}
+		return err
+	}
+	fmt.Fprintf(log, "Pulled image %s in %s\n", ref, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// Pull has the engine pull ref with the login dockerConfigDir holds for
+// its registry.
+func (d *Docker) Pull(ctx context.Context, ref, dockerConfigDir string) error {
 	auth, err := RegistryAuth(dockerConfigDir, ref)
 	if err != nil {
 		return err
@@ -95,12 +108,8 @@ func (d *Docker) EnsureImage(ctx context.Context, ref, policy, dockerConfigDir s
 		resp.Close()
 	}
 	if err != nil {
-		if errdefs.IsNotFound(err) || strings.Contains(err.Error(), "manifest unknown") || strings.Contains(err.Error(), "not found") {
-			return fault.Jobf("pull image %s: %w (check the image name in `image:`)", ref, err)
-		}
 		return fmt.Errorf("pull image %s: %w", ref, err)
 	}
-	fmt.Fprintf(log, "Pulled image %s in %s\n", ref, time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
