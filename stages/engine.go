@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"github.com/moby/moby/api/pkg/authconfig"
 	"github.com/moby/moby/api/types/jsonstream"
 	"github.com/moby/moby/api/types/registry"
 	"github.com/moby/moby/client"
@@ -71,12 +70,6 @@ func (e *Engine) Push(ctx context.Context, image, ref string) error {
 	auth, err := docker.RegistryAuth(e.DockerConfig, ref)
 	if err != nil {
 		return err
-	}
-	if auth == "" {
-		// The push API wants credentials even for a registry without any.
-		if auth, err = authconfig.Encode(registry.AuthConfig{}); err != nil {
-			return err
-		}
 	}
 	resp, err := e.cli().ImagePush(ctx, ref, client.ImagePushOptions{RegistryAuth: auth})
 	if err != nil {

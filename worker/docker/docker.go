@@ -114,12 +114,16 @@ func (d *Docker) Pull(ctx context.Context, ref, dockerConfigDir string) error {
 }
 
 // RegistryAuth returns the engine's encoded credentials for the registry of
-// ref, taken from the job's docker config; "" when it has none.
+// ref, taken from the job's docker config; empty credentials when it has
+// none (the push API refuses a request without any).
 func RegistryAuth(dockerConfigDir, ref string) (string, error) {
 	host := dockercfg.RegistryHost(ref)
 	user, pass, ok, err := dockercfg.Credentials(dockerConfigDir, host)
-	if err != nil || !ok {
+	if err != nil {
 		return "", err
+	}
+	if !ok {
+		return authconfig.Encode(registry.AuthConfig{})
 	}
 	return authconfig.Encode(registry.AuthConfig{Username: user, Password: pass, ServerAddress: host})
 }
