@@ -24,6 +24,7 @@ test: harness vet
 FUZZTIME ?= 10s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./stages/
+	$(GO) test -run '^$$' -fuzz '^FuzzRenderTemplate$$' -fuzztime $(FUZZTIME) ./stages/
 	$(GO) test -run '^$$' -fuzz '^FuzzSlug$$' -fuzztime $(FUZZTIME) ./gitlab/
 	$(GO) test -run '^$$' -fuzz '^FuzzDeriveEnv$$' -fuzztime $(FUZZTIME) ./gitlab/
 

@@ -192,11 +192,33 @@ func render(file string, src []byte, env map[string]string) ([]byte, error) {
 	if err != nil {
 		return nil, templateError(file, err)
 	}
-	var out bytes.Buffer
-	if err := t.Execute(&out, map[string]any{"Env": env}); err != nil {
+	out := &cappedBuffer{max: maxRenderedConfig}
+	if err := t.Execute(out, map[string]any{"Env": env}); err != nil {
+		if errors.Is(err, errConfigTooLarge) {
+			return nil, &ConfigError{File: file, Msg: fmt.Sprintf("the templates render more than %d MiB: look for a range or template call that repeats without end", maxRenderedConfig>>20)}
+		}
 		return nil, templateError(file, err)
 	}
 	return out.Bytes(), nil
+}
+
+// maxRenderedConfig bounds what a config's templates may render: a
+// runaway range must end as an error, not fill the runner host's memory.
+const maxRenderedConfig = 16 << 20
+
+var errConfigTooLarge = errors.New("rendered config too large")
+
+// cappedBuffer is a bytes.Buffer that refuses to grow past max.
+type cappedBuffer struct {
+	bytes.Buffer
+	max int
+}
+
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	if b.Len()+len(p) > b.max {
+		return 0, errConfigTooLarge
+	}
+	return b.Buffer.Write(p)
 }
 
 var templateLine = regexp.MustCompile(`^template: [^:]+:(\d+):(?:\d+:)? ?(.*)$`)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -200,6 +201,38 @@ func FuzzParseConfig(f *testing.F) {
 		}
 		if cfg.Project == "" || len(cfg.Images) == 0 {
 			t.Fatalf("config without project or images: %+v", cfg)
+		}
+	})
+}
+
+// FuzzRenderTemplate: any template and variable give the rendered text
+// or a *ConfigError, never a panic; a variable's value is inserted as it
+// is, never evaluated as a template itself.
+func FuzzRenderTemplate(f *testing.F) {
+	f.Add(`from: {{ env "BASE" }}`, "BASE", "alpine:3")
+	f.Add(`{{ .Env.X | default "d" }}`, "X", "")
+	f.Add(`{{ required "set X" (env "X") }}`, "X", "")
+	f.Add(`{{ range $i, $e := .Env }}{{ $i }}={{ $e }}{{ end }}`, "K", "{{ panic }}")
+	f.Add(`{{ template "x" }}`, "A", "b")
+	f.Add(`{{ define "x" }}{{ template "x" }}{{ end }}{{ template "x" }}`, "A", "b")
+	f.Add(`{{ range 20000000 }}0123456789{{ end }}`, "A", "b")
+	f.Add("{{ if }}\n\n{{", "", "")
+	f.Fuzz(func(t *testing.T, src, key, value string) {
+		env := map[string]string{key: value}
+		out, err := render("werf.yaml", []byte(src), env)
+		if err != nil {
+			var ce *ConfigError
+			if !errors.As(err, &ce) || ce.File != "werf.yaml" || ce.Msg == "" {
+				t.Fatalf("error %#v is not a *ConfigError naming werf.yaml", err)
+			}
+			return
+		}
+		if len(out) > maxRenderedConfig {
+			t.Fatalf("rendered %d bytes", len(out))
+		}
+		got, err := render("werf.yaml", []byte(`{{ env `+strconv.Quote(key)+` }}`), env)
+		if err != nil || string(got) != value {
+			t.Fatalf("env %q rendered %q, %v; want the value as it is", key, got, err)
 		}
 	})
 }
