@@ -184,6 +184,9 @@ func (b *Builder) stage(ctx context.Context, s *Stage) error {
 	if st, ok, err := b.Storage.Find(ctx, s.Signature); err != nil {
 		return fault.System(err)
 	} else if ok {
+		if err := b.ensureEdges(ctx, s); err != nil {
+			return err
+		}
 		b.stored[s] = st
 		b.report(StageReport{Stage: s, Stored: st, Outcome: OutcomeStored, Duration: time.Since(start)})
 		return nil
@@ -222,6 +225,9 @@ func (b *Builder) stage(ctx context.Context, s *Stage) error {
 			return lost(fault.System(err))
 		}
 		if st, ok, _ := b.Storage.Find(ctx, s.Signature); ok {
+			if err := b.ensureEdges(ctx, s); err != nil {
+				return lost(err)
+			}
 			b.stored[s] = st
 			b.report(StageReport{Stage: s, Stored: st, Outcome: OutcomeWaited, Waited: waited, Duration: time.Since(start)})
 			return nil
@@ -286,6 +292,9 @@ func (b *Builder) build(ctx context.Context, s *Stage) (StoredStage, Outcome, bo
 	if st, ok, err := b.storedMeanwhile(ctx, s); err != nil || ok {
 		return st, OutcomeDiscarded, false, err
 	}
+	if err := b.ensureEdges(ctx, s); err != nil {
+		return StoredStage{}, "", false, err
+	}
 	st, err := b.registry().Put(ctx, s.Signature, img)
 	if err != nil {
 		return StoredStage{}, "", false, fault.System(err)
@@ -297,6 +306,21 @@ func (b *Builder) build(ctx context.Context, s *Stage) (StoredStage, Outcome, bo
 		b.mu.Unlock()
 	}
 	return adopted, OutcomeBuilt, false, nil
+}
+
+// ensureEdges writes the edge records of a registry stage that the
+// storage lacks: before the stage's tag when storing it, so that a stored
+// stage always has them, and when a stage stored by an older stagehand is
+// used, so that cleanup learns its dependencies from names from then on.
+func (b *Builder) ensureEdges(ctx context.Context, s *Stage) error {
+	st, ok := b.Storage.(*Storage)
+	if !ok {
+		return nil
+	}
+	if err := st.EnsureRecords(ctx, edgeRecords(s)); err != nil {
+		return fault.System(fmt.Errorf("stage %s: %w", s, err))
+	}
+	return nil
 }
 
 // adoptOldest: hosts without a lock may store the same stage at the same
@@ -721,6 +745,9 @@ func (b *Builder) buildOnEngine(ctx context.Context, s *Stage) (StoredStage, Out
 	}
 	if st, ok, err := b.storedMeanwhile(ctx, s); err != nil || ok {
 		return st, OutcomeDiscarded, pulled, err
+	}
+	if err := b.ensureEdges(ctx, s); err != nil {
+		return StoredStage{}, "", pulled, err
 	}
 	st := b.registry().NewTag(s.Signature)
 	if err := e.Push(ctx, id, b.registry().EngineRef(st)); err != nil {

@@ -244,7 +244,12 @@ func publish(ctx context.Context, o Options, storage *Storage, stored map[*Stage
 		ann[AnnotationRef], ann[AnnotationRefKind] = o.Branch, "branch"
 	}
 	p := Published{Image: ip.Image.Name, Repo: repoName, Tags: tags, Stage: st}
-	for _, tag := range tags {
+	for i, tag := range tags {
+		// The record first: a tag stagehand published always has one.
+		kind := publicationKind(o, i)
+		if err := storage.EnsureRecords(ctx, []string{PublicationRecord(kind, repo.String(), tag, final.Signature)}); err != nil {
+			return Published{}, fault.System(fmt.Errorf("publish %s: %w", ip.Image.describe(), err))
+		}
 		d, err := Publish(ctx, storage, st, repo, tag, ann, regOpts)
 		if err != nil {
 			return Published{}, fault.System(fmt.Errorf("publish %s: %w", ip.Image.describe(), err))
@@ -254,6 +259,19 @@ func publish(ctx context.Context, o Options, storage *Storage, stored map[*Stage
 	p.Reference = repoName + ":" + tags[0]
 	fmt.Fprintf(o.Trace, "Published %s as %s (%s)\n", ip.Image.describe(), strings.Join(prefixTags(repoName, tags), ", "), p.Digest)
 	return p, nil
+}
+
+// publicationKind is the kind of the i-th of PublishTags' tags.
+func publicationKind(o Options, i int) PublicationKind {
+	switch {
+	case i > 0:
+		return PublishedCommit
+	case o.TagStrategy == TagOrBranch && o.GitTag != "":
+		return PublishedGitTag
+	case o.TagStrategy == TagOrBranch:
+		return PublishedBranch
+	}
+	return PublishedSignature
 }
 
 // publishLocal pushes a :local stage under the image's tags with the

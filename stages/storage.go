@@ -90,20 +90,47 @@ type Storage struct {
 type stageIndex struct {
 	mu     sync.Mutex
 	stages map[string][]StoredStage
-	listed bool
+	// records are the record tags (see records.go) of the listing.
+	records map[string]bool
+	listed  bool
 }
 
-// set replaces the index with the stage tags among tags.
+// set replaces the index with the stage and record tags among tags.
 func (x *stageIndex) set(tags []string) {
 	stages := map[string][]StoredStage{}
+	records := map[string]bool{}
 	for _, t := range tags {
 		if st, ok := ParseStageTag(t); ok {
 			stages[st.Signature] = append(stages[st.Signature], st)
+		} else if IsRecord(t) {
+			records[t] = true
 		}
 	}
 	x.mu.Lock()
-	x.stages, x.listed = stages, true
+	x.stages, x.records, x.listed = stages, records, true
 	x.mu.Unlock()
+}
+
+// missing answers the records among names that the index lacks.
+func (x *stageIndex) missing(names []string) []string {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var out []string
+	for _, n := range names {
+		if !x.records[n] {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func (x *stageIndex) addRecord(name string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.records == nil {
+		x.records = map[string]bool{}
+	}
+	x.records[name] = true
 }
 
 // add records one more stored copy.
@@ -211,6 +238,18 @@ func (s *Storage) Find(ctx context.Context, sig string) (StoredStage, bool, erro
 // All lists every stored stage (one per signature), oldest first.
 func (s *Storage) All(ctx context.Context) ([]StoredStage, error) {
 	return s.index.all(ctx, s.Refresh)
+}
+
+// EnsureRecords writes those of the records (see records.go) that the
+// storage's last listing lacks.
+func (s *Storage) EnsureRecords(ctx context.Context, records []string) error {
+	for _, r := range s.index.missing(records) {
+		if err := WriteRecord(ctx, s.Repo, r, s.opts); err != nil {
+			return err
+		}
+		s.index.addRecord(r)
+	}
+	return nil
 }
 
 // Ref is the stage's reference in the storage.
