@@ -106,11 +106,17 @@ func (u *InUse) AddImage(image, who string) {
 			u.ByDigest[digest] = who
 		}
 	}
-	// A reference without a tag (repo@digest) names no tag.
+	// A reference without a tag (repo@digest) names no tag: which tags
+	// have that digest must be read in its repository.
 	if i := strings.LastIndex(ref, ":"); i > strings.LastIndex(ref, "/") {
 		if _, ok := u.ByRef[ref]; !ok {
 			u.ByRef[ref] = who
 		}
+	} else if digest != "" {
+		if u.Pinned == nil {
+			u.Pinned = map[string]bool{}
+		}
+		u.Pinned[normalRepo(ref)] = true
 	}
 }
 
@@ -153,7 +159,7 @@ func ImagesInUse(ctx context.Context, c kubernetes.Interface, fallback []string,
 		return u, fmt.Errorf("the cluster credentials may not list workloads across namespaces, and no namespaces are given to look in instead (STAGEHAND_CLEANUP_NAMESPACES): without knowing the images in use, nothing is deleted")
 	}
 	fmt.Fprintf(trace, "WARNING: the cluster credentials may not list workloads across namespaces; looking only in %s for images in use\n", strings.Join(fallback, ", "))
-	u.ByRef, u.ByDigest = map[string]string{}, map[string]string{}
+	u = InUse{ByRef: map[string]string{}, ByDigest: map[string]string{}}
 	for _, ns := range fallback {
 		for _, l := range listers {
 			items, err := l.list(ctx, c, ns)

@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"gitlab.com/stagehand/stagehand/gitlab"
 	"gitlab.com/stagehand/stagehand/gitlab/api"
 	"gitlab.com/stagehand/stagehand/stages"
 )
@@ -21,10 +22,21 @@ type Inventory struct {
 	Tags []Tag
 	// StageTags are the stage tags of the stages storage.
 	StageTags []string
+	// Records are the stages storage's records (stages/records.go).
+	Records stages.Records
+	// ManifestReads counts the published tags whose manifest had to be
+	// read: those without exactly one publication record, or whose stages
+	// the edge records do not lead to.
+	ManifestReads int
 	// repoIDs maps a repository's location to its API id.
 	repoIDs map[string]int64
 	// sizes of manifests by reference (config and layers), for the report.
 	sizes map[string]int64
+	// current maps a published tag read from its manifest to the final
+	// signature it is now, so that records of earlier ones go.
+	current map[string]string
+	// listed are the publication keys of every listed tag.
+	listed map[string]bool
 }
 
 var (
@@ -33,7 +45,7 @@ var (
 )
 
 // classify reads what a published tag is from its manifest's annotations.
-func classify(repo, tag, digest string, ann map[string]string, size int64) Tag {
+func classify(repo, tag, digest string, ann map[string]string) Tag {
 	t := Tag{Repo: repo, Name: tag, Digest: digest, Kind: KindForeign}
 	if ann[stages.AnnotationCommit] == "" {
 		return t
@@ -60,30 +72,75 @@ func classify(repo, tag, digest string, ann map[string]string, size int64) Tag {
 	return t
 }
 
-// ReadInventory lists the project's registry repositories through the API
-// and reads every published tag's manifest from the registry (16 at a
-// time): manifests only, never a layer.
+// fromRecord is a published tag as its one publication record tells it;
+// ok is false when the edge records do not lead to all its stages.
+func fromRecord(repo, tag string, p stages.Publication, recs stages.Records) (Tag, bool) {
+	t := Tag{Repo: repo, Name: tag, Recorded: true}
+	switch p.Kind {
+	case stages.PublishedCommit:
+		t.Kind, t.Commit = KindCommit, tag
+	case stages.PublishedSignature:
+		t.Kind = KindSignature
+	case stages.PublishedBranch:
+		t.Kind, t.Ref = KindBranch, tag
+	case stages.PublishedGitTag:
+		t.Kind, t.Ref = KindGitTag, tag
+	}
+	sigs, ok := recs.Closure(p.Final)
+	t.Stages = sigs
+	return t, ok
+}
+
+// ReadInventory lists the project's registry repositories and their tags
+// through the API. A published tag with one publication record is known
+// from names alone; the others' manifests are read from the registry (16
+// at a time): manifests only, never a layer.
 func ReadInventory(ctx context.Context, gl *api.Client, stagesRepo string, regOpts []remote.Option) (*Inventory, error) {
 	repos, err := gl.Repositories(ctx)
 	if err != nil {
 		return nil, err
 	}
-	inv := &Inventory{repoIDs: map[string]int64{}, sizes: map[string]int64{}}
-	type job struct{ repo, tag string }
-	var jobs []job
+	inv := &Inventory{repoIDs: map[string]int64{}, sizes: map[string]int64{}, current: map[string]string{}, listed: map[string]bool{}}
+	type published struct{ repo, tag string }
+	var tags []published
 	for _, r := range repos {
-		inv.repoIDs[r.Location] = r.ID
-		tags, err := gl.RepositoryTags(ctx, r.ID)
+		location := normalRepo(r.Location)
+		inv.repoIDs[location] = r.ID
+		names, err := gl.RepositoryTags(ctx, r.ID)
 		if err != nil {
 			return nil, err
 		}
-		if r.Location == stagesRepo {
-			inv.StageTags = tags
+		if location == normalRepo(stagesRepo) {
+			inv.Records = stages.ParseRecords(names)
+			for _, n := range names {
+				if _, ok := stages.ParseStageTag(n); ok {
+					inv.StageTags = append(inv.StageTags, n)
+				}
+			}
 			continue
 		}
-		for _, t := range tags {
-			jobs = append(jobs, job{r.Location, t})
+		for _, t := range names {
+			tags = append(tags, published{location, t})
 		}
+	}
+	if inv.Records.Publications == nil {
+		inv.Records = stages.ParseRecords(nil)
+	}
+	var unknown []published
+	for _, p := range tags {
+		key := stages.PublicationKey(p.repo, p.tag)
+		inv.listed[key] = true
+		if recs := inv.Records.Publications[key]; len(recs) == 1 {
+			if t, ok := fromRecord(p.repo, p.tag, recs[0], inv.Records); ok {
+				inv.Tags = append(inv.Tags, t)
+				continue
+			}
+		}
+		unknown = append(unknown, p)
+	}
+	inv.ManifestReads = len(unknown)
+	if len(unknown) == 0 {
+		return inv, nil
 	}
 	// One puller for every read: one registry handshake, kept connections.
 	puller, err := remote.NewPuller(append(regOpts, remote.WithContext(ctx))...)
@@ -95,7 +152,7 @@ func ReadInventory(ctx context.Context, gl *api.Client, stagesRepo string, regOp
 	var firstErr error
 	sem := make(chan struct{}, 16)
 	var wg sync.WaitGroup
-	for _, j := range jobs {
+	for _, j := range unknown {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
@@ -123,11 +180,138 @@ func ReadInventory(ctx context.Context, gl *api.Client, stagesRepo string, regOp
 			for _, l := range m.Layers {
 				size += l.Size
 			}
-			t := classify(j.repo, j.tag, desc.Digest.String(), m.Annotations, size)
+			t := classify(j.repo, j.tag, desc.Digest.String(), m.Annotations)
 			inv.sizes[t.Reference()] = size
+			// What it is now decides which of its records stay (none when
+			// it is not stagehand's any more).
+			st, _ := stages.ParseStageTag(m.Annotations[stages.AnnotationStage])
+			inv.current[stages.PublicationKey(j.repo, j.tag)] = st.Signature
 			inv.Tags = append(inv.Tags, t)
 		}()
 	}
 	wg.Wait()
 	return inv, firstErr
+}
+
+// normalRepo is a repository location as go-containerregistry names it,
+// the form publication keys are made of.
+func normalRepo(location string) string {
+	if r, err := name.NewRepository(location); err == nil {
+		return r.String()
+	}
+	return location
+}
+
+// Resolve completes the tags known from records with the git state: the
+// branch or git tag a slugged tag name stands for, and the commit's time
+// (from the API) as a commit image's age; a stages-signature image's age
+// is when its final stage was stored.
+func (inv *Inventory) Resolve(git Git, commitTimes map[string]time.Time) {
+	bySlug := func(names map[string]bool) map[string]string {
+		out := make(map[string]string, len(names))
+		for n := range names {
+			out[gitlab.Slug(n, gitlab.TagSlugLimit)] = n
+		}
+		return out
+	}
+	branches, gitTags := bySlug(git.Branches), bySlug(git.Tags)
+	stored := map[string]time.Time{}
+	for _, tag := range inv.StageTags {
+		st, _ := stages.ParseStageTag(tag)
+		if t := time.UnixMilli(st.Millis); stored[st.Signature].IsZero() || t.Before(stored[st.Signature]) {
+			stored[st.Signature] = t
+		}
+	}
+	for i := range inv.Tags {
+		t := &inv.Tags[i]
+		if !t.Recorded {
+			continue
+		}
+		switch t.Kind {
+		case KindBranch:
+			if raw, ok := branches[t.Name]; ok {
+				t.Ref = raw
+			}
+		case KindGitTag:
+			if raw, ok := gitTags[t.Name]; ok {
+				t.Ref = raw
+			}
+		case KindCommit:
+			t.Time = commitTimes[t.Commit]
+		case KindSignature:
+			if len(t.Stages) > 0 {
+				t.Time = stored[t.Stages[0]]
+			}
+		}
+	}
+}
+
+// CommitsToCheck are the commits of commit images, each once.
+func (inv *Inventory) CommitsToCheck() []string {
+	var shas []string
+	seen := map[string]bool{}
+	for _, t := range inv.Tags {
+		if t.Kind == KindCommit && !seen[t.Commit] {
+			seen[t.Commit] = true
+			shas = append(shas, t.Commit)
+		}
+	}
+	return shas
+}
+
+// FillDigests reads the digests of the tags known from records in the
+// repositories where a workload pins an image by digest alone, so that
+// the in-use rule can match them.
+func (inv *Inventory) FillDigests(ctx context.Context, pinned map[string]bool, regOpts []remote.Option) error {
+	for i := range inv.Tags {
+		t := &inv.Tags[i]
+		if !t.Recorded || t.Digest != "" || !pinned[t.Repo] {
+			continue
+		}
+		ref, err := name.NewTag(t.Reference())
+		if err != nil {
+			continue
+		}
+		desc, err := remote.Head(ref, append(regOpts, remote.WithContext(ctx))...)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", ref, err)
+		}
+		t.Digest = desc.Digest.String()
+	}
+	return nil
+}
+
+// RecordsToDelete are the records that go with a plan: the publication
+// records of deleted tags, of tags that no longer exist and earlier ones
+// of republished tags, and the edge records of stages no copy of which
+// stays.
+func (inv *Inventory) RecordsToDelete(p Plan, st []StageDecision) []string {
+	var out []string
+	deleted := map[string]bool{}
+	for _, d := range p.Tags {
+		if d.Delete {
+			deleted[stages.PublicationKey(d.Tag.Repo, d.Tag.Name)] = true
+		}
+	}
+	for key, recs := range inv.Records.Publications {
+		cur, read := inv.current[key]
+		for _, r := range recs {
+			if deleted[key] || !inv.listed[key] || (read && r.Final != cur) {
+				out = append(out, r.Record)
+			}
+		}
+	}
+	remaining := map[string]bool{}
+	for _, s := range st {
+		if !s.Delete {
+			sig, _ := stages.ParseStageTag(s.Tag)
+			remaining[sig.Signature] = true
+		}
+	}
+	for sig, tags := range inv.Records.EdgeTags {
+		if !remaining[sig] {
+			out = append(out, tags...)
+		}
+	}
+	return out
 }

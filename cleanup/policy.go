@@ -34,6 +34,10 @@ type Tag struct {
 	Time time.Time
 	// Stages are the signatures of the stages it was built from.
 	Stages []string
+	// Recorded: known from its publication record, not its manifest (its
+	// Digest is then unknown unless a workload pins its repository by
+	// digest).
+	Recorded bool
 }
 
 // Ref is repo:name.
@@ -52,6 +56,8 @@ type Git struct {
 type InUse struct {
 	ByRef    map[string]string // "repo:tag" -> "cronjob ns/name (initContainer x)"
 	ByDigest map[string]string // "sha256:..." -> user
+	// Pinned are the repositories used by digest alone (repo@sha256:…).
+	Pinned map[string]bool
 }
 
 // Policy bounds a kind of images: at most Limit (newest first), none older

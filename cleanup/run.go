@@ -1,14 +1,21 @@
 package cleanup
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"text/tabwriter"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"gitlab.com/stagehand/stagehand/fault"
@@ -47,8 +54,10 @@ type Options struct {
 
 // Report is what a cleanup did (or would do).
 type Report struct {
-	Plan        Plan
-	Stages      []StageDecision
+	Plan   Plan
+	Stages []StageDecision
+	// Records are the records (stages/records.go) deleted with the plan.
+	Records     []string
 	Deleted     []string
 	FreedBytes  int64
 	APIRequests int64
@@ -94,17 +103,16 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if git.Tags, err = gl.Tags(ctx); err != nil {
 		return nil, apiFault(err)
 	}
-	var shas []string
-	seen := map[string]bool{}
-	for _, t := range inv.Tags {
-		if t.Kind == KindCommit && !seen[t.Commit] {
-			seen[t.Commit] = true
-			shas = append(shas, t.Commit)
-		}
-	}
-	if git.Commits, err = gl.Commits(ctx, shas); err != nil {
+	shas := inv.CommitsToCheck()
+	commitTimes, err := gl.Commits(ctx, shas)
+	if err != nil {
 		return nil, apiFault(err)
 	}
+	git.Commits = make(map[string]bool, len(commitTimes))
+	for sha := range commitTimes {
+		git.Commits[sha] = true
+	}
+	inv.Resolve(git, commitTimes)
 	tGit := time.Since(t0)
 	t0 = time.Now()
 	rc, err := kubeconfig.RESTConfig(o.Kubeconfig)
@@ -119,19 +127,28 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err != nil {
 		return nil, fault.Job(err)
 	}
-	fmt.Fprintf(o.Trace, "Found %d published tags and %d stage tags (%s), %d branches, %d git tags and %d of %d commits (%s), %d images in use (%s)\n",
-		len(inv.Tags), len(inv.StageTags), tInventory.Round(time.Millisecond), len(git.Branches), len(git.Tags), len(git.Commits), len(shas),
+	if err := inv.FillDigests(ctx, inUse.Pinned, regOpts); err != nil {
+		return nil, fault.System(err)
+	}
+	fmt.Fprintf(o.Trace, "Found %d published tags (%d manifests read) and %d stage tags (%s), %d branches, %d git tags and %d of %d commits (%s), %d images in use (%s)\n",
+		len(inv.Tags), inv.ManifestReads, len(inv.StageTags), tInventory.Round(time.Millisecond), len(git.Branches), len(git.Tags), len(git.Commits), len(shas),
 		tGit.Round(time.Millisecond), len(inUse.ByRef)+len(inUse.ByDigest), time.Since(t0).Round(time.Millisecond))
 
 	rep.Plan = Decide(inv.Tags, git, inUse, o.Policies, o.Now)
 	rep.Stages = DecideStages(inv.StageTags, rep.Plan, o.Now)
+	rep.Records = inv.RecordsToDelete(rep.Plan, rep.Stages)
 	WritePlan(o.Trace, rep.Plan, rep.Stages)
+	fmt.Fprintf(o.Trace, "Records (names cleanup reads instead of manifests): delete %d\n", len(rep.Records))
 	if o.DryRun {
 		fmt.Fprintln(o.Trace, "Dry run: nothing deleted")
 		rep.APIRequests = gl.Requests()
 		return rep, nil
 	}
 
+	// The registry's own API is used one deletion at a time: its manifest
+	// DELETE looks up the tags to remove while others move, and may miss
+	// one.
+	var registryDeletes sync.Mutex
 	del := func(repo, tag string) error {
 		id, ok := inv.repoIDs[repo]
 		if !ok {
@@ -145,34 +162,61 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			if perr != nil {
 				return err
 			}
-			if derr := deleteByManifest(ctx, ref, regOpts); derr != nil {
+			registryDeletes.Lock()
+			derr := deleteTagAlone(ctx, ref, regOpts)
+			registryDeletes.Unlock()
+			if derr != nil {
 				return fmt.Errorf("%v; and the registry refused the manifest DELETE too: %w", err, derr)
 			}
 			return nil
 		}
 		return err
 	}
-	for _, d := range rep.Plan.Deleted() {
+	deleted := rep.Plan.Deleted()
+	sizes := inv.sizes
+	var mu sync.Mutex
+	err = forEach(ctx, len(deleted), func(i int) error {
+		d := deleted[i]
+		size, known := sizes[d.Tag.Reference()]
+		if !known {
+			size = manifestSize(ctx, d.Tag.Reference(), regOpts)
+		}
 		if err := del(d.Tag.Repo, d.Tag.Name); err != nil {
-			return rep, fault.System(fmt.Errorf("delete %s: %w", d.Tag.Reference(), err))
+			return fault.System(fmt.Errorf("delete %s: %w", d.Tag.Reference(), err))
 		}
+		mu.Lock()
+		defer mu.Unlock()
 		rep.Deleted = append(rep.Deleted, d.Tag.Reference())
-		rep.FreedBytes += inv.sizes[d.Tag.Reference()]
+		rep.FreedBytes += size
 		fmt.Fprintf(o.Trace, "Deleted %s (%s)\n", d.Tag.Reference(), d.Reason)
+		return nil
+	})
+	if err != nil {
+		return rep, err
 	}
-	n := 0
+	var doomed []string
 	for _, s := range rep.Stages {
-		if !s.Delete {
-			continue
+		if s.Delete {
+			doomed = append(doomed, s.Tag)
 		}
-		if err := del(o.StagesRepo, s.Tag); err != nil {
-			return rep, fault.System(fmt.Errorf("delete stage %s: %w", s.Tag, err))
-		}
-		rep.Deleted = append(rep.Deleted, o.StagesRepo+":"+s.Tag)
-		n++
 	}
-	fmt.Fprintf(o.Trace, "Registry: deleted %d image tags (%s of manifests' blobs no longer referenced by them) and %d stages\n",
-		len(rep.Plan.Deleted()), humanBytes(rep.FreedBytes), n)
+	n := len(doomed)
+	// Stages, then the records that named them and the deleted tags.
+	doomed = append(doomed, rep.Records...)
+	err = forEach(ctx, len(doomed), func(i int) error {
+		if err := del(o.StagesRepo, doomed[i]); err != nil {
+			return fault.System(fmt.Errorf("delete %s:%s: %w", o.StagesRepo, doomed[i], err))
+		}
+		mu.Lock()
+		rep.Deleted = append(rep.Deleted, o.StagesRepo+":"+doomed[i])
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return rep, err
+	}
+	fmt.Fprintf(o.Trace, "Registry: deleted %d image tags (%s of manifests' blobs no longer referenced by them), %d stages and %d records\n",
+		len(deleted), humanBytes(rep.FreedBytes), n, len(rep.Records))
 	if o.Builder != nil {
 		remaining := map[string]bool{}
 		for _, s := range rep.Stages {
@@ -197,13 +241,59 @@ func apiFault(err error) error {
 	return fault.System(err)
 }
 
-// deleteByManifest deletes a tag's manifest in the registry.
-func deleteByManifest(ctx context.Context, ref name.Tag, regOpts []remote.Option) error {
-	desc, err := remote.Head(ref, append(regOpts, remote.WithContext(ctx))...)
+// deleteTagAlone deletes one tag through the registry's API, which only
+// deletes manifests (with every tag on them): the tag is first moved to a
+// manifest of its own, which is then deleted, as GitLab does for
+// registries without tag deletion. Other tags of the same image stay.
+func deleteTagAlone(ctx context.Context, ref name.Tag, regOpts []remote.Option) error {
+	opts := append(regOpts, remote.WithContext(ctx))
+	if _, err := remote.Head(ref, opts...); err != nil {
+		return err
+	}
+	own := mutate.Annotations(empty.Image, map[string]string{"io.stagehand.deleting": ref.String() + " " + time.Now().UTC().Format(time.RFC3339Nano)}).(v1.Image)
+	if err := remote.Write(ref, own, opts...); err != nil {
+		return err
+	}
+	d, err := own.Digest()
 	if err != nil {
 		return err
 	}
-	return remote.Delete(ref.Context().Digest(desc.Digest.String()), append(regOpts, remote.WithContext(ctx))...)
+	return remote.Delete(ref.Context().Digest(d.String()), opts...)
+}
+
+// manifestSize is the size of a tag's config and layers (0 when it
+// cannot be read: the report is then short of it).
+func manifestSize(ctx context.Context, ref string, regOpts []remote.Option) int64 {
+	r, err := name.NewTag(ref)
+	if err != nil {
+		return 0
+	}
+	desc, err := remote.Get(r, append(regOpts, remote.WithContext(ctx))...)
+	if err != nil {
+		return 0
+	}
+	m, err := v1.ParseManifest(bytes.NewReader(desc.Manifest))
+	if err != nil {
+		return 0
+	}
+	size := m.Config.Size
+	for _, l := range m.Layers {
+		size += l.Size
+	}
+	return size
+}
+
+// forEach runs do for 0..n-1, 8 at a time, stopping at the first error.
+func forEach(ctx context.Context, n int, do func(i int) error) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i := 0; i < n; i++ {
+		if ctx.Err() != nil {
+			break
+		}
+		g.Go(func() error { return do(i) })
+	}
+	return g.Wait()
 }
 
 // WritePlan prints the plan as tables: every tag and stage with what

@@ -10,10 +10,14 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
 
 	"gitlab.com/stagehand/stagehand/cleanup"
 	"gitlab.com/stagehand/stagehand/e2e/gitlabapi"
@@ -48,15 +52,46 @@ func pushBlob(b *testing.B, repo string, data []byte) string {
 }
 
 // vmHWM is the process's peak resident set, from /proc.
-func vmHWM() string {
+func vmHWM() string { return fmt.Sprintf("%d kB", vmHWMKB()) }
+
+func vmHWMKB() int64 {
 	b, _ := os.ReadFile("/proc/self/status")
 	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "VmHWM:") {
-			return strings.TrimSpace(strings.TrimPrefix(l, "VmHWM:"))
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return n
 		}
 	}
-	return "?"
+	return -1
 }
+
+// putManifest puts a manifest under a tag of repo.
+func putManifest(repo, tag string, m []byte) error {
+	req, _ := http.NewRequest(http.MethodPut, "http://"+h.Registry+"/v2/"+repo+"/manifests/"+tag, bytes.NewReader(m))
+	req.Header.Set("Content-Type", "application/vnd.docker.distribution.manifest.v2+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		return fmt.Errorf("PUT %s:%s: %s", repo, tag, resp.Status)
+	}
+	return nil
+}
+
+// countingTransport counts the requests it carries.
+func countingTransport(n *atomic.Int64) http.RoundTripper {
+	return roundTripper(func(r *http.Request) (*http.Response, error) {
+		n.Add(1)
+		return http.DefaultTransport.RoundTrip(r)
+	})
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // BenchmarkCleanupPlan (P5): the plan for 10,000 published tags, 2,000
 // branches and 50,000 commits, through the fake GitLab API and the real
@@ -82,17 +117,24 @@ func BenchmarkCleanupPlan(b *testing.B) {
 	defer api.Close()
 
 	// 10,000 tags: 6,000 commit images, 3,000 branch images (a third of
-	// them of gone branches), 1,000 git tag images.
+	// them of gone branches), 1,000 git tag images, each with the
+	// publication record stagehand writes; 500 stages with their edge
+	// records.
+	repo := h.Registry + "/" + project
+	stagesRepo := repo + "/stages"
 	type tag struct {
-		name string
-		ann  map[string]string
+		name  string
+		kind  stages.PublicationKind
+		final string
+		ann   map[string]string
 	}
+	stageSig := func(i int) string { return fmt.Sprintf("%056x", i%500+1) }
 	var tags []tag
 	for i := 0; i < nTags; i++ {
 		c := i * 5 % (nCommits + 5000) // some commits are gone
 		ann := map[string]string{stages.AnnotationCommit: commitSHA(c), stages.AnnotationCommitTime: now.Add(-time.Duration(c) * time.Minute).Format(time.RFC3339),
-			stages.AnnotationStages: fmt.Sprintf("%056x", i%500)}
-		name := commitSHA(c)
+			stages.AnnotationStages: stageSig(i), stages.AnnotationStage: fmt.Sprintf("%s-%d", stageSig(i), now.Add(-3*time.Hour).UnixMilli())}
+		tg := tag{name: commitSHA(c), kind: stages.PublishedCommit, final: stageSig(i), ann: ann}
 		switch {
 		case i < 6000:
 		case i < 9000:
@@ -100,39 +142,56 @@ func BenchmarkCleanupPlan(b *testing.B) {
 			if i%3 == 0 {
 				br = fmt.Sprintf("gone-%04d", i)
 			}
-			name, ann[stages.AnnotationRef], ann[stages.AnnotationRefKind] = br, br, "branch"
+			tg.name, tg.kind, ann[stages.AnnotationRef], ann[stages.AnnotationRefKind] = br, stages.PublishedBranch, br, "branch"
 		default:
 			gt := fmt.Sprintf("v%d", i-9000)
-			name, ann[stages.AnnotationRef], ann[stages.AnnotationRefKind] = gt, gt, "tag"
+			tg.name, tg.kind, ann[stages.AnnotationRef], ann[stages.AnnotationRefKind] = gt, stages.PublishedGitTag, gt, "tag"
 		}
-		tags = append(tags, tag{name, ann})
+		tags = append(tags, tg)
 	}
 	start := time.Now()
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 32)
-	var failed error
-	var mu sync.Mutex
+	stagesRef, err := name.NewRepository(stagesRepo)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var setup []func() error
 	for _, tg := range tags {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
+		setup = append(setup, func() error {
+			if err := stages.WriteRecord(context.Background(), stagesRef, stages.PublicationRecord(tg.kind, repo, tg.name, tg.final), nil); err != nil {
+				return err
+			}
 			m, _ := json.Marshal(map[string]any{
 				"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
 				"config": map[string]any{"mediaType": "application/vnd.docker.container.image.v1+json", "digest": cfg, "size": 91},
 				"layers": []any{}, "annotations": tg.ann,
 			})
-			req, _ := http.NewRequest(http.MethodPut, "http://"+h.Registry+"/v2/"+project+"/manifests/"+tg.name, bytes.NewReader(m))
-			req.Header.Set("Content-Type", "application/vnd.docker.distribution.manifest.v2+json")
-			resp, err := http.DefaultClient.Do(req)
-			if err == nil {
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusCreated {
-					err = fmt.Errorf("PUT %s: %s", tg.name, resp.Status)
-				}
+			return putManifest(project, tg.name, m)
+		})
+	}
+	stageCfg := pushBlob(b, project+"/stages", []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"config":{}}`))
+	for j := 0; j < 500; j++ {
+		setup = append(setup, func() error {
+			if err := stages.WriteRecord(context.Background(), stagesRef, stages.EdgeRecord(stageSig(j), ""), nil); err != nil {
+				return err
 			}
-			if err != nil {
+			m, _ := json.Marshal(map[string]any{
+				"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+				"config": map[string]any{"mediaType": "application/vnd.docker.container.image.v1+json", "digest": stageCfg, "size": 91},
+				"layers": []any{}, "annotations": map[string]string{"stage": stageSig(j)},
+			})
+			return putManifest(project+"/stages", fmt.Sprintf("%s-%d", stageSig(j), now.Add(-3*time.Hour).UnixMilli()), m)
+		})
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 32)
+	var failed error
+	var mu sync.Mutex
+	for _, do := range setup {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := do(); err != nil {
 				mu.Lock()
 				failed = err
 				mu.Unlock()
@@ -143,27 +202,35 @@ func BenchmarkCleanupPlan(b *testing.B) {
 	if failed != nil {
 		b.Fatal(failed)
 	}
-	b.Logf("set up %d tags in %s", len(tags), time.Since(start).Round(time.Millisecond))
+	b.Logf("set up %d tags, their records and 500 stages in %s", len(tags), time.Since(start).Round(time.Millisecond))
 
 	b.ResetTimer()
 	for n := 0; n < b.N; n++ {
 		apiBefore := api.Requests()
 		t0 := time.Now()
+		var registryRequests atomic.Int64
 		rep, err := cleanup.Run(context.Background(), cleanup.Options{
-			APIURL: api.APIURL(), Token: "glpat-bench", Project: project, StagesRepo: h.Registry + "/" + project + "/stages",
+			APIURL: api.APIURL(), Token: "glpat-bench", Project: project, StagesRepo: stagesRepo,
 			Kubeconfig: h.Kubeconfig, DryRun: true, Trace: &phases{}, Now: now,
-			Policies: cleanup.Policies{GitCommit: cleanup.Policy{Limit: 50, ExpiryDays: 30}, StagesSignature: cleanup.Policy{Limit: -1, ExpiryDays: -1}},
+			Transport: countingTransport(&registryRequests),
+			Policies:  cleanup.Policies{GitCommit: cleanup.Policy{Limit: 50, ExpiryDays: 30}, StagesSignature: cleanup.Policy{Limit: -1, ExpiryDays: -1}},
 		})
 		took := time.Since(t0)
 		if err != nil {
 			b.Fatal(err)
 		}
-		fmt.Printf("P5 plan: %d tags (%d to delete), %d branches, %d commits: %s, %d GitLab API requests, peak RSS %s\n",
-			len(rep.Plan.Tags), len(rep.Plan.Deleted()), nBranches, nCommits, took.Round(time.Millisecond), api.Requests()-apiBefore, vmHWM())
+		fmt.Printf("P5 plan: %d tags (%d to delete), %d branches, %d commits: %s, %d GitLab API requests, %d registry requests, peak RSS %s\n",
+			len(rep.Plan.Tags), len(rep.Plan.Deleted()), nBranches, nCommits, took.Round(time.Millisecond), api.Requests()-apiBefore, registryRequests.Load(), vmHWM())
 		b.ReportMetric(took.Seconds(), "plan-s")
 		b.ReportMetric(float64(api.Requests()-apiBefore), "api-requests")
 		if len(rep.Plan.Tags) != nTags {
 			b.Errorf("planned %d tags, want %d", len(rep.Plan.Tags), nTags)
+		}
+		if took > 2*time.Second {
+			b.Errorf("the plan took %s, the goal is under 2 s", took.Round(time.Millisecond))
+		}
+		if kb := vmHWMKB(); kb > 200*1024 {
+			b.Errorf("peak RSS %d kB, the goal is under 200 MB", kb)
 		}
 	}
 }

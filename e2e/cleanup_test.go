@@ -120,21 +120,47 @@ func TestScheduledCleanup(t *testing.T) {
 	for _, tag := range stageTags {
 		pub.put(repo+"/stages:"+tag, pub.image("stage "+tag, nil))
 	}
+	// Their edge records, as builds write them: s1 was built on s0.
+	stagesRef, err := name.NewRepository(repo + "/stages")
+	if err != nil {
+		t.Fatal(err)
+	}
+	record := func(r string) {
+		if err := stages.WriteRecord(context.Background(), stagesRef, r, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	record(stages.EdgeRecord(stageSig(0), ""))
+	record(stages.EdgeRecord(stageSig(1), stageSig(0)))
+	record(stages.EdgeRecord(stageSig(2), ""))
+	// publish writes a tag with its publication record, as builds do;
+	// legacy writes one as a stagehand without records did (cleanup reads
+	// its manifest).
+	publish := func(tag string, kind stages.PublicationKind, final string, img v1.Image) {
+		record(stages.PublicationRecord(kind, repo, tag, final))
+		pub.put(repo+":"+tag, img)
+	}
+	legacy := func(tag string, img v1.Image) { pub.put(repo+":"+tag, img) }
 
 	ann := func(i int, ref, kind string, stagesList ...string) map[string]string {
 		return map[string]string{
 			stages.AnnotationCommit: sha(i), stages.AnnotationCommitTime: commitTime(i).Format(time.RFC3339),
 			stages.AnnotationRef: ref, stages.AnnotationRefKind: kind, stages.AnnotationImage: "",
-			stages.AnnotationStage: stageSig(0) + "-1", stages.AnnotationStages: strings.Join(stagesList, ","),
+			stages.AnnotationStage: stagesList[len(stagesList)-1] + "-1", stages.AnnotationStages: strings.Join(stagesList, ","),
 		}
 	}
 	// 60 commit images, c0 the newest; commits 55..59 are gone from git.
+	// Odd ones are legacy.
 	commits := map[string]time.Time{}
-	images := map[int]v1.Image{}
+	commitImage := func(i int, img v1.Image, final string) {
+		if i%2 == 1 {
+			legacy(sha(i), img)
+		} else {
+			publish(sha(i), stages.PublishedCommit, final, img)
+		}
+	}
 	for i := 0; i < 60; i++ {
-		img := pub.image(fmt.Sprintf("commit %d", i), ann(i, "main", "branch", stageSig(0)))
-		images[i] = img
-		pub.put(repo+":"+sha(i), img)
+		commitImage(i, pub.image(fmt.Sprintf("commit %d", i), ann(i, "main", "branch", stageSig(0))), stageSig(0))
 		if i < 55 {
 			commits[sha(i)] = commitTime(i)
 		}
@@ -152,12 +178,17 @@ func TestScheduledCleanup(t *testing.T) {
 	for _, r := range refs {
 		st := append([]string{stageSig(0)}, r.stages...)
 		img := pub.image(fmt.Sprintf("commit %d", r.commit), ann(r.commit, r.ref, r.kind, st...))
+		kind, final := stages.PublishedBranch, st[len(st)-1]
+		if r.kind == "tag" {
+			kind = stages.PublishedGitTag
+		}
 		// The same content as the commit image: give the commit tag this
 		// manifest, as publishing one build under two tags does.
-		d := pub.put(repo+":"+r.tag, img)
-		pub.put(repo+":"+sha(r.commit), img)
-		_ = d
+		publish(r.tag, kind, final, img)
+		commitImage(r.commit, img, final)
 	}
+	// A tag of another tool in the same repository.
+	legacy("latest", pub.image("not ours", nil))
 
 	api := gitlabapi.New(gitlabapi.Project{ID: 4242, Path: project, Branches: []string{"main", "feature-a"}, Tags: []string{"v1", "v2"}, Commits: commits}, h.Registry, "glpat-cleanup-token")
 	defer api.Close()
@@ -201,9 +232,14 @@ func TestScheduledCleanup(t *testing.T) {
 	}
 	run := runOn(t, r, job, nil)
 	wantState(t, run, "success", "")
-	wantTrace(t, run, "in use by cronjob "+ns+"/restore (initContainer fetch)", "Plan: delete")
+	// The legacy tags' manifests are read (the 30 odd commits and latest),
+	// and c52's, which has two records (as commit of main, then of
+	// feature-b): its manifest tells which is current.
+	wantTrace(t, run, "in use by cronjob "+ns+"/restore (initContainer fetch)", "Plan: delete", "(32 manifests read)")
 
-	wantDeleted := []string{"feature-b", "v0", sha(50), sha(51), sha(52), sha(54), sha(55), sha(56), sha(57), sha(58), sha(59)}
+	// c53 has the manifest of feature-c, the image in use: the tag goes
+	// alone (the fake deletes tags as GitLab does), the image stays.
+	wantDeleted := []string{"feature-b", "v0", sha(50), sha(51), sha(52), sha(53), sha(54), sha(55), sha(56), sha(57), sha(58), sha(59)}
 	var got []string
 	for _, d := range api.Deleted() {
 		if t, ok := strings.CutPrefix(d, project+":"); ok {
@@ -226,7 +262,7 @@ func TestScheduledCleanup(t *testing.T) {
 			t.Errorf("%s is still in the registry", tg)
 		}
 	}
-	for _, tg := range []string{"main", "feature-a", "feature-c", "v1", "v2", sha(0), sha(49), sha(53)} {
+	for _, tg := range []string{"main", "feature-a", "feature-c", "v1", "v2", sha(0), sha(48), sha(49)} {
 		if !left[tg] {
 			t.Errorf("%s was deleted but must stay", tg)
 			continue
@@ -235,13 +271,43 @@ func TestScheduledCleanup(t *testing.T) {
 			t.Errorf("docker run %s printed %q", tg, out)
 		}
 	}
+	if !left["latest"] {
+		t.Error("another tool's tag was deleted")
+	}
 	var stagesLeft struct{ Tags []string }
 	registryGet(t, "/v2/"+project+"/stages/tags/list", &stagesLeft)
-	sort.Strings(stagesLeft.Tags)
+	var stageTagsLeft []string
+	records := map[string]bool{}
+	for _, tg := range stagesLeft.Tags {
+		if stages.IsRecord(tg) {
+			records[tg] = true
+		} else {
+			stageTagsLeft = append(stageTagsLeft, tg)
+		}
+	}
+	sort.Strings(stageTagsLeft)
 	wantStages := []string{stageTags["needed"], stageTags["young"]}
 	sort.Strings(wantStages)
-	if fmt.Sprint(stagesLeft.Tags) != fmt.Sprint(wantStages) {
-		t.Errorf("stages left %v, want %v", stagesLeft.Tags, wantStages)
+	if fmt.Sprint(stageTagsLeft) != fmt.Sprint(wantStages) {
+		t.Errorf("stages left %v, want %v", stageTagsLeft, wantStages)
+	}
+	// Records go with what they name: the deleted tags' and the deleted
+	// stage's; the kept ones' stay.
+	for _, tg := range []string{"feature-b", sha(52), sha(54), sha(56)} {
+		for r := range records {
+			if strings.Contains(r, stages.PublicationKey(repo, tg)) {
+				t.Errorf("the record %s of deleted %s stays", r, tg)
+			}
+		}
+	}
+	for _, r := range []string{stages.EdgeRecord(stageSig(0), ""), stages.EdgeRecord(stageSig(2), ""),
+		stages.PublicationRecord(stages.PublishedBranch, repo, "main", stageSig(0)), stages.PublicationRecord(stages.PublishedCommit, repo, sha(48), stageSig(0))} {
+		if !records[r] {
+			t.Errorf("the record %s was deleted", r)
+		}
+	}
+	if records[stages.EdgeRecord(stageSig(1), stageSig(0))] {
+		t.Error("the deleted stage's edge record stays")
 	}
 	t.Logf("cleanup job took %s; %d GitLab API requests", run.Duration.Round(time.Millisecond), api.Requests())
 }
@@ -389,5 +455,51 @@ func TestCleanupCommandDryRunDeletesNothing(t *testing.T) {
 	}
 	if d := api.Deleted(); len(d) != 0 {
 		t.Errorf("a dry run deleted %v", d)
+	}
+}
+
+// TestCleanupFallsBackToTheRegistryWhenTheTokenMayNotDelete: a token that
+// may read but not delete (403) leaves deleting to the registry's own API
+// with the job's login, one tag at a time: the gone branch's tag goes, and
+// the commit tag of the same image stays, runnable.
+func TestCleanupFallsBackToTheRegistryWhenTheTokenMayNotDelete(t *testing.T) {
+	project := fmt.Sprintf("stagehand/fallback-%d", time.Now().UnixNano())
+	repo := h.Registry + "/" + project
+	pub := newPublisher(t)
+	commit := fmt.Sprintf("%040x", 0xfa11)
+	img := pub.image("commit fa11", map[string]string{
+		stages.AnnotationCommit: commit, stages.AnnotationCommitTime: time.Now().UTC().Format(time.RFC3339),
+		stages.AnnotationRef: "gone", stages.AnnotationRefKind: "branch",
+	})
+	stagesRef, err := name.NewRepository(repo + "/stages")
+	if err != nil {
+		t.Fatal(err)
+	}
+	final := fmt.Sprintf("%056x", 0xfa11)
+	for _, r := range []string{stages.EdgeRecord(final, ""),
+		stages.PublicationRecord(stages.PublishedBranch, repo, "gone", final), stages.PublicationRecord(stages.PublishedCommit, repo, commit, final)} {
+		if err := stages.WriteRecord(context.Background(), stagesRef, r, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub.put(repo+":gone", img)
+	pub.put(repo+":"+commit, img)
+	api := gitlabapi.New(gitlabapi.Project{ID: 1, Path: project, Branches: []string{"main"}, Commits: map[string]time.Time{commit: time.Now()}}, h.Registry, "glpat-fallback")
+	defer api.Close()
+	_, trace := mustCLI(t, []string{"STAGEHAND_CLEANUP_TOKEN=" + api.ReadOnlyToken, "DOCKER_CONFIG=" + t.TempDir()},
+		"cleanup", "--api-url", api.APIURL(), "--project", project, "--stages-storage", repo+"/stages", "--kubeconfig", h.Kubeconfig)
+	if !strings.Contains(trace, "Deleted "+repo+":gone (branch gone is gone)") {
+		t.Errorf("the trace lacks the deletion:\n%s", trace)
+	}
+	if d := api.Deleted(); len(d) != 0 {
+		t.Errorf("the API deleted %v with a read-only token", d)
+	}
+	var list struct{ Tags []string }
+	registryGet(t, "/v2/"+project+"/tags/list", &list)
+	if fmt.Sprint(list.Tags) != fmt.Sprint([]string{commit}) {
+		t.Fatalf("tags left %v, want only the commit's", list.Tags)
+	}
+	if out := dockerCLI(t, h.Engines[0].Host, "run", "--rm", "--network", "none", repo+":"+commit); strings.TrimSpace(out) != "commit fa11" {
+		t.Errorf("docker run of the commit tag printed %q", out)
 	}
 }

@@ -6,6 +6,9 @@
 package gitlabapi
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
@@ -41,6 +44,11 @@ type Server struct {
 	project              Project
 	requests             atomic.Int64
 	deleted              []string
+	// listings are the last tag listing of each repository, for its later
+	// pages.
+	listings map[string][]any
+	known    []repository
+	deleting sync.Mutex
 }
 
 // New starts the fake for project, with its registry at registry.
@@ -139,8 +147,42 @@ type repository struct {
 	CreatedAt time.Time `json:"created_at"`
 }
 
+// repository finds a repository by id, as of the last listing of the
+// registry's catalog (listed again when the id is not known): a listing
+// per request would read a catalog of every test's repositories for each
+// page of tags.
+func (s *Server) repository(id int64) (*repository, error) {
+	s.mu.Lock()
+	known := s.known
+	s.mu.Unlock()
+	for pass := 0; pass < 2; pass++ {
+		for i := range known {
+			if known[i].ID == id {
+				return &known[i], nil
+			}
+		}
+		if pass == 0 {
+			var err error
+			if known, err = s.repositories(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return nil, nil
+}
+
 // repositories are the registry's repositories under the project path.
 func (s *Server) repositories() ([]repository, error) {
+	out, err := s.listRepositories()
+	if err == nil {
+		s.mu.Lock()
+		s.known = out
+		s.mu.Unlock()
+	}
+	return out, err
+}
+
+func (s *Server) listRepositories() ([]repository, error) {
 	var cat struct{ Repositories []string }
 	next := "/v2/_catalog?n=1000"
 	for next != "" {
@@ -180,16 +222,10 @@ func (s *Server) repositories() ([]repository, error) {
 
 func (s *Server) repositoryTags(w http.ResponseWriter, r *http.Request, parts []string, tok string) {
 	id, _ := strconv.ParseInt(parts[2], 10, 64)
-	repos, err := s.repositories()
+	repo, err := s.repository(id)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
-	}
-	var repo *repository
-	for i := range repos {
-		if repos[i].ID == id {
-			repo = &repos[i]
-		}
 	}
 	if repo == nil {
 		writeError(w, http.StatusNotFound, "404 Repository Not Found")
@@ -197,18 +233,10 @@ func (s *Server) repositoryTags(w http.ResponseWriter, r *http.Request, parts []
 	}
 	switch {
 	case r.Method == http.MethodGet && len(parts) == 4:
-		resp, err := http.Get("http://" + s.registry + "/v2/" + repo.Path + "/tags/list")
+		items, err := s.tagPages(repo, r.URL.Query().Get("page"))
 		if err != nil {
 			writeError(w, http.StatusInternalServerError, err.Error())
 			return
-		}
-		defer resp.Body.Close()
-		var list struct{ Tags []string }
-		_ = json.NewDecoder(resp.Body).Decode(&list)
-		sort.Strings(list.Tags)
-		var items []any
-		for _, t := range list.Tags {
-			items = append(items, map[string]any{"name": t, "path": repo.Path + ":" + t, "location": repo.Location + ":" + t})
 		}
 		paginate(w, r, items)
 	case r.Method == http.MethodDelete && len(parts) == 5:
@@ -230,9 +258,52 @@ func (s *Server) repositoryTags(w http.ResponseWriter, r *http.Request, parts []
 	}
 }
 
-// deleteTag removes a tag in the real registry (by its manifest's digest,
-// which the registry's API requires).
+// tagPages answers a repository's tags as list items. The first page
+// lists the registry afresh; later pages of the same listing read that
+// listing (as a database-backed API would page one query), so that
+// paging through ten thousand tags does not list them a hundred times.
+func (s *Server) tagPages(repo *repository, page string) ([]any, error) {
+	s.mu.Lock()
+	items, ok := s.listings[repo.Path]
+	s.mu.Unlock()
+	if ok && page != "" && page != "1" {
+		return items, nil
+	}
+	resp, err := http.Get("http://" + s.registry + "/v2/" + repo.Path + "/tags/list")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var list struct{ Tags []string }
+	if resp.StatusCode == http.StatusOK {
+		if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+			return nil, fmt.Errorf("registry tags of %s: %w", repo.Path, err)
+		}
+	}
+	sort.Strings(list.Tags)
+	items = make([]any, 0, len(list.Tags))
+	for _, t := range list.Tags {
+		items = append(items, map[string]any{"name": t, "path": repo.Path + ":" + t, "location": repo.Location + ":" + t})
+	}
+	s.mu.Lock()
+	if s.listings == nil {
+		s.listings = map[string][]any{}
+	}
+	s.listings[repo.Path] = items
+	s.mu.Unlock()
+	return items, nil
+}
+
+// deleteTag removes one tag in the real registry, whose API deletes only
+// manifests (and every tag on one): as GitLab does for such registries,
+// the tag is first moved to a manifest of its own, which is then deleted.
 func (s *Server) deleteTag(repo, tag string) error {
+	// One at a time: the registry's manifest DELETE looks up the tags to
+	// remove while other requests move tags, and may then miss one (seen
+	// here: a tag left pointing at its deleted dummy). GitLab's own
+	// registry deletes tags by name and has no such race.
+	s.deleting.Lock()
+	defer s.deleting.Unlock()
 	req, _ := http.NewRequest(http.MethodHead, "http://"+s.registry+"/v2/"+repo+"/manifests/"+tag, nil)
 	req.Header.Set("Accept", "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json")
 	resp, err := http.DefaultClient.Do(req)
@@ -243,7 +314,10 @@ func (s *Server) deleteTag(repo, tag string) error {
 	if resp.StatusCode == http.StatusNotFound {
 		return nil
 	}
-	digest := resp.Header.Get("Docker-Content-Digest")
+	digest, err := s.putDummy(repo, tag)
+	if err != nil {
+		return err
+	}
 	req, _ = http.NewRequest(http.MethodDelete, "http://"+s.registry+"/v2/"+repo+"/manifests/"+digest, nil)
 	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
@@ -252,6 +326,70 @@ func (s *Server) deleteTag(repo, tag string) error {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusNotFound {
 		return fmt.Errorf("registry DELETE %s@%s: %s", repo, digest, resp.Status)
+	}
+	return nil
+}
+
+// dummyConfig is the config blob of the dummy manifests deleteTag puts.
+const dummyConfig = `{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"config":{}}`
+
+// putDummy points tag at a manifest no other tag has, and answers its
+// digest.
+func (s *Server) putDummy(repo, tag string) (string, error) {
+	sum := sha256.Sum256([]byte(dummyConfig))
+	cfg := "sha256:" + hex.EncodeToString(sum[:])
+	head, err := http.Head("http://" + s.registry + "/v2/" + repo + "/blobs/" + cfg)
+	if err != nil {
+		return "", err
+	}
+	head.Body.Close()
+	if head.StatusCode != http.StatusOK {
+		if err := s.uploadBlob(repo, cfg, []byte(dummyConfig)); err != nil {
+			return "", err
+		}
+	}
+	m, _ := json.Marshal(map[string]any{
+		"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+		"config": map[string]any{"mediaType": "application/vnd.docker.container.image.v1+json", "digest": cfg, "size": len(dummyConfig)},
+		"layers": []any{}, "annotations": map[string]string{"gitlab.fake/deleting": repo + ":" + tag + " " + strconv.FormatInt(time.Now().UnixNano(), 10)},
+	})
+	req, _ := http.NewRequest(http.MethodPut, "http://"+s.registry+"/v2/"+repo+"/manifests/"+url.PathEscape(tag), bytes.NewReader(m))
+	req.Header.Set("Content-Type", "application/vnd.docker.distribution.manifest.v2+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		return "", fmt.Errorf("registry PUT dummy manifest on %s:%s: %s", repo, tag, resp.Status)
+	}
+	d := sha256.Sum256(m)
+	return "sha256:" + hex.EncodeToString(d[:]), nil
+}
+
+func (s *Server) uploadBlob(repo, digest string, data []byte) error {
+	resp, err := http.Post("http://"+s.registry+"/v2/"+repo+"/blobs/uploads/", "", nil)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	if !strings.HasPrefix(loc, "http") {
+		loc = "http://" + s.registry + loc
+	}
+	sep := "?"
+	if strings.Contains(loc, "?") {
+		sep = "&"
+	}
+	req, _ := http.NewRequest(http.MethodPut, loc+sep+"digest="+digest, bytes.NewReader(data))
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		return fmt.Errorf("registry blob upload to %s: %s", repo, resp.Status)
 	}
 	return nil
 }

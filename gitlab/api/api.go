@@ -114,10 +114,10 @@ func (c *Client) Tags(ctx context.Context) (map[string]bool, error) {
 	return out, nil
 }
 
-// Commits tells which of the SHAs exist in the repository (8 requests at
-// a time).
-func (c *Client) Commits(ctx context.Context, shas []string) (map[string]bool, error) {
-	out := map[string]bool{}
+// Commits tells which of the SHAs exist in the repository, with their
+// commit times (8 requests at a time).
+func (c *Client) Commits(ctx context.Context, shas []string) (map[string]time.Time, error) {
+	out := map[string]time.Time{}
 	var mu sync.Mutex
 	var firstErr error
 	sem := make(chan struct{}, 8)
@@ -127,12 +127,16 @@ func (c *Client) Commits(ctx context.Context, shas []string) (map[string]bool, e
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			_, resp, err := c.gl.Commits.GetCommit(c.project, sha, nil, gl.WithContext(ctx))
+			commit, resp, err := c.gl.Commits.GetCommit(c.project, sha, nil, gl.WithContext(ctx))
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
 			case err == nil:
-				out[sha] = true
+				var when time.Time
+				if commit.CommittedDate != nil {
+					when = *commit.CommittedDate
+				}
+				out[sha] = when
 			case resp != nil && resp.StatusCode == http.StatusNotFound:
 			default:
 				if firstErr == nil {

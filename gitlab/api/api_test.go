@@ -50,8 +50,11 @@ func TestClientFollowsPaginationAndAnswersExistence(t *testing.T) {
 	}
 	shas := []string{fmt.Sprintf("%040d", 3), fmt.Sprintf("%040d", 99)}
 	commits, err := c.Commits(ctx, shas)
-	if err != nil || !commits[shas[0]] || commits[shas[1]] {
+	if err != nil || len(commits) != 1 {
 		t.Fatalf("commits: %v %v", commits, err)
+	}
+	if when, ok := commits[shas[0]]; !ok || when.IsZero() {
+		t.Errorf("commit %s: %v %v, want its commit time", shas[0], when, ok)
 	}
 }
 
