@@ -13,7 +13,7 @@
 #
 # Settings (environment): STAGEHAND_HARNESS_HOME (/var/lib/stagehand-harness),
 # STAGEHAND_CACHE ($HOME/.cache/stagehand: built binaries, reused),
-# STAGEHAND_ENGINES ("h1 h2 h3": one Docker Engine per name; the stages tests build on several hosts), STAGEHAND_REGISTRY_PORT (5000),
+# STAGEHAND_ENGINES ("h1 h2 h3 h4": one Docker Engine per name; the stages and fault tests build on several hosts), STAGEHAND_REGISTRY_PORT (5000),
 # STAGEHAND_KUBE_VERSION (1.37.2), and the Kubernetes recipe's API_PORT (6443),
 # ETCD_PORT (2379), ETCD_PEER_PORT (2380), KCM_PORT (10257).
 set -euo pipefail
@@ -23,7 +23,7 @@ REPO=$(dirname "$SCRIPTS")
 HOME_DIR=${STAGEHAND_HARNESS_HOME:-/var/lib/stagehand-harness}
 RUN=$HOME_DIR/run
 CACHE=${STAGEHAND_CACHE:-$HOME/.cache/stagehand}
-ENGINES=${STAGEHAND_ENGINES:-h1 h2 h3}
+ENGINES=${STAGEHAND_ENGINES:-h1 h2 h3 h4}
 REGISTRY_PORT=${STAGEHAND_REGISTRY_PORT:-5000}
 REGISTRY=127.0.0.1:$REGISTRY_PORT
 BASE_IMAGE=$REGISTRY/stagehand/busybox:latest
@@ -246,6 +246,7 @@ STAGEHAND_TEST_REGISTRY_LOG=$RUN/registry/registry.log
 STAGEHAND_TEST_BASE_IMAGE=$BASE_IMAGE
 STAGEHAND_TEST_GITLAB_RUNNER=$CACHE/bin/gitlab-runner
 STAGEHAND_TEST_KUBECONFIG=$KUBECONFIG_PATH
+STAGEHAND_TEST_KUBE_BIN=$KUBE_HOME/bin
 EOE
 	log "env: $ENV_FILE"
 }

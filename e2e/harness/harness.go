@@ -29,10 +29,15 @@ type Harness struct {
 	GitlabRunner string
 	DockerHost   string
 	Registry     string
-	BaseImage    string
+	// RegistryLog is the registry's log file.
+	RegistryLog string
+	BaseImage   string
 	// Kubeconfig is the harness's API server (etcd, kube-apiserver,
 	// kube-controller-manager).
 	Kubeconfig string
+	// KubeBin holds the etcd and kube-apiserver binaries, for tests that
+	// need an API server of their own.
+	KubeBin string
 	// Engines are the Docker Engines standing for runner hosts, in order
 	// (the first is DockerHost).
 	Engines     []Engine
@@ -85,11 +90,13 @@ func Load(root string) (*Harness, error) {
 		GitlabRunner: env["STAGEHAND_TEST_GITLAB_RUNNER"],
 		DockerHost:   env["STAGEHAND_TEST_DOCKER_HOST"],
 		Registry:     env["STAGEHAND_TEST_REGISTRY"],
+		RegistryLog:  env["STAGEHAND_TEST_REGISTRY_LOG"],
 		BaseImage:    env["STAGEHAND_TEST_BASE_IMAGE"],
 		Kubeconfig:   env["STAGEHAND_TEST_KUBECONFIG"],
+		KubeBin:      env["STAGEHAND_TEST_KUBE_BIN"],
 		Root:         root,
 	}
-	for name, v := range map[string]string{"gitlab-runner": h.GitlabRunner, "docker host": h.DockerHost, "registry": h.Registry, "base image": h.BaseImage, "kubeconfig": h.Kubeconfig} {
+	for name, v := range map[string]string{"gitlab-runner": h.GitlabRunner, "docker host": h.DockerHost, "registry": h.Registry, "base image": h.BaseImage, "kubeconfig": h.Kubeconfig, "Kubernetes binaries": h.KubeBin} {
 		if v == "" {
 			return nil, fmt.Errorf("%w: %s has no %s", ErrNotStarted, path, name)
 		}
