@@ -5,12 +5,14 @@ package e2e
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,6 +39,14 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	h.Close()
+	if code == 0 {
+		if leaks := scanSuiteForSecrets(); len(leaks) > 0 {
+			for _, l := range leaks {
+				fmt.Fprintln(os.Stderr, "e2e: a secret value appears in", l)
+			}
+			code = 1
+		}
+	}
 	if code == 0 {
 		_ = os.RemoveAll(root)
 	} else {
@@ -73,7 +83,97 @@ func runOn(t *testing.T, r *harness.Runner, job coordinator.Job, onStart func(id
 	}
 	assertNoSecrets(t, r, run, jobSecrets(run, job))
 	assertNoStagehandState(t, r)
+	rememberSecrets(jobSecrets(run, job)...)
+	rememberTrace(fmt.Sprintf("the trace of job %d (%s)", run.ID, t.Name()), run.Result.Trace)
 	return run
+}
+
+// suite holds every secret value the suite handed to a job or a command
+// and every trace it saw, so that TestMain can check, once every test
+// ran, that none of the values appears in any trace or in any file the
+// suite and the components wrote: runner logs, job directories, the
+// registry's, the Docker Engines' and the API server's logs.
+var suite struct {
+	sync.Mutex
+	secrets map[string]bool
+	traces  map[string]string
+}
+
+func rememberSecrets(values ...string) {
+	suite.Lock()
+	defer suite.Unlock()
+	if suite.secrets == nil {
+		suite.secrets = map[string]bool{}
+	}
+	for _, v := range values {
+		// Short values would match by chance; every test secret is longer.
+		if len(v) >= 8 {
+			suite.secrets[v] = true
+		}
+	}
+}
+
+func rememberTrace(what, trace string) {
+	suite.Lock()
+	defer suite.Unlock()
+	if suite.traces == nil {
+		suite.traces = map[string]string{}
+	}
+	suite.traces[what] += trace
+}
+
+// scanSuiteForSecrets answers where a remembered secret appears.
+func scanSuiteForSecrets() []string {
+	suite.Lock()
+	defer suite.Unlock()
+	var secrets []string
+	for s := range suite.secrets {
+		// Also as a docker config keeps a login.
+		secrets = append(secrets, s, base64.StdEncoding.EncodeToString([]byte("gitlab-ci-token:"+s)))
+	}
+	if len(secrets) == 0 {
+		// Only tests without jobs ran (a -run or -bench selection).
+		fmt.Println("e2e: no job ran, so no trace or file was scanned for secrets")
+		return nil
+	}
+	var leaks []string
+	check := func(where, text string) {
+		for _, s := range secrets {
+			if strings.Contains(text, s) {
+				leaks = append(leaks, where)
+				return
+			}
+		}
+	}
+	for what, trace := range suite.traces {
+		check(what, trace)
+	}
+	// Everything under the suite's root; the components' logs (not their
+	// databases: etcd keeps the Secrets deploys create, as it must).
+	roots := map[string]bool{h.Root: false, h.RegistryLog: true, filepath.Dir(h.Kubeconfig): true}
+	for _, e := range h.Engines {
+		roots[filepath.Dir(strings.TrimPrefix(e.Host, "unix://"))] = true
+	}
+	files := 0
+	for root, onlyLogs := range roots {
+		if root == "" || root == "." {
+			continue
+		}
+		_ = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || !d.Type().IsRegular() || (onlyLogs && !strings.HasSuffix(path, ".log")) {
+				return nil
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return nil
+			}
+			files++
+			check(path, string(b))
+			return nil
+		})
+	}
+	fmt.Printf("e2e: scanned %d traces and %d files for %d secret values\n", len(suite.traces), files, len(suite.secrets))
+	return leaks
 }
 
 // jobSecrets are a job's token and masked variables.

@@ -20,6 +20,12 @@ func stagehandCLI(t *testing.T, env []string, args ...string) (stdout, stderr st
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err = cmd.Run()
+	for _, kv := range env {
+		if k, v, _ := strings.Cut(kv, "="); strings.Contains(k, "TOKEN") || strings.Contains(k, "PASSWORD") {
+			rememberSecrets(v)
+		}
+	}
+	rememberTrace(fmt.Sprintf("stagehand %s (%s)", strings.Join(args, " "), t.Name()), o.String()+e.String())
 	return o.String(), e.String(), err
 }
 
