@@ -285,7 +285,13 @@ func (b *Builder) build(ctx context.Context, s *Stage) (StoredStage, Outcome, bo
 	case KindShell, KindDockerfile:
 		return b.buildOnEngine(ctx, s)
 	}
-	img, err := b.buildRemote(ctx, s)
+	// Built in the registry from reads alone: a failed attempt stored
+	// nothing, so the whole stage may be tried again.
+	var img v1.Image
+	err := retryRegistry(ctx, b.Trace, "building stage "+s.String(), func() (err error) {
+		img, err = b.buildRemote(ctx, s)
+		return err
+	})
 	if err != nil {
 		return StoredStage{}, "", false, err
 	}
@@ -710,12 +716,17 @@ func (b *Builder) buildOnEngine(ctx context.Context, s *Stage) (StoredStage, Out
 	var id string
 	pulled := false
 	if s.Kind == KindDockerfile {
-		contextTar, err := b.contextTar(s)
-		if err != nil {
-			return StoredStage{}, "", false, err
-		}
-		defer contextTar.Close()
-		id, err = e.BuildDockerfile(ctx, s.String(), contextTar, s.Image.Dockerfile, labels, "", b.Trace)
+		// The engine pulls the FROM images itself: a pull the registry
+		// failed for a moment is a build to make again.
+		err := retryRegistry(ctx, b.Trace, "building stage "+s.String(), func() (err error) {
+			contextTar, err := b.contextTar(s)
+			if err != nil {
+				return err
+			}
+			defer contextTar.Close()
+			id, err = e.BuildDockerfile(ctx, s.String(), contextTar, s.Image.Dockerfile, labels, "", b.Trace)
+			return err
+		})
 		if err != nil {
 			return StoredStage{}, "", false, err
 		}

@@ -28,6 +28,8 @@ type Engine struct {
 	Network string
 	// DockerConfig holds the registry logins (the job's DOCKER_CONFIG).
 	DockerConfig string
+	// Trace, when set, is told of retried pushes and pulls.
+	Trace io.Writer
 }
 
 // NewEngine opens the engine at host and checks that it answers.
@@ -56,13 +58,15 @@ func (e *Engine) Has(ctx context.Context, ref string) (bool, error) {
 	return false, fmt.Errorf("inspect %s on %s: %w", ref, e.d.Host(), err)
 }
 
-// Pull pulls an image into the engine.
+// Pull pulls an image into the engine, again when the registry fails
+// for a moment (see retryRegistry).
 func (e *Engine) Pull(ctx context.Context, ref string) error {
-	return e.d.Pull(ctx, ref, e.DockerConfig)
+	return retryRegistry(ctx, e.Trace, "pulling "+ref, func() error { return e.d.Pull(ctx, ref, e.DockerConfig) })
 }
 
 // Push tags image as ref and pushes it. The engine uploads the layers the
-// registry lacks, then the manifest.
+// registry lacks, then the manifest; a push the registry failed for a
+// moment is made again (what was uploaded stays uploaded).
 func (e *Engine) Push(ctx context.Context, image, ref string) error {
 	if _, err := e.cli().ImageTag(ctx, client.ImageTagOptions{Source: image, Target: ref}); err != nil {
 		return fmt.Errorf("tag %s as %s: %w", image, ref, err)
@@ -71,15 +75,17 @@ func (e *Engine) Push(ctx context.Context, image, ref string) error {
 	if err != nil {
 		return err
 	}
-	resp, err := e.cli().ImagePush(ctx, ref, client.ImagePushOptions{RegistryAuth: auth})
-	if err != nil {
-		return fmt.Errorf("push %s: %w", ref, err)
-	}
-	defer resp.Close()
-	if err := resp.Wait(ctx); err != nil {
-		return fmt.Errorf("push %s: %w", ref, err)
-	}
-	return nil
+	return retryRegistry(ctx, e.Trace, "pushing "+ref, func() error {
+		resp, err := e.cli().ImagePush(ctx, ref, client.ImagePushOptions{RegistryAuth: auth})
+		if err != nil {
+			return fmt.Errorf("push %s: %w", ref, err)
+		}
+		defer resp.Close()
+		if err := resp.Wait(ctx); err != nil {
+			return fmt.Errorf("push %s: %w", ref, err)
+		}
+		return nil
+	})
 }
 
 // shellScript is how a shell stage's commands run: under sh -e, after
@@ -193,6 +199,11 @@ func (e *Engine) BuildDockerfile(ctx context.Context, stage string, contextTar i
 			return "", fmt.Errorf("build %s: read the engine's output: %w", stage, err)
 		}
 		if m.Error != nil {
+			// A step's command failing is the job's; the engine failing to
+			// fetch a FROM image from a flaky registry is not.
+			if msg := m.Error.Message; !strings.HasPrefix(msg, "The command ") && transient(errors.New(msg)) {
+				return "", fault.System(fmt.Errorf("stage %s: the engine could not fetch what the build needs: %s", stage, msg))
+			}
 			return "", fault.Jobf("stage %s failed: %s", stage, m.Error.Message)
 		}
 		if m.Stream != "" {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/moby/moby/client"
 
@@ -165,7 +166,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		Plan: plan, Source: src, Locker: o.Locker,
 		Project: o.Project, Commit: o.Commit, Registry: regOpts, Trace: o.Trace,
 		Engine: func(ctx context.Context) (*Engine, error) {
-			return NewEngine(ctx, o.DockerHost, o.Network, o.DockerConfig)
+			e, err := NewEngine(ctx, o.DockerHost, o.Network, o.DockerConfig)
+			if e != nil {
+				e.Trace = o.Trace
+			}
+			return e, err
 		},
 	}
 	if o.StagesRepo == LocalStorageName {
@@ -176,13 +181,17 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		if err != nil {
 			return nil, fault.System(err)
 		}
+		e.Trace = o.Trace
 		defer e.Close()
 		b.engine, b.keepEngine = e, true
 		b.Storage = NewLocalStorage(e, o.Project)
 	} else {
-		if b.Storage, err = NewStorage(o.StagesRepo, regOpts); err != nil {
+		storage, err := NewStorage(o.StagesRepo, regOpts)
+		if err != nil {
 			return nil, fault.Job(err)
 		}
+		storage.Trace = o.Trace
+		b.Storage = storage
 	}
 	fmt.Fprintf(o.Trace, "Stages storage %s; %d images, %d stages in %s\n", b.Storage, len(plan.Images), countStages(plan), cfg.File)
 
@@ -250,7 +259,11 @@ func publish(ctx context.Context, o Options, storage *Storage, stored map[*Stage
 		if err := storage.EnsureRecords(ctx, []string{PublicationRecord(kind, repo.String(), tag, final.Signature)}); err != nil {
 			return Published{}, fault.System(fmt.Errorf("publish %s: %w", ip.Image.describe(), err))
 		}
-		d, err := Publish(ctx, storage, st, repo, tag, ann, regOpts)
+		var d v1.Hash
+		err := retryRegistry(ctx, o.Trace, "publishing "+repo.Tag(tag).String(), func() (err error) {
+			d, err = Publish(ctx, storage, st, repo, tag, ann, regOpts)
+			return err
+		})
 		if err != nil {
 			return Published{}, fault.System(fmt.Errorf("publish %s: %w", ip.Image.describe(), err))
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"sort"
 	"strconv"
@@ -81,6 +82,8 @@ func pickStage(copies []StoredStage) StoredStage {
 type Storage struct {
 	Repo name.Repository
 	opts []remote.Option
+	// Trace, when set, is told of retried registry operations.
+	Trace io.Writer
 
 	index stageIndex
 }
@@ -199,12 +202,12 @@ func (k Keychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
 }
 
 // RegistryOptions are the options every registry call of a build uses.
-func RegistryOptions(ctx context.Context, keychain authn.Keychain, transport http.RoundTripper) []remote.Option {
-	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(keychain), remote.WithJobs(4)}
-	if transport != nil {
-		opts = append(opts, remote.WithTransport(transport))
+func RegistryOptions(ctx context.Context, keychain authn.Keychain, base http.RoundTripper) []remote.Option {
+	if base == nil {
+		base = remote.DefaultTransport
 	}
-	return opts
+	return []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(keychain), remote.WithJobs(4),
+		remote.WithTransport(wholeBodies{base})}
 }
 
 // NewStorage opens the stages storage at repo (e.g.
@@ -222,8 +225,15 @@ func (s *Storage) String() string { return s.Repo.String() }
 
 // Refresh lists the storage's tags again.
 func (s *Storage) Refresh(ctx context.Context) error {
-	tags, err := remote.List(s.Repo, append(s.opts, remote.WithContext(ctx))...)
-	if err != nil && !isNotFound(err) {
+	var tags []string
+	err := retryRegistry(ctx, s.Trace, "listing "+s.Repo.String(), func() (err error) {
+		tags, err = remote.List(s.Repo, append(s.opts, remote.WithContext(ctx))...)
+		if isNotFound(err) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("list stages in %s: %w", s.Repo, err)
 	}
 	s.index.set(tags)
@@ -244,7 +254,7 @@ func (s *Storage) All(ctx context.Context) ([]StoredStage, error) {
 // storage's last listing lacks.
 func (s *Storage) EnsureRecords(ctx context.Context, records []string) error {
 	for _, r := range s.index.missing(records) {
-		if err := WriteRecord(ctx, s.Repo, r, s.opts); err != nil {
+		if err := retryRegistry(ctx, s.Trace, "writing record "+r, func() error { return WriteRecord(ctx, s.Repo, r, s.opts) }); err != nil {
 			return err
 		}
 		s.index.addRecord(r)
@@ -270,7 +280,9 @@ func (s *Storage) Image(ctx context.Context, st StoredStage) (v1.Image, error) {
 // are never overwritten: each copy has its own timestamp.
 func (s *Storage) Put(ctx context.Context, sig string, img v1.Image) (StoredStage, error) {
 	st := StoredStage{Signature: sig, Millis: time.Now().UnixMilli()}
-	if err := remote.Write(s.Ref(st), img, append(s.opts, remote.WithContext(ctx))...); err != nil {
+	if err := retryRegistry(ctx, s.Trace, "storing "+s.Ref(st).String(), func() error {
+		return remote.Write(s.Ref(st), img, append(s.opts, remote.WithContext(ctx))...)
+	}); err != nil {
 		return StoredStage{}, fmt.Errorf("push stage %s: %w", s.Ref(st), err)
 	}
 	s.index.add(st)

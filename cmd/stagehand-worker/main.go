@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 
+	"github.com/google/go-containerregistry/pkg/logs"
+
 	"gitlab.com/stagehand/stagehand/cleanup"
 	"gitlab.com/stagehand/stagehand/deploy"
 	"gitlab.com/stagehand/stagehand/stages"
@@ -27,6 +29,11 @@ func main() {
 	for op, h := range deploy.Handlers(buildImages) {
 		handlers[op] = h
 	}
+	// go-containerregistry says when it retries a registry request; the
+	// trace (stderr) is where a job's people look for why a build is slow.
+	logs.Warn.SetOutput(os.Stderr)
+	logs.Warn.SetPrefix("Registry: ")
+	logs.Warn.SetFlags(0)
 	os.Exit(worker.Serve(handlers, os.Stdin, os.Stderr))
 }
 
