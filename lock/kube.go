@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand"
 	"sort"
 	"strings"
 	"sync"
@@ -72,8 +73,8 @@ func newKubeLocker(ns string, cfg Config) (*kubeLocker, error) {
 	if err := k.ensureConfigMap(); err != nil {
 		return nil, err
 	}
-	store := optimistic_locking_store.NewKubernetesResourceAnnotationsStore(client, configMaps, k.cm, ns)
-	k.backend = newWatchedBackend(distributed_locker.NewOptimisticLockingStorageBasedBackend(store), k.Describe())
+	store := newKeyedStore(optimistic_locking_store.NewKubernetesResourceAnnotationsStore(client, configMaps, k.cm, ns))
+	k.backend = newWatchedBackend(distributed_locker.NewOptimisticLockingStorageBasedBackend(store), store, k.Describe())
 	k.locker = distributed_locker.NewDistributedLocker(k.backend)
 	return k, nil
 }
@@ -293,11 +294,77 @@ func (k *kubeLocker) changeHolders(name string, change func(*holderRecord) bool)
 	})
 }
 
+// keyedStore makes lockgate's records conflict per lock rather than per
+// ConfigMap. Every lock of a project is an annotation of one ConfigMap,
+// and the API server refuses an update of an object changed since it was
+// read; lockgate then sleeps a second and starts over, even when what
+// changed was another lock's annotation. With a few dozen builds, such
+// conflicts made renewals take longer than a lease lives. Here a refused
+// update is made again at once on the object as it is now, when this
+// lock's own annotation is still what lockgate read; only a change of
+// that annotation is a conflict for lockgate to handle.
+type keyedStore struct {
+	inner optimistic_locking_store.OptimisticLockingStore
+	mu    sync.Mutex
+	// read is the last value read of each key and its data as read (one
+	// per key, so that reads never written back are not kept).
+	read map[string]readValue
+}
+
+type readValue struct {
+	v    *optimistic_locking_store.Value
+	data string
+}
+
+func newKeyedStore(inner optimistic_locking_store.OptimisticLockingStore) *keyedStore {
+	return &keyedStore{inner: inner, read: map[string]readValue{}}
+}
+
+// keyedRetries bounds the updates made again for one PutValue.
+const keyedRetries = 20
+
+func (s *keyedStore) GetValue(key string) (*optimistic_locking_store.Value, error) {
+	v, err := s.inner.GetValue(key)
+	if err == nil && v != nil {
+		s.mu.Lock()
+		s.read[key] = readValue{v, v.Data}
+		s.mu.Unlock()
+	}
+	return v, err
+}
+
+func (s *keyedStore) PutValue(key string, v *optimistic_locking_store.Value) error {
+	s.mu.Lock()
+	r := s.read[key]
+	// Known only when v is the last value read of key (another reader of
+	// the same key since: lockgate's own retry decides).
+	before, known := r.data, r.v == v
+	if known {
+		delete(s.read, key)
+	}
+	s.mu.Unlock()
+	err := s.inner.PutValue(key, v)
+	for i := 0; known && i < keyedRetries && optimistic_locking_store.IsErrRecordVersionChanged(err); i++ {
+		now, gerr := s.inner.GetValue(key)
+		if gerr != nil {
+			return err
+		}
+		if now.Data != before {
+			return err // this lock's record changed: a real conflict
+		}
+		now.Data = v.Data
+		err = s.inner.PutValue(key, now)
+	}
+	return err
+}
+
 // watchedBackend wraps lockgate's backend to time the renewals of each
 // lease, which lockgate's renewal goroutine does not report while they
 // fail, and to see when that goroutine stops.
 type watchedBackend struct {
 	inner distributed_locker.DistributedLockerBackend
+	// store is where inner keeps the records, read to skip renewals.
+	store optimistic_locking_store.OptimisticLockingStore
 	where string
 	mu    sync.Mutex
 	// leases by lockgate's lease UUID, which the shared holders of one
@@ -309,10 +376,11 @@ type leaseState struct {
 	// leases of this process on the record; lockgate keeps one renewal
 	// for them all.
 	leases map[*Lease]bool
-	// renewStart is when the last successful acquire or renewal began:
-	// the expiry it wrote is at least its second + leaseTTL.
-	renewStart time.Time
-	renewed    time.Time
+	// expiry is the record's expiry as of the last successful acquire or
+	// renewal: read from the record, or, when lockgate wrote it, at least
+	// the second the call began + leaseTTL.
+	expiry  time.Time
+	renewed time.Time
 	// failingSince is when the first renewal after the last success
 	// began (it may still wait for an answer); lastErr is the last
 	// failure.
@@ -328,8 +396,8 @@ type leaseState struct {
 	releasing bool
 }
 
-func newWatchedBackend(inner distributed_locker.DistributedLockerBackend, where string) *watchedBackend {
-	return &watchedBackend{inner: inner, where: where, leases: map[string]*leaseState{}}
+func newWatchedBackend(inner distributed_locker.DistributedLockerBackend, store optimistic_locking_store.OptimisticLockingStore, where string) *watchedBackend {
+	return &watchedBackend{inner: inner, store: store, where: where, leases: map[string]*leaseState{}}
 }
 
 func (w *watchedBackend) state(uuid string) *leaseState {
@@ -342,7 +410,12 @@ func (w *watchedBackend) state(uuid string) *leaseState {
 }
 
 func (st *leaseState) ok(start time.Time) {
-	st.renewStart, st.renewed = start, time.Now()
+	// lockgate writes time.Now().Unix() + TTL: whole seconds, rounded down.
+	st.okUntil(time.Unix(start.Unix(), 0).Add(leaseTTL))
+}
+
+func (st *leaseState) okUntil(expiry time.Time) {
+	st.expiry, st.renewed = expiry, time.Now()
 	st.failingSince, st.lastErr = time.Time{}, nil
 }
 
@@ -351,50 +424,137 @@ func (w *watchedBackend) Acquire(name string, opts distributed_locker.AcquireOpt
 	h, err := w.inner.Acquire(name, opts)
 	if err == nil {
 		w.mu.Lock()
-		w.state(h.UUID).ok(start)
+		_, renewing := w.leases[h.UUID]
+		st := w.state(h.UUID)
+		st.ok(start)
 		w.mu.Unlock()
+		if !renewing {
+			go w.renew(h, st)
+		}
 	}
 	return h, err
 }
 
+// Leases are renewed here rather than by lockgate: lockgate renews a
+// lease at most every 3 s after its last renewal ended, on a 3 s ticker,
+// so about every 6 s, of a lease that lives 10 s; with a busy API server a
+// renewal that takes more than 4 s lost the lease. Here the record is read
+// every second and renewed once less than renewBelow of it is left, which
+// gives a renewal 7 s; the holders of a shared lock, who share one record,
+// renew it once between them instead of each every few seconds.
+const (
+	renewCheck = time.Second
+	renewBelow = 7 * time.Second
+)
+
+// renew keeps the lease of record h until it is released or lost.
+func (w *watchedBackend) renew(h lockgate.LockHandle, st *leaseState) {
+	// Holders started together check at different moments.
+	time.Sleep(time.Duration(rand.Int63n(int64(renewCheck))))
+	t := time.NewTicker(renewCheck)
+	defer t.Stop()
+	for range t.C {
+		w.mu.Lock()
+		gone := w.leases[h.UUID] != st || st.releasing || st.stopped
+		w.mu.Unlock()
+		if gone {
+			return
+		}
+		w.mu.Lock()
+		if st.failingSince.IsZero() {
+			st.failingSince = time.Now()
+		}
+		w.mu.Unlock()
+		expiry, err := w.renewRecord(h)
+		if err == nil {
+			w.settle(st, func() { st.okUntil(expiry) })
+			continue
+		}
+		lost := distributed_locker.IsErrLockAlreadyLeased(err) || distributed_locker.IsErrNoExistingLockLeaseFound(err)
+		w.settle(st, func() {
+			if !lost {
+				st.lastErr = err
+				return
+			}
+			st.stopped = true
+			why := "another holder took it"
+			if distributed_locker.IsErrNoExistingLockLeaseFound(err) {
+				why = "its lease record is gone"
+			}
+			for l := range st.leases {
+				l.lose(fmt.Errorf("lost the lock %s: %s (%s)", l.name, why, w.where))
+			}
+		})
+		if lost {
+			return
+		}
+	}
+}
+
+// renewRecord answers the expiry of h's record, writing it a new one (in
+// lockgate's format) when less than renewBelow is left. A conflict is looked at again at once rather than after
+// lockgate's second of sleep: when another holder of a shared lock
+// renewed the record meanwhile, that renewal is this one's too.
+func (w *watchedBackend) renewRecord(h lockgate.LockHandle) (time.Time, error) {
+	key := leaseAnnotation + util.Sha3_224Hash(h.LockName)
+	for {
+		v, err := w.store.GetValue(key)
+		if err != nil {
+			return time.Time{}, err
+		}
+		if v == nil || v.Data == "" {
+			return time.Time{}, distributed_locker.ErrNoExistingLockLeaseFound
+		}
+		var rec distributed_locker.LockLeaseRecord
+		if err := json.Unmarshal([]byte(v.Data), &rec); err != nil {
+			return time.Time{}, fmt.Errorf("lease record of %s: %w", h.LockName, err)
+		}
+		if rec.UUID != h.UUID {
+			return time.Time{}, distributed_locker.ErrLockAlreadyLeased
+		}
+		if expiry := time.Unix(rec.ExpireAtTimestamp, 0); time.Until(expiry) >= renewBelow {
+			return expiry, nil
+		}
+		rec.ExpireAtTimestamp = time.Now().Unix() + distributed_locker.DistributedLockLeaseTTLSeconds
+		b, err := json.Marshal(rec)
+		if err != nil {
+			return time.Time{}, err
+		}
+		v.Data = string(b)
+		err = w.store.PutValue(key, v)
+		if err == nil {
+			return time.Unix(rec.ExpireAtTimestamp, 0), nil
+		}
+		if !optimistic_locking_store.IsErrRecordVersionChanged(err) {
+			return time.Time{}, err
+		}
+	}
+}
+
+// settle applies a renewal's outcome unless the lease is being released.
+func (w *watchedBackend) settle(st *leaseState, apply func()) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !st.releasing {
+		apply()
+	}
+}
+
+// RenewLease is lockgate's periodic renewal: the renewal here (renew)
+// does the work, so it only answers whether the lease is still held —
+// when it is not, lockgate's renewal goroutine ends, as it would have.
 func (w *watchedBackend) RenewLease(h lockgate.LockHandle) error {
 	w.mu.Lock()
 	st := w.leases[h.UUID]
-	if st != nil && st.releasing {
-		w.mu.Unlock()
-		return nil
-	}
-	start := time.Now()
-	if st != nil && st.failingSince.IsZero() {
-		st.failingSince = start
-	}
+	stopped := st != nil && st.stopped
 	w.mu.Unlock()
-	err := w.inner.RenewLease(h)
 	if st == nil {
-		return err
+		return w.inner.RenewLease(h)
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if st.releasing {
-		return nil
+	if stopped {
+		return distributed_locker.ErrLockAlreadyLeased
 	}
-	switch {
-	case err == nil:
-		st.ok(start)
-	case distributed_locker.IsErrLockAlreadyLeased(err) || distributed_locker.IsErrNoExistingLockLeaseFound(err):
-		// lockgate's renewal returns after this answer.
-		st.stopped = true
-		why := "another holder took it"
-		if distributed_locker.IsErrNoExistingLockLeaseFound(err) {
-			why = "its lease record is gone"
-		}
-		for l := range st.leases {
-			l.lose(fmt.Errorf("lost the lock %s: %s (%s)", l.name, why, w.where))
-		}
-	default:
-		st.lastErr = err
-	}
-	return err
+	return nil
 }
 
 func (w *watchedBackend) Release(h lockgate.LockHandle) error {
@@ -452,8 +612,7 @@ func (w *watchedBackend) expired(h lockgate.LockHandle, now time.Time) error {
 	if st == nil || st.stopped || st.releasing {
 		return nil
 	}
-	// lockgate writes time.Now().Unix() + TTL: whole seconds, rounded down.
-	expiry := time.Unix(st.renewStart.Unix(), 0).Add(leaseTTL)
+	expiry := st.expiry
 	if !now.After(expiry) {
 		return nil
 	}

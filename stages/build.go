@@ -198,18 +198,22 @@ func (b *Builder) stage(ctx context.Context, s *Stage) error {
 	lost := func(err error) error { return err }
 	if b.Locker != nil {
 		waitStart := time.Now()
-		busy := false
-		lease, err := b.Locker.Acquire(ctx, stageLockName(b.Project, s.Signature), false, func(holder string) {
-			busy = true
-			fmt.Fprintf(b.Trace, "Waiting for stage %s (%s), held by %s\n", s, short(s.Signature), orUnknown(holder))
-		})
+		lease, st, found, busy, err := b.lockOrStored(ctx, s)
 		if err != nil {
 			return fmt.Errorf("take the lock of stage %s: %w", s, err)
 		}
-		defer lease.Release()
 		if busy {
 			waited = time.Since(waitStart)
 		}
+		if found {
+			if err := b.ensureEdges(ctx, s); err != nil {
+				return err
+			}
+			b.stored[s] = st
+			b.report(StageReport{Stage: s, Stored: st, Outcome: OutcomeWaited, Waited: waited, Duration: time.Since(start)})
+			return nil
+		}
+		defer lease.Release()
 		lctx, cancel := WhileHeld(ctx, lease)
 		defer cancel(nil)
 		parent := ctx
@@ -312,6 +316,61 @@ func (b *Builder) build(ctx context.Context, s *Stage) (StoredStage, Outcome, bo
 		b.mu.Unlock()
 	}
 	return adopted, OutcomeBuilt, false, nil
+}
+
+// storedPoll is how often a build waiting for another's stage looks
+// whether it is stored yet.
+const storedPoll = 2 * time.Second
+
+// lockOrStored takes the lock of stage s, unless, while another build
+// holds it, the stage appears in the storage: then the waiter uses it
+// without ever taking the lock. With dozens of builds waiting for one
+// stage, each taking the lock in turn only to find the stage stored made
+// dozens of writes to the locks' one ConfigMap, whose conflicts slowed
+// lease renewals until leases expired.
+func (b *Builder) lockOrStored(ctx context.Context, s *Stage) (lease Lease, st StoredStage, found, busy bool, err error) {
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type taken struct {
+		lease Lease
+		err   error
+	}
+	done := make(chan taken, 1)
+	waiting := make(chan struct{})
+	var once sync.Once
+	go func() {
+		l, err := b.Locker.Acquire(actx, stageLockName(b.Project, s.Signature), false, func(holder string) {
+			once.Do(func() {
+				fmt.Fprintf(b.Trace, "Waiting for stage %s (%s), held by %s\n", s, short(s.Signature), orUnknown(holder))
+				close(waiting)
+			})
+		})
+		done <- taken{l, err}
+	}()
+	var poll <-chan time.Time
+	for {
+		select {
+		case t := <-done:
+			return t.lease, StoredStage{}, false, poll != nil, t.err
+		case <-waiting:
+			waiting = nil
+			ticker := time.NewTicker(storedPoll)
+			defer ticker.Stop()
+			poll = ticker.C
+		case <-poll:
+			if b.Storage.Refresh(ctx) != nil {
+				continue
+			}
+			if st, ok, _ := b.Storage.Find(ctx, s.Signature); ok {
+				cancel()
+				if t := <-done; t.err == nil {
+					// Taken as it was given up: give it back.
+					t.lease.Release()
+				}
+				return nil, st, true, true, nil
+			}
+		}
+	}
 }
 
 // ensureEdges writes the edge records of a registry stage that the
