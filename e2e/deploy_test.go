@@ -88,8 +88,7 @@ func runWhile(t *testing.T, r *harness.Runner, job coordinator.Job, ns string, f
 	if err != nil {
 		t.Fatal(err)
 	}
-	assertNoSecrets(t, r, run, jobSecrets(run, job))
-	assertNoStagehandState(t, r)
+	checkJob(t, r, run, job)
 	var marked time.Time
 	select {
 	case marked = <-first:
@@ -360,4 +359,40 @@ func TestDismissCommand(t *testing.T) {
 	if !strings.Contains(stderr, "already dismissed") {
 		t.Errorf("a second dismiss said:\n%s", stderr)
 	}
+}
+
+// TestCancelledDeployLeavesNoKubeconfig: a deploy job cancelled while it
+// waits for its rollout ends within seconds, and its kubeconfig (written
+// from the job's KUBECONFIG file variable) and DOCKER_CONFIG are gone
+// after cleanup (runOn checks the state).
+func TestCancelledDeployLeavesNoKubeconfig(t *testing.T) {
+	p := newBuildProject(t)
+	r := p.runner(t, h.Engines[0])
+	project := p.project[strings.LastIndex(p.project, "/")+1:]
+	ns := project + "-review-cancel"
+	c := kubeClient(t)
+	ctx, stop := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer stop()
+	go harness.PlayKubelet(ctx, c, ns, "backend", podImagePullBackOff, make(chan time.Time, 1))
+	job := p.envJob(t, "review/cancel", "", coordinator.Variable{Key: "STAGEHAND_DEPLOY_TIMEOUT", Value: "3m"})
+	var cancelled time.Time
+	run := runOn(t, r, job, func(id int64) {
+		waitForTrace(id, "Waiting for ", 3*time.Minute)
+		time.Sleep(time.Second)
+		cancelled = time.Now()
+		h.Coordinator.Cancel(id)
+	})
+	if run.Result.State != "canceled" && run.Result.State != "failed" {
+		t.Fatalf("state %q after cancel\n%s", run.Result.State, run.Result.Trace)
+	}
+	if cancelled.IsZero() {
+		t.Fatalf("the deploy never waited for its workloads:\n%s", run.Result.Trace)
+	}
+	if took := time.Since(cancelled); took > 30*time.Second {
+		t.Errorf("the cancelled deploy took %s to end", took)
+	}
+	if strings.Contains(run.Result.Trace, "deployed namespace=") {
+		t.Error("the script ran after a cancelled deploy")
+	}
+	_ = c.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
 }

@@ -81,11 +81,20 @@ func runOn(t *testing.T, r *harness.Runner, job coordinator.Job, onStart func(id
 		}
 		t.Fatal(err)
 	}
+	checkJob(t, r, run, job)
+	return run
+}
+
+// checkJob checks what every job must satisfy: no secret in its trace,
+// the runner's log or a file left behind, and no stagehand state (the
+// job's DOCKER_CONFIG and kubeconfig) left after cleanup, even when it
+// was cancelled; and remembers its secrets and trace for the suite's scan.
+func checkJob(t *testing.T, r *harness.Runner, run *harness.JobRun, job coordinator.Job) {
+	t.Helper()
 	assertNoSecrets(t, r, run, jobSecrets(run, job))
 	assertNoStagehandState(t, r)
 	rememberSecrets(jobSecrets(run, job)...)
 	rememberTrace(fmt.Sprintf("the trace of job %d (%s)", run.ID, t.Name()), run.Result.Trace)
-	return run
 }
 
 // suite holds every secret value the suite handed to a job or a command
