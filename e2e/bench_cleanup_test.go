@@ -3,8 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -26,28 +24,10 @@ import (
 
 // pushBlob uploads a blob to repo in one request and answers its digest.
 func pushBlob(b *testing.B, repo string, data []byte) string {
-	sum := sha256.Sum256(data)
-	digest := "sha256:" + hex.EncodeToString(sum[:])
-	resp, err := http.Post("http://"+h.Registry+"/v2/"+repo+"/blobs/uploads/", "", nil)
+	digest, err := gitlabapi.PushBlob(h.Registry, repo, data)
 	if err != nil {
 		b.Fatal(err)
 	}
-	resp.Body.Close()
-	loc := resp.Header.Get("Location")
-	if !strings.HasPrefix(loc, "http") {
-		loc = "http://" + h.Registry + loc
-	}
-	sep := "?"
-	if strings.Contains(loc, "?") {
-		sep = "&"
-	}
-	req, _ := http.NewRequest(http.MethodPut, loc+sep+"digest="+digest, bytes.NewReader(data))
-	req.Header.Set("Content-Type", "application/octet-stream")
-	resp, err = http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != http.StatusCreated {
-		b.Fatalf("upload blob: %v %v", err, resp)
-	}
-	resp.Body.Close()
 	return digest
 }
 

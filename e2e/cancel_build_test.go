@@ -15,35 +15,12 @@ import (
 // and stores nothing of that stage.
 func TestCancelledBuildStopsAndStoresNothingHalf(t *testing.T) {
 	p := newBuildProject(t)
-	config := `project: sample
-configVersion: 1
----
-image: slow
-from: {{ env "BASE_IMAGE" }}
-shell:
-  beforeInstall: ["echo quick > /quick.txt"]
-  install: ["echo slow-stage-started; for i in $(seq 1 300); do echo still-building; sleep 1; done"]
-`
+	config := slowConfig("sample", "for i in $(seq 1 300); do echo still-building; sleep 1; done")
 	slow, err := p.gs.Commit(p.project, map[string]string{"werf.yaml": config})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The stage being cancelled: the config has no git mapping, so its
-	// signature does not depend on the tree.
-	cfg, err := stages.ParseConfig("werf.yaml", []byte(config), map[string]string{"BASE_IMAGE": p.base})
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan, err := stages.NewPlan(cfg, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	install := ""
-	for _, s := range plan.Image("slow").Stages {
-		if s.Name == stages.StageInstall {
-			install = s.Signature
-		}
-	}
+	install := installSignature(t, config, p.base)
 
 	e := h.Engines[1]
 	r := p.runner(t, e, "STAGEHAND_SYNCHRONIZATION=kubernetes://stagehand-synchronization", "STAGEHAND_KUBECONFIG="+h.Kubeconfig)
@@ -69,18 +46,9 @@ shell:
 		t.Error("the script ran after a cancelled build")
 	}
 
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		left := strings.Fields(dockerCLI(t, e.Host, "ps", "-q"))
-		if len(left) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("containers still run on %s after the cancel: %v", e.Name, left)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+	waitNoContainers(t, e, 20*time.Second)
 
+	assertNoBrokenTag(t, p.project, "after the cancel")
 	var tags struct{ Tags []string }
 	registryGet(t, "/v2/"+p.project+"/stages/tags/list", &tags)
 	for _, tag := range tags.Tags {

@@ -73,8 +73,8 @@ func newKubeLocker(ns string, cfg Config) (*kubeLocker, error) {
 	if err := k.ensureConfigMap(); err != nil {
 		return nil, err
 	}
-	store := newKeyedStore(optimistic_locking_store.NewKubernetesResourceAnnotationsStore(client, configMaps, k.cm, ns))
-	k.backend = newWatchedBackend(distributed_locker.NewOptimisticLockingStorageBasedBackend(store), store, k.Describe())
+	records := optimistic_locking_store.NewKubernetesResourceAnnotationsStore(client, configMaps, k.cm, ns)
+	k.backend = newWatchedBackend(distributed_locker.NewOptimisticLockingStorageBasedBackend(newKeyedStore(records)), records, k.Describe())
 	k.locker = distributed_locker.NewDistributedLocker(k.backend)
 	return k, nil
 }
@@ -363,7 +363,8 @@ func (s *keyedStore) PutValue(key string, v *optimistic_locking_store.Value) err
 // fail, and to see when that goroutine stops.
 type watchedBackend struct {
 	inner distributed_locker.DistributedLockerBackend
-	// store is where inner keeps the records, read to skip renewals.
+	// store is where inner keeps the records, which renew reads and
+	// writes itself.
 	store optimistic_locking_store.OptimisticLockingStore
 	where string
 	mu    sync.Mutex
@@ -439,12 +440,15 @@ func (w *watchedBackend) Acquire(name string, opts distributed_locker.AcquireOpt
 // lease at most every 3 s after its last renewal ended, on a 3 s ticker,
 // so about every 6 s, of a lease that lives 10 s; with a busy API server a
 // renewal that takes more than 4 s lost the lease. Here the record is read
-// every second and renewed once less than renewBelow of it is left, which
-// gives a renewal 7 s; the holders of a shared lock, who share one record,
-// renew it once between them instead of each every few seconds.
+// every second, and once less than renewBelow of it is left it is renewed
+// for renewTTL (every holder, lockgate's included, reads the expiry from
+// the record), which gives a renewal 15 s; the holders of a shared lock,
+// who share one record, renew it once between them instead of each every
+// few seconds. The price: a host that died holds its locks up to 20 s.
 const (
 	renewCheck = time.Second
-	renewBelow = 7 * time.Second
+	renewTTL   = 20 * time.Second
+	renewBelow = 15 * time.Second
 )
 
 // renew keeps the lease of record h until it is released or lost.
@@ -492,9 +496,11 @@ func (w *watchedBackend) renew(h lockgate.LockHandle, st *leaseState) {
 }
 
 // renewRecord answers the expiry of h's record, writing it a new one (in
-// lockgate's format) when less than renewBelow is left. A conflict is looked at again at once rather than after
-// lockgate's second of sleep: when another holder of a shared lock
-// renewed the record meanwhile, that renewal is this one's too.
+// lockgate's format) when less than renewBelow is left. A refused update
+// is looked at again at once, with a new expiry, rather than after
+// lockgate's second of sleep, or written again with the expiry of its
+// first try: when another holder of a shared lock renewed the record
+// meanwhile, that renewal is this one's too.
 func (w *watchedBackend) renewRecord(h lockgate.LockHandle) (time.Time, error) {
 	key := leaseAnnotation + util.Sha3_224Hash(h.LockName)
 	for {
@@ -515,7 +521,7 @@ func (w *watchedBackend) renewRecord(h lockgate.LockHandle) (time.Time, error) {
 		if expiry := time.Unix(rec.ExpireAtTimestamp, 0); time.Until(expiry) >= renewBelow {
 			return expiry, nil
 		}
-		rec.ExpireAtTimestamp = time.Now().Unix() + distributed_locker.DistributedLockLeaseTTLSeconds
+		rec.ExpireAtTimestamp = time.Now().Add(renewTTL).Unix()
 		b, err := json.Marshal(rec)
 		if err != nil {
 			return time.Time{}, err

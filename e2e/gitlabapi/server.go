@@ -344,7 +344,7 @@ func (s *Server) putDummy(repo, tag string) (string, error) {
 	}
 	head.Body.Close()
 	if head.StatusCode != http.StatusOK {
-		if err := s.uploadBlob(repo, cfg, []byte(dummyConfig)); err != nil {
+		if _, err := PushBlob(s.registry, repo, []byte(dummyConfig)); err != nil {
 			return "", err
 		}
 	}
@@ -367,15 +367,19 @@ func (s *Server) putDummy(repo, tag string) (string, error) {
 	return "sha256:" + hex.EncodeToString(d[:]), nil
 }
 
-func (s *Server) uploadBlob(repo, digest string, data []byte) error {
-	resp, err := http.Post("http://"+s.registry+"/v2/"+repo+"/blobs/uploads/", "", nil)
+// PushBlob uploads a blob to repo of the registry at host:port in one
+// request and answers its digest.
+func PushBlob(registry, repo string, data []byte) (string, error) {
+	sum := sha256.Sum256(data)
+	digest := "sha256:" + hex.EncodeToString(sum[:])
+	resp, err := http.Post("http://"+registry+"/v2/"+repo+"/blobs/uploads/", "", nil)
 	if err != nil {
-		return err
+		return "", err
 	}
 	resp.Body.Close()
 	loc := resp.Header.Get("Location")
 	if !strings.HasPrefix(loc, "http") {
-		loc = "http://" + s.registry + loc
+		loc = "http://" + registry + loc
 	}
 	sep := "?"
 	if strings.Contains(loc, "?") {
@@ -385,13 +389,13 @@ func (s *Server) uploadBlob(repo, digest string, data []byte) error {
 	req.Header.Set("Content-Type", "application/octet-stream")
 	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
-		return err
+		return "", err
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusCreated {
-		return fmt.Errorf("registry blob upload to %s: %s", repo, resp.Status)
+		return "", fmt.Errorf("registry blob upload to %s: %s", repo, resp.Status)
 	}
-	return nil
+	return digest, nil
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
