@@ -77,15 +77,7 @@ func TestInventoryFromRecordsDecidesLikeAnnotations(t *testing.T) {
 		repo + ":" + "v1":          "keep git tag v1 exists",
 		repo + ":" + sig(2):        "keep within the signature policy",
 	}
-	for _, d := range plan.Tags {
-		verb := "keep"
-		if d.Delete {
-			verb = "delete"
-		}
-		if got := verb + " " + d.Reason; got != want[d.Tag.Reference()] {
-			t.Errorf("%s: %q, want %q", d.Tag.Reference(), got, want[d.Tag.Reference()])
-		}
-	}
+	wantPlan(t, plan, want)
 	for _, tg := range inv.Tags {
 		if tg.Kind == KindSignature && !tg.Time.Equal(time.UnixMilli(old)) {
 			t.Errorf("the signature image's age is %v, want its final stage's %v", tg.Time, time.UnixMilli(old))

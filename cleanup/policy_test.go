@@ -14,6 +14,17 @@ var now = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 
 func sig(n int) string { return fmt.Sprintf("%056x", n) }
 
+// wantPlan checks every decision of a plan against "keep|delete reason"
+// by reference.
+func wantPlan(t *testing.T, plan Plan, want map[string]string) {
+	t.Helper()
+	for _, d := range plan.Tags {
+		if got := action(d.Delete) + " " + d.Reason; got != want[d.Tag.Reference()] {
+			t.Errorf("%s: %q, want %q", d.Tag.Reference(), got, want[d.Tag.Reference()])
+		}
+	}
+}
+
 func TestDecideTable(t *testing.T) {
 	days := func(n int) time.Time { return now.Add(-time.Duration(n) * 24 * time.Hour) }
 	tags := []Tag{
@@ -49,15 +60,7 @@ func TestDecideTable(t *testing.T) {
 		"r:c9":          "delete commit gone is gone",
 		"r:latest":      "keep not published by stagehand",
 	}
-	for _, d := range plan.Tags {
-		verb := "keep"
-		if d.Delete {
-			verb = "delete"
-		}
-		if got := verb + " " + d.Reason; got != want[d.Tag.Reference()] {
-			t.Errorf("%s: %q, want %q", d.Tag.Reference(), got, want[d.Tag.Reference()])
-		}
-	}
+	wantPlan(t, plan, want)
 }
 
 func TestDecideStages(t *testing.T) {
