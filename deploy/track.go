@@ -112,6 +112,12 @@ func Track(ctx context.Context, client kubernetes.Interface, ns, manifest string
 		go keepWatching(ctx, w, notify)
 	}
 
+	// A line every trackHeartbeat while nothing changes: people see the
+	// job is alive, and gitlab-runner, which hears of a cancel when it
+	// sends the trace, hears of it within seconds.
+	heartbeat := time.NewTicker(trackHeartbeat)
+	defer heartbeat.Stop()
+	started := time.Now()
 	last := map[string]string{}
 	for {
 		states := map[Workload]state{}
@@ -149,6 +155,14 @@ func Track(ctx context.Context, client kubernetes.Interface, ns, manifest string
 		}
 		select {
 		case <-events:
+		case <-heartbeat.C:
+			var waiting []string
+			for _, w := range ws {
+				if s := states[w]; !s.ready && !w.Optional {
+					waiting = append(waiting, fmt.Sprintf("%s (%s)", w, s.status))
+				}
+			}
+			fmt.Fprintf(trace, "Still waiting (%s of %s): %s\n", time.Since(started).Round(time.Second), timeout, strings.Join(waiting, ", "))
 		case <-ctx.Done():
 			if ctx.Err() == context.DeadlineExceeded {
 				var why []string
@@ -167,6 +181,9 @@ func Track(ctx context.Context, client kubernetes.Interface, ns, manifest string
 		}
 	}
 }
+
+// trackHeartbeat is how often a wait without news says it still waits.
+const trackHeartbeat = 10 * time.Second
 
 // isFatal: a Job that failed will not recover; pods backing off may.
 func isFatal(reason string) bool { return strings.HasPrefix(reason, "job failed") }
