@@ -358,9 +358,9 @@ func (s *keyedStore) PutValue(key string, v *optimistic_locking_store.Value) err
 	return err
 }
 
-// watchedBackend wraps lockgate's backend to time the renewals of each
-// lease, which lockgate's renewal goroutine does not report while they
-// fail, and to see when that goroutine stops.
+// watchedBackend wraps lockgate's backend: it renews the leases itself
+// (see renew), knows each record's expiry, and makes lockgate's renewal
+// goroutine end when the record is not the lease's any more.
 type watchedBackend struct {
 	inner distributed_locker.DistributedLockerBackend
 	// store is where inner keeps the records, which renew reads and
@@ -387,8 +387,8 @@ type leaseState struct {
 	// failure.
 	failingSince time.Time
 	lastErr      error
-	// stopped: lockgate's renewal returned because the record is not
-	// ours any more.
+	// stopped: the record is not ours any more (renew found it so, and
+	// lockgate's renewal goroutine ends at its next call).
 	stopped bool
 	// releasing: the last lease is being released. Renewals then
 	// succeed without a call, so that lockgate's renewal goroutine gets
