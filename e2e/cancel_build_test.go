@@ -28,16 +28,7 @@ func TestCancelledBuildStopsAndStoresNothingHalf(t *testing.T) {
 	job.Script = []string{"echo the-script-ran"}
 	// The stage prints every second, which keeps the runner talking to
 	// the coordinator: it learns of the cancel within seconds.
-	var cancelled time.Time
-	run := runOn(t, r, job, func(id int64) {
-		waitForTrace(id, "slow-stage-started", 2*time.Minute)
-		cancelled = time.Now()
-		h.Coordinator.Cancel(id)
-	})
-	if run.Result.State != "canceled" && run.Result.State != "failed" {
-		t.Fatalf("state %q after cancel\n%s", run.Result.State, run.Result.Trace)
-	}
-	took := time.Since(cancelled)
+	run, took := runCancelled(t, r, job, "slow-stage-started", 2*time.Minute)
 	t.Logf("the job ended %s after the cancel (%s)", took.Round(time.Millisecond), run.Result.State)
 	if took > 20*time.Second {
 		t.Errorf("the cancelled build took %s to stop", took)

@@ -85,6 +85,31 @@ func runOn(t *testing.T, r *harness.Runner, job coordinator.Job, onStart func(id
 	return run
 }
 
+// runCancelled runs job and cancels it as soon as its trace shows marker
+// (within limit); it answers the run and how long after the cancel the
+// job ended. A job whose trace never showed marker fails the test.
+func runCancelled(t *testing.T, r *harness.Runner, job coordinator.Job, marker string, limit time.Duration) (*harness.JobRun, time.Duration) {
+	t.Helper()
+	cancelled := make(chan time.Time, 1)
+	run := runOn(t, r, job, func(id int64) {
+		waitForTrace(id, marker, limit)
+		if strings.Contains(h.Coordinator.Trace(id), marker) {
+			cancelled <- time.Now()
+			h.Coordinator.Cancel(id)
+		}
+	})
+	var at time.Time
+	select {
+	case at = <-cancelled:
+	default:
+		t.Fatalf("the job's trace never showed %q:\n%s", marker, run.Result.Trace)
+	}
+	if run.Result.State != "canceled" && run.Result.State != "failed" {
+		t.Fatalf("state %q after cancel\n%s", run.Result.State, run.Result.Trace)
+	}
+	return run, time.Since(at)
+}
+
 // checkJob checks what every job must satisfy: no secret in its trace,
 // the runner's log or a file left behind, and no stagehand state (the
 // job's DOCKER_CONFIG and kubeconfig) left after cleanup, even when it
