@@ -8,28 +8,14 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/containerd/errdefs"
-	"github.com/moby/moby/client"
-
-	"gitlab.com/stagehand/stagehand/stages"
-	"gitlab.com/stagehand/stagehand/worker/docker"
+	"gitlab.com/stagehand/stagehand/docker"
+	"gitlab.com/stagehand/stagehand/request"
+	"gitlab.com/stagehand/stagehand/stagesrepo"
 )
-
-// BuilderOptions is the builder cleanup of one runner host.
-type BuilderOptions struct {
-	DockerHost string
-	// ThresholdPercent: when the filesystem of the engine's data root is
-	// fuller than this, least recently stored stage images go until it is
-	// not (default 80). MaxBytes, when set, bounds the stage images'
-	// total size instead.
-	ThresholdPercent int
-	MaxBytes         int64
-}
 
 // BuilderReport is what the builder cleanup removed.
 type BuilderReport struct {
 	Removed       []string
-	Freed         int64
 	Before, After int64 // usage as measured: percent or bytes
 	Unit          string
 }
@@ -44,35 +30,26 @@ type localStage struct {
 // longer has (werf #3786 used such stale copies), then, above the
 // threshold, the least recently stored stage images until under it. An
 // image a running container uses is never removed.
-func CleanBuilder(ctx context.Context, o BuilderOptions, stagesRepo string, remaining map[string]bool, trace io.Writer) (BuilderReport, error) {
+func CleanBuilder(ctx context.Context, host string, limits request.BuilderLimits, stagesRepo string, remaining map[string]bool, trace io.Writer) (BuilderReport, error) {
 	rep := BuilderReport{}
-	d, err := docker.Connect(ctx, o.DockerHost, true)
+	e, err := docker.Connect(ctx, host)
 	if err != nil {
 		return rep, err
 	}
-	defer d.Close()
-	cli := d.Client()
-	running, err := cli.ContainerList(ctx, client.ContainerListOptions{})
+	defer e.Close()
+	inUse, err := e.ImagesInUse(ctx)
 	if err != nil {
-		return rep, fmt.Errorf("list running containers: %w", err)
+		return rep, err
 	}
-	inUse := map[string]bool{}
-	for _, c := range running.Items {
-		inUse[c.ImageID] = true
-	}
-	list, err := cli.ImageList(ctx, client.ImageListOptions{Filters: make(client.Filters).Add("reference", stagesRepo)})
+	images, err := e.Images(ctx, stagesRepo)
 	if err != nil {
-		return rep, fmt.Errorf("list local stages of %s: %w", stagesRepo, err)
+		return rep, err
 	}
 	var local []localStage
-	for _, img := range list.Items {
-		for _, ref := range img.RepoTags {
-			tag, ok := strings.CutPrefix(ref, stagesRepo+":")
-			if !ok {
-				continue
-			}
-			st, _ := stages.ParseStageTag(tag) // not a stage tag: oldest
-			local = append(local, localStage{ref: ref, id: img.ID, millis: st.Millis, size: img.Size})
+	for _, img := range images {
+		for _, tag := range img.TagsOf(stagesRepo) {
+			st, _ := stagesrepo.ParseStageTag(tag) // not a stage tag: oldest
+			local = append(local, localStage{ref: stagesRepo + ":" + tag, id: img.ID, millis: st.Millis, size: img.Size})
 		}
 	}
 	remove := func(s localStage, why string) {
@@ -80,12 +57,11 @@ func CleanBuilder(ctx context.Context, o BuilderOptions, stagesRepo string, rema
 			fmt.Fprintf(trace, "Kept local %s: a running container uses it\n", s.ref)
 			return
 		}
-		if _, err := cli.ImageRemove(ctx, s.ref, client.ImageRemoveOptions{PruneChildren: true}); err != nil && !errdefs.IsNotFound(err) {
+		if err := e.Remove(ctx, s.ref); err != nil && !docker.IsNotFound(err) {
 			fmt.Fprintf(trace, "Could not remove local %s: %v\n", s.ref, err)
 			return
 		}
 		rep.Removed = append(rep.Removed, s.ref)
-		rep.Freed += s.size
 		fmt.Fprintf(trace, "Removed local %s (%s)\n", s.ref, why)
 	}
 	var kept []localStage
@@ -99,37 +75,32 @@ func CleanBuilder(ctx context.Context, o BuilderOptions, stagesRepo string, rema
 	}
 
 	usage := func() (int64, error) {
-		if o.MaxBytes > 0 {
-			du, err := cli.DiskUsage(ctx, client.DiskUsageOptions{Images: true})
+		if limits.MaxBytes > 0 {
+			images, err := e.Images(ctx, stagesRepo)
 			if err != nil {
 				return 0, err
 			}
 			var total int64
-			for _, img := range du.Images.Items {
-				for _, t := range img.RepoTags {
-					if strings.HasPrefix(t, stagesRepo+":") {
-						total += img.Size
-						break
-					}
-				}
+			for _, img := range images {
+				total += img.Size
 			}
 			return total, nil
 		}
-		info, err := cli.Info(ctx, client.InfoOptions{})
+		root, err := e.DataRoot(ctx)
 		if err != nil {
 			return 0, err
 		}
 		var st syscall.Statfs_t
-		if err := syscall.Statfs(info.Info.DockerRootDir, &st); err != nil {
-			return 0, fmt.Errorf("statfs %s: %w", info.Info.DockerRootDir, err)
+		if err := syscall.Statfs(root, &st); err != nil {
+			return 0, fmt.Errorf("statfs %s: %w", root, err)
 		}
 		total, free := int64(st.Blocks)*st.Bsize, int64(st.Bavail)*st.Bsize
 		return (total - free) * 100 / total, nil
 	}
-	limit := int64(o.ThresholdPercent)
+	limit := int64(limits.ThresholdPercent)
 	rep.Unit = "%"
-	if o.MaxBytes > 0 {
-		limit, rep.Unit = o.MaxBytes, "bytes"
+	if limits.MaxBytes > 0 {
+		limit, rep.Unit = limits.MaxBytes, "bytes"
 	} else if limit <= 0 {
 		limit = 80
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"gitlab.com/stagehand/stagehand/e2e/harness"
+	"gitlab.com/stagehand/stagehand/request"
 )
 
 func dockerCmd(t *testing.T, host string, stdin string, args ...string) string {
@@ -55,7 +56,7 @@ func TestCleanBuilder(t *testing.T) {
 
 	// Budget: two stage images (each ~5 MB with its base) and a bit.
 	var trace bytes.Buffer
-	rep, err := CleanBuilder(context.Background(), BuilderOptions{DockerHost: host, MaxBytes: 11_000_000}, repo, remaining, &trace)
+	rep, err := CleanBuilder(context.Background(), host, request.BuilderLimits{MaxBytes: 11_000_000}, repo, remaining, &trace)
 	t.Log(trace.String())
 	if err != nil {
 		t.Fatal(err)

@@ -14,7 +14,7 @@ import (
 
 	"gitlab.com/stagehand/stagehand/gitlab"
 	"gitlab.com/stagehand/stagehand/gitlab/api"
-	"gitlab.com/stagehand/stagehand/stages"
+	"gitlab.com/stagehand/stagehand/stagesrepo"
 )
 
 // Inventory is what the registry holds for a project.
@@ -22,12 +22,15 @@ type Inventory struct {
 	Tags []Tag
 	// StageTags are the stage tags of the stages storage.
 	StageTags []string
-	// Records are the stages storage's records (stages/records.go).
-	Records stages.Records
+	// Records are the stages storage's records (see stagesrepo).
+	Records stagesrepo.Records
 	// ManifestReads counts the published tags whose manifest had to be
 	// read: those without exactly one publication record, or whose stages
 	// the edge records do not lead to.
 	ManifestReads int
+	// NameReads counts the manifests read to name gone refs (see
+	// NameGoneRefs).
+	NameReads int
 	// repoIDs maps a repository's location to its API id.
 	repoIDs map[string]int64
 	// sizes of manifests by reference (config and layers), for the report.
@@ -47,24 +50,24 @@ var (
 // classify reads what a published tag is from its manifest's annotations.
 func classify(repo, tag, digest string, ann map[string]string) Tag {
 	t := Tag{Repo: repo, Name: tag, Digest: digest, Kind: KindForeign}
-	if ann[stages.AnnotationCommit] == "" {
+	if ann[stagesrepo.AnnotationCommit] == "" {
 		return t
 	}
-	t.Commit, t.Ref = ann[stages.AnnotationCommit], ann[stages.AnnotationRef]
-	if ts, err := time.Parse(time.RFC3339, ann[stages.AnnotationCommitTime]); err == nil {
+	t.Commit, t.Ref = ann[stagesrepo.AnnotationCommit], ann[stagesrepo.AnnotationRef]
+	if ts, err := time.Parse(time.RFC3339, ann[stagesrepo.AnnotationCommitTime]); err == nil {
 		t.Time = ts
 	}
-	if s := ann[stages.AnnotationStages]; s != "" {
+	if s := ann[stagesrepo.AnnotationStages]; s != "" {
 		t.Stages = strings.Split(s, ",")
 	}
 	switch {
 	case tag == t.Commit && sha1Tag.MatchString(tag):
 		t.Kind = KindCommit
-	case sigTag.MatchString(tag) && strings.HasPrefix(ann[stages.AnnotationStage], tag):
+	case sigTag.MatchString(tag) && strings.HasPrefix(ann[stagesrepo.AnnotationStage], tag):
 		t.Kind = KindSignature
-	case ann[stages.AnnotationRefKind] == "tag":
+	case ann[stagesrepo.AnnotationRefKind] == "tag":
 		t.Kind = KindGitTag
-	case ann[stages.AnnotationRefKind] == "branch":
+	case ann[stagesrepo.AnnotationRefKind] == "branch":
 		t.Kind = KindBranch
 	default:
 		t.Kind = KindForeign
@@ -74,16 +77,16 @@ func classify(repo, tag, digest string, ann map[string]string) Tag {
 
 // fromRecord is a published tag as its one publication record tells it;
 // ok is false when the edge records do not lead to all its stages.
-func fromRecord(repo, tag string, p stages.Publication, recs stages.Records) (Tag, bool) {
+func fromRecord(repo, tag string, p stagesrepo.Publication, recs stagesrepo.Records) (Tag, bool) {
 	t := Tag{Repo: repo, Name: tag, Recorded: true}
 	switch p.Kind {
-	case stages.PublishedCommit:
+	case stagesrepo.PublishedCommit:
 		t.Kind, t.Commit = KindCommit, tag
-	case stages.PublishedSignature:
+	case stagesrepo.PublishedSignature:
 		t.Kind = KindSignature
-	case stages.PublishedBranch:
+	case stagesrepo.PublishedBranch:
 		t.Kind, t.Ref = KindBranch, tag
-	case stages.PublishedGitTag:
+	case stagesrepo.PublishedGitTag:
 		t.Kind, t.Ref = KindGitTag, tag
 	}
 	sigs, ok := recs.Closure(p.Final)
@@ -101,7 +104,6 @@ func ReadInventory(ctx context.Context, gl *api.Client, stagesRepo string, regOp
 		return nil, err
 	}
 	inv := &Inventory{repoIDs: map[string]int64{}, sizes: map[string]int64{}, current: map[string]string{}, listed: map[string]bool{}}
-	type published struct{ repo, tag string }
 	var tags []published
 	for _, r := range repos {
 		location := normalRepo(r.Location)
@@ -111,9 +113,9 @@ func ReadInventory(ctx context.Context, gl *api.Client, stagesRepo string, regOp
 			return nil, err
 		}
 		if location == normalRepo(stagesRepo) {
-			inv.Records = stages.ParseRecords(names)
+			inv.Records = stagesrepo.ParseRecords(names)
 			for _, n := range names {
-				if _, ok := stages.ParseStageTag(n); ok {
+				if _, ok := stagesrepo.ParseStageTag(n); ok {
 					inv.StageTags = append(inv.StageTags, n)
 				}
 			}
@@ -124,11 +126,11 @@ func ReadInventory(ctx context.Context, gl *api.Client, stagesRepo string, regOp
 		}
 	}
 	if inv.Records.Publications == nil {
-		inv.Records = stages.ParseRecords(nil)
+		inv.Records = stagesrepo.ParseRecords(nil)
 	}
 	var unknown []published
 	for _, p := range tags {
-		key := stages.PublicationKey(p.repo, p.tag)
+		key := stagesrepo.PublicationKey(p.repo, p.tag)
 		inv.listed[key] = true
 		if recs := inv.Records.Publications[key]; len(recs) == 1 {
 			if t, ok := fromRecord(p.repo, p.tag, recs[0], inv.Records); ok {
@@ -139,20 +141,53 @@ func ReadInventory(ctx context.Context, gl *api.Client, stagesRepo string, regOp
 		unknown = append(unknown, p)
 	}
 	inv.ManifestReads = len(unknown)
-	if len(unknown) == 0 {
-		return inv, nil
+	err = readManifests(ctx, unknown, regOpts, func(j published, digest string, m manifest) {
+		t := classify(j.repo, j.tag, digest, m.Annotations)
+		inv.sizes[t.Reference()] = m.size()
+		// What it is now decides which of its records stay (none when
+		// it is not stagehand's any more).
+		st, _ := stagesrepo.ParseStageTag(m.Annotations[stagesrepo.AnnotationStage])
+		inv.current[stagesrepo.PublicationKey(j.repo, j.tag)] = st.Signature
+		inv.Tags = append(inv.Tags, t)
+	})
+	return inv, err
+}
+
+// published is a published tag of a repository.
+type published struct{ repo, tag string }
+
+// manifest is what cleanup reads of a published tag's manifest.
+type manifest struct {
+	Annotations map[string]string
+	Config      struct{ Size int64 }
+	Layers      []struct{ Size int64 }
+}
+
+func (m manifest) size() int64 {
+	size := m.Config.Size
+	for _, l := range m.Layers {
+		size += l.Size
+	}
+	return size
+}
+
+// readManifests reads the manifests of tags (16 at a time; manifests only,
+// never a layer) and gives each to found, one at a time.
+func readManifests(ctx context.Context, tags []published, regOpts []remote.Option, found func(j published, digest string, m manifest)) error {
+	if len(tags) == 0 {
+		return nil
 	}
 	// One puller for every read: one registry handshake, kept connections.
 	puller, err := remote.NewPuller(append(regOpts, remote.WithContext(ctx))...)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	regOpts = append(regOpts, remote.Reuse(puller))
 	var mu sync.Mutex
 	var firstErr error
 	sem := make(chan struct{}, 16)
 	var wg sync.WaitGroup
-	for _, j := range unknown {
+	for _, j := range tags {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
@@ -170,27 +205,52 @@ func ReadInventory(ctx context.Context, gl *api.Client, stagesRepo string, regOp
 				}
 				return
 			}
-			var m struct {
-				Annotations map[string]string
-				Config      struct{ Size int64 }
-				Layers      []struct{ Size int64 }
-			}
+			var m manifest
 			_ = json.Unmarshal(desc.Manifest, &m)
-			size := m.Config.Size
-			for _, l := range m.Layers {
-				size += l.Size
-			}
-			t := classify(j.repo, j.tag, desc.Digest.String(), m.Annotations)
-			inv.sizes[t.Reference()] = size
-			// What it is now decides which of its records stay (none when
-			// it is not stagehand's any more).
-			st, _ := stages.ParseStageTag(m.Annotations[stages.AnnotationStage])
-			inv.current[stages.PublicationKey(j.repo, j.tag)] = st.Signature
-			inv.Tags = append(inv.Tags, t)
+			found(j, desc.Digest.String(), m)
 		}()
 	}
 	wg.Wait()
-	return inv, firstErr
+	return firstErr
+}
+
+// maybeHashed tells the tag names that may be a slug with a hash (lower
+// case letters, digits and '-', ending in '-' and 5 to 8 hex digits)
+// rather than the branch or git tag's own name: stagehand publishes a ref
+// whose name is not a valid image tag under such a slug. (A murmur3 hash
+// has fewer than 5 hex digits once in 65,536: such a gone ref is named by
+// its slug.)
+var maybeHashed = regexp.MustCompile(`^[a-z0-9-]*-[0-9a-f]{5,8}$`)
+
+// NameGoneRefs finds what the user called the gone branches and git tags
+// of tags known from records (whose names may be slugs): the ref
+// annotation of their manifests, read for those whose name may be a
+// hashed slug. The plan's reasons then name them as the user wrote them.
+func (inv *Inventory) NameGoneRefs(ctx context.Context, git Git, regOpts []remote.Option) error {
+	byTag := map[published]*Tag{}
+	var read []published
+	for i := range inv.Tags {
+		t := &inv.Tags[i]
+		if !t.Recorded || (t.Kind != KindBranch && t.Kind != KindGitTag) {
+			continue
+		}
+		live := git.Branches
+		if t.Kind == KindGitTag {
+			live = git.Tags
+		}
+		if live[t.Ref] || !maybeHashed.MatchString(t.Name) {
+			continue
+		}
+		p := published{t.Repo, t.Name}
+		byTag[p] = t
+		read = append(read, p)
+	}
+	inv.NameReads = len(read)
+	return readManifests(ctx, read, regOpts, func(j published, _ string, m manifest) {
+		if ref := m.Annotations[stagesrepo.AnnotationRef]; ref != "" {
+			byTag[j].Ref = ref
+		}
+	})
 }
 
 // normalRepo is a repository location as go-containerregistry names it,
@@ -217,7 +277,7 @@ func (inv *Inventory) Resolve(git Git, commitTimes map[string]time.Time) {
 	branches, gitTags := bySlug(git.Branches), bySlug(git.Tags)
 	stored := map[string]time.Time{}
 	for _, tag := range inv.StageTags {
-		st, _ := stages.ParseStageTag(tag)
+		st, _ := stagesrepo.ParseStageTag(tag)
 		if t := time.UnixMilli(st.Millis); stored[st.Signature].IsZero() || t.Before(stored[st.Signature]) {
 			stored[st.Signature] = t
 		}
@@ -290,7 +350,7 @@ func (inv *Inventory) RecordsToDelete(p Plan, st []StageDecision) []string {
 	deleted := map[string]bool{}
 	for _, d := range p.Tags {
 		if d.Delete {
-			deleted[stages.PublicationKey(d.Tag.Repo, d.Tag.Name)] = true
+			deleted[stagesrepo.PublicationKey(d.Tag.Repo, d.Tag.Name)] = true
 		}
 	}
 	for key, recs := range inv.Records.Publications {
@@ -304,7 +364,7 @@ func (inv *Inventory) RecordsToDelete(p Plan, st []StageDecision) []string {
 	remaining := map[string]bool{}
 	for _, s := range st {
 		if !s.Delete {
-			sig, _ := stages.ParseStageTag(s.Tag)
+			sig, _ := stagesrepo.ParseStageTag(s.Tag)
 			remaining[sig.Signature] = true
 		}
 	}

@@ -7,27 +7,27 @@ import (
 	"time"
 
 	"gitlab.com/stagehand/stagehand/gitlab"
-	"gitlab.com/stagehand/stagehand/stages"
+	"gitlab.com/stagehand/stagehand/stagesrepo"
 )
 
 // recordedInventory is an inventory as ReadInventory makes it from the
 // names of tags alone.
-func recordedInventory(t *testing.T, repo string, published map[string]stages.PublicationKind, finals map[string]string, stageTags []string, extra ...string) *Inventory {
+func recordedInventory(t *testing.T, repo string, published map[string]stagesrepo.PublicationKind, finals map[string]string, stageTags []string, extra ...string) *Inventory {
 	t.Helper()
 	var names []string
 	names = append(names, stageTags...)
 	names = append(names, extra...)
 	for tag, kind := range published {
-		names = append(names, stages.PublicationRecord(kind, repo, tag, finals[tag]))
+		names = append(names, stagesrepo.PublicationRecord(kind, repo, tag, finals[tag]))
 	}
-	inv := &Inventory{Records: stages.ParseRecords(names), listed: map[string]bool{}, current: map[string]string{}}
+	inv := &Inventory{Records: stagesrepo.ParseRecords(names), listed: map[string]bool{}, current: map[string]string{}}
 	for _, n := range names {
-		if _, ok := stages.ParseStageTag(n); ok {
+		if _, ok := stagesrepo.ParseStageTag(n); ok {
 			inv.StageTags = append(inv.StageTags, n)
 		}
 	}
 	for tag := range published {
-		key := stages.PublicationKey(repo, tag)
+		key := stagesrepo.PublicationKey(repo, tag)
 		inv.listed[key] = true
 		tg, ok := fromRecord(repo, tag, inv.Records.Publications[key][0], inv.Records)
 		if !ok {
@@ -50,13 +50,13 @@ func TestInventoryFromRecordsDecidesLikeAnnotations(t *testing.T) {
 		fmt.Sprintf("%s-%d", sig(9), old),
 	}
 	edges := []string{
-		stages.EdgeRecord(sig(1), ""), stages.EdgeRecord(sig(2), sig(1)), stages.EdgeRecord(sig(3), sig(1)),
-		stages.EdgeRecord(sig(9), ""),
+		stagesrepo.EdgeRecord(sig(1), ""), stagesrepo.EdgeRecord(sig(2), sig(1)), stagesrepo.EdgeRecord(sig(3), sig(1)),
+		stagesrepo.EdgeRecord(sig(9), ""),
 	}
-	published := map[string]stages.PublicationKind{
-		commit(1): stages.PublishedCommit, commit(2): stages.PublishedCommit, commit(3): stages.PublishedCommit,
-		slug: stages.PublishedBranch, "gone-branch": stages.PublishedBranch, "v1": stages.PublishedGitTag,
-		sig(2): stages.PublishedSignature,
+	published := map[string]stagesrepo.PublicationKind{
+		commit(1): stagesrepo.PublishedCommit, commit(2): stagesrepo.PublishedCommit, commit(3): stagesrepo.PublishedCommit,
+		slug: stagesrepo.PublishedBranch, "gone-branch": stagesrepo.PublishedBranch, "v1": stagesrepo.PublishedGitTag,
+		sig(2): stagesrepo.PublishedSignature,
 	}
 	finals := map[string]string{commit(1): sig(2), commit(2): sig(2), commit(3): sig(3), slug: sig(2), "gone-branch": sig(3), "v1": sig(2), sig(2): sig(2)}
 	inv := recordedInventory(t, repo, published, finals, stageTags, edges...)
@@ -67,7 +67,7 @@ func TestInventoryFromRecordsDecidesLikeAnnotations(t *testing.T) {
 	}
 	times := map[string]time.Time{commit(1): now.Add(-time.Hour), commit(2): now.Add(-2 * time.Hour)}
 	inv.Resolve(git, times)
-	plan := Decide(inv.Tags, git, InUse{}, Policies{GitCommit: Policy{Limit: 1, ExpiryDays: 30}, StagesSignature: Policy{-1, -1}}, now)
+	plan := Decide(inv.Tags, git, InUse{}, gitlab.Policies{GitCommit: gitlab.Policy{Limit: 1, ExpiryDays: 30}, StagesSignature: gitlab.Policy{Limit: -1, ExpiryDays: -1}}, now)
 	want := map[string]string{
 		repo + ":" + commit(1):     "keep within the commit policy",
 		repo + ":" + commit(2):     "delete beyond the commit policy's limit of 1",
@@ -99,16 +99,16 @@ func TestInventoryFromRecordsDecidesLikeAnnotations(t *testing.T) {
 		gone[r] = true
 	}
 	for _, tag := range []string{commit(2), commit(3), "gone-branch"} {
-		if !gone[stages.PublicationRecord(published[tag], repo, tag, finals[tag])] {
+		if !gone[stagesrepo.PublicationRecord(published[tag], repo, tag, finals[tag])] {
 			t.Errorf("the record of deleted %s stays", tag)
 		}
 	}
 	for _, tag := range []string{commit(1), slug, "v1", sig(2)} {
-		if gone[stages.PublicationRecord(published[tag], repo, tag, finals[tag])] {
+		if gone[stagesrepo.PublicationRecord(published[tag], repo, tag, finals[tag])] {
 			t.Errorf("the record of kept %s goes", tag)
 		}
 	}
-	if !gone[stages.EdgeRecord(sig(3), sig(1))] || !gone[stages.EdgeRecord(sig(9), "")] || gone[stages.EdgeRecord(sig(2), sig(1))] || gone[stages.EdgeRecord(sig(1), "")] {
+	if !gone[stagesrepo.EdgeRecord(sig(3), sig(1))] || !gone[stagesrepo.EdgeRecord(sig(9), "")] || gone[stagesrepo.EdgeRecord(sig(2), sig(1))] || gone[stagesrepo.EdgeRecord(sig(1), "")] {
 		t.Errorf("edge records deleted: %v", gone)
 	}
 	if len(gone) != 5 {
@@ -118,12 +118,12 @@ func TestInventoryFromRecordsDecidesLikeAnnotations(t *testing.T) {
 
 func TestRecordsOfRepublishedAndVanishedTags(t *testing.T) {
 	repo := "registry.example.com/shop"
-	main := stages.PublicationKey(repo, "main")
+	main := stagesrepo.PublicationKey(repo, "main")
 	inv := &Inventory{
-		Records: stages.ParseRecords([]string{
-			stages.PublicationRecord(stages.PublishedBranch, repo, "main", sig(1)),
-			stages.PublicationRecord(stages.PublishedBranch, repo, "main", sig(2)),
-			stages.PublicationRecord(stages.PublishedBranch, repo, "vanished", sig(2)),
+		Records: stagesrepo.ParseRecords([]string{
+			stagesrepo.PublicationRecord(stagesrepo.PublishedBranch, repo, "main", sig(1)),
+			stagesrepo.PublicationRecord(stagesrepo.PublishedBranch, repo, "main", sig(2)),
+			stagesrepo.PublicationRecord(stagesrepo.PublishedBranch, repo, "vanished", sig(2)),
 		}),
 		// main has two records: its manifest was read, it is sig 2 now.
 		listed:  map[string]bool{main: true},
@@ -131,7 +131,7 @@ func TestRecordsOfRepublishedAndVanishedTags(t *testing.T) {
 	}
 	got := inv.RecordsToDelete(Plan{Tags: []Decision{{Tag: Tag{Repo: repo, Name: "main", Kind: KindBranch, Ref: "main"}, Reason: "branch main exists"}}}, nil)
 	sort.Strings(got)
-	want := []string{stages.PublicationRecord(stages.PublishedBranch, repo, "main", sig(1)), stages.PublicationRecord(stages.PublishedBranch, repo, "vanished", sig(2))}
+	want := []string{stagesrepo.PublicationRecord(stagesrepo.PublishedBranch, repo, "main", sig(1)), stagesrepo.PublicationRecord(stagesrepo.PublishedBranch, repo, "vanished", sig(2))}
 	sort.Strings(want)
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("records deleted %v, want %v", got, want)

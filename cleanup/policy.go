@@ -9,7 +9,8 @@ import (
 	"sort"
 	"time"
 
-	"gitlab.com/stagehand/stagehand/stages"
+	"gitlab.com/stagehand/stagehand/gitlab"
+	"gitlab.com/stagehand/stagehand/stagesrepo"
 )
 
 // Kind is what a published tag stands for.
@@ -60,15 +61,6 @@ type InUse struct {
 	Pinned map[string]bool
 }
 
-// Policy bounds a kind of images: at most Limit (newest first), none older
-// than ExpiryDays; -1 is no bound.
-type Policy struct{ Limit, ExpiryDays int }
-
-// Policies are the project's cleanup policies.
-type Policies struct {
-	GitTag, GitCommit, StagesSignature Policy
-}
-
 // Decision is one item of a plan.
 type Decision struct {
 	Tag    Tag
@@ -108,7 +100,7 @@ func (p Plan) filter(del bool) []Decision {
 //   - finally a tag to delete is kept when a kept tag has the same manifest
 //     (deleting one would delete the other where tags are deleted by
 //     manifest: another branch's image is never touched, werf #1643).
-func Decide(tags []Tag, git Git, inUse InUse, pol Policies, now time.Time) Plan {
+func Decide(tags []Tag, git Git, inUse InUse, pol gitlab.Policies, now time.Time) Plan {
 	ds := make([]Decision, len(tags))
 	for i, t := range tags {
 		ds[i] = Decision{Tag: t}
@@ -174,7 +166,7 @@ func Decide(tags []Tag, git Git, inUse InUse, pol Policies, now time.Time) Plan 
 
 // bound applies a policy's expiry and limit to the undecided tags of a
 // kind, per repository, newest first.
-func bound(ds []Decision, kind Kind, p Policy, name string, now time.Time) {
+func bound(ds []Decision, kind Kind, p gitlab.Policy, name string, now time.Time) {
 	byRepo := map[string][]*Decision{}
 	for i := range ds {
 		d := &ds[i]
@@ -230,7 +222,7 @@ func DecideStages(stageTags []string, plan Plan, now time.Time) []StageDecision 
 	}
 	var out []StageDecision
 	for _, tag := range stageTags {
-		st, ok := stages.ParseStageTag(tag)
+		st, ok := stagesrepo.ParseStageTag(tag)
 		if !ok {
 			continue
 		}

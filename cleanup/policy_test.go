@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"gitlab.com/stagehand/stagehand/stages"
+	"gitlab.com/stagehand/stagehand/gitlab"
 )
 
 var now = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
@@ -46,7 +46,7 @@ func TestDecideTable(t *testing.T) {
 		Commits:  map[string]bool{"c1": true, "c6": true, "c7": true, "c8": true},
 	}
 	inUse := InUse{ByRef: map[string]string{}, ByDigest: map[string]string{"d3": "cronjob ns/backup (initContainer restore)"}}
-	plan := Decide(tags, git, inUse, Policies{GitCommit: Policy{Limit: 1, ExpiryDays: 30}, StagesSignature: Policy{-1, -1}}, now)
+	plan := Decide(tags, git, inUse, gitlab.Policies{GitCommit: gitlab.Policy{Limit: 1, ExpiryDays: 30}, StagesSignature: gitlab.Policy{Limit: -1, ExpiryDays: -1}}, now)
 	want := map[string]string{
 		"r:main":        "keep branch main exists",
 		"r:gone-branch": "delete branch gone-branch is gone",
@@ -156,7 +156,7 @@ type history struct {
 	tags      []Tag
 	git       Git
 	inUse     InUse
-	pol       Policies
+	pol       gitlab.Policies
 	stageTags []string
 }
 
@@ -167,9 +167,9 @@ func randomHistory(rng *rand.Rand) history {
 	h := history{
 		git:   Git{Branches: map[string]bool{}, Tags: map[string]bool{}, Commits: map[string]bool{}},
 		inUse: InUse{ByRef: map[string]string{}, ByDigest: map[string]string{}},
-		pol: Policies{
-			GitCommit:       Policy{Limit: rng.Intn(6) - 1, ExpiryDays: rng.Intn(40) - 1},
-			StagesSignature: Policy{Limit: rng.Intn(4) - 1, ExpiryDays: rng.Intn(10) - 1},
+		pol: gitlab.Policies{
+			GitCommit:       gitlab.Policy{Limit: rng.Intn(6) - 1, ExpiryDays: rng.Intn(40) - 1},
+			StagesSignature: gitlab.Policy{Limit: rng.Intn(4) - 1, ExpiryDays: rng.Intn(10) - 1},
 		},
 	}
 	repos := []string{"reg/p", "reg/p/backend"}
@@ -222,14 +222,4 @@ func randomHistory(rng *rand.Rand) history {
 		h.stageTags = append(h.stageTags, fmt.Sprintf("%s-%d", sig(s), now.Add(-age).UnixMilli()))
 	}
 	return h
-}
-
-func TestOverride(t *testing.T) {
-	twenty, none := 20, -1
-	got := Override(Policies{GitTag: Policy{10, 30}, GitCommit: Policy{50, 30}, StagesSignature: Policy{-1, -1}},
-		&stages.CleanupPolicies{GitCommit: stages.CleanupPolicy{Limit: &twenty}, StagesSignature: stages.CleanupPolicy{ExpiryDays: &none}})
-	want := Policies{GitTag: Policy{10, 30}, GitCommit: Policy{20, 30}, StagesSignature: Policy{-1, -1}}
-	if got != want {
-		t.Errorf("Override = %+v, want %+v", got, want)
-	}
 }

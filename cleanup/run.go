@@ -3,6 +3,7 @@ package cleanup
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -19,38 +20,30 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"gitlab.com/stagehand/stagehand/fault"
+	"gitlab.com/stagehand/stagehand/gitlab"
 	"gitlab.com/stagehand/stagehand/gitlab/api"
 	"gitlab.com/stagehand/stagehand/internal/kubeconfig"
+	"gitlab.com/stagehand/stagehand/lock"
+	"gitlab.com/stagehand/stagehand/registry"
+	"gitlab.com/stagehand/stagehand/request"
 	"gitlab.com/stagehand/stagehand/stages"
 
 	"k8s.io/client-go/kubernetes"
 )
 
-// Locker takes the project lock exclusive for the whole cleanup, so that
-// no build stores or publishes meanwhile.
-type Locker = stages.Locker
+// Option changes how Run reaches the outside world.
+type Option func(*options)
 
-// Options is one cleanup of a project.
-type Options struct {
-	APIURL, Token, Project string
-	StagesRepo             string
-	// Kubeconfig finds the cluster whose workloads' images stay ("" =
-	// $KUBECONFIG, else in-cluster); Namespaces are where to look when
-	// cluster-wide listing is forbidden.
-	Kubeconfig string
-	Namespaces []string
-	Policies   Policies
-	DryRun     bool
-	// Registry access (the job's DOCKER_CONFIG).
-	DockerConfig string
-	Transport    http.RoundTripper
-	Locker       Locker
-	LockProject  string
-	// Builder, when set, cleans the host's engine afterwards.
-	Builder *BuilderOptions
-	Trace   io.Writer
-	Now     time.Time
+type options struct {
+	transport http.RoundTripper
+	now       time.Time
 }
+
+// WithTransport carries every registry call through rt (tests count them).
+func WithTransport(rt http.RoundTripper) Option { return func(o *options) { o.transport = rt } }
+
+// WithNow plans as of now instead of the clock's time.
+func WithNow(now time.Time) Option { return func(o *options) { o.now = now } }
 
 // Report is what a cleanup did (or would do).
 type Report struct {
@@ -62,35 +55,71 @@ type Report struct {
 	FreedBytes  int64
 	APIRequests int64
 	Builder     BuilderReport
+	// InUseUnknown: a dry run could not read what the cluster runs.
+	InUseUnknown bool
+}
+
+// policies are the request's, overridden by the project's config
+// (cleanup: in stagehand.yaml or werf.yaml) when it has one.
+func policies(req request.Cleanup, trace io.Writer) (gitlab.Policies, error) {
+	p := req.Policies
+	if req.Dir == "" {
+		return p, nil
+	}
+	cfg, err := stages.LoadConfig(req.Dir, req.Vars)
+	switch {
+	case errors.Is(err, stages.ErrNoConfig):
+		return p, nil
+	case err != nil:
+		return p, fault.Job(err)
+	}
+	if o := cfg.CleanupPolicies(p); o != p {
+		fmt.Fprintf(trace, "Cleanup policies from %s: commits %+v, stages-signature %+v\n", cfg.File, o.GitCommit, o.StagesSignature)
+		p = o
+	}
+	return p, nil
 }
 
 // Run plans the cleanup and, unless DryRun, applies it: registry tags,
 // then stages, then the builder's local cache.
-func Run(ctx context.Context, o Options) (*Report, error) {
-	if o.Now.IsZero() {
-		o.Now = time.Now()
+func Run(ctx context.Context, req request.Cleanup, trace io.Writer, opts ...Option) (*Report, error) {
+	var o options
+	for _, f := range opts {
+		f(&o)
 	}
-	gl, err := api.New(o.APIURL, o.Token, o.Project, nil)
+	if o.now.IsZero() {
+		o.now = time.Now()
+	}
+	pols, err := policies(req, trace)
+	if err != nil {
+		return nil, err
+	}
+	gl, err := api.New(req.APIURL, req.Token, req.Project, api.WithTrace(trace))
 	if err != nil {
 		return nil, fault.Job(err)
 	}
-	if o.Locker != nil {
-		lease, err := o.Locker.Acquire(ctx, stages.ProjectLockName(o.LockProject), false, func(holder string) {
-			fmt.Fprintf(o.Trace, "Waiting for the project lock of %s (builds hold it; last taken by %s)\n", o.LockProject, holder)
+	locker, err := lock.For(req.Locks)
+	if err != nil {
+		return nil, fault.System(err)
+	}
+	if locker != nil {
+		defer locker.Close()
+		lease, err := locker.Take(ctx, lock.ProjectLock(req.Locks.Project), false, func(holder string) {
+			fmt.Fprintf(trace, "Waiting for the project lock of %s (builds hold it; last taken by %s)\n", req.Locks.Project, holder)
 		})
 		if err != nil {
 			return nil, fmt.Errorf("take the project lock exclusively: %w", err)
 		}
 		defer lease.Release()
 		var cancel context.CancelCauseFunc
-		ctx, cancel = stages.WhileHeld(ctx, lease)
+		ctx, cancel = lock.WhileHeld(ctx, lease)
 		defer cancel(nil)
 	}
-	regOpts := stages.RegistryOptions(ctx, stages.Keychain{Dir: o.DockerConfig}, o.Transport)
+	regOpts := registry.Options(ctx, req.Engine.DockerConfig, o.transport)
 
 	rep := &Report{}
 	t0 := time.Now()
-	inv, err := ReadInventory(ctx, gl, o.StagesRepo, regOpts)
+	inv, err := ReadInventory(ctx, gl, req.StagesStorage, regOpts)
 	if err != nil {
 		return nil, apiFault(err)
 	}
@@ -113,34 +142,50 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		git.Commits[sha] = true
 	}
 	inv.Resolve(git, commitTimes)
-	tGit := time.Since(t0)
-	t0 = time.Now()
-	rc, err := kubeconfig.RESTConfig(o.Kubeconfig)
-	if err != nil {
-		return nil, fault.Job(fmt.Errorf("images in use: %w", err))
-	}
-	kc, err := kubernetes.NewForConfig(rc)
-	if err != nil {
+	if err := inv.NameGoneRefs(ctx, git, regOpts); err != nil {
 		return nil, fault.System(err)
 	}
-	inUse, err := ImagesInUse(ctx, kc, o.Namespaces, o.Trace)
+	if inv.NameReads > 0 {
+		fmt.Fprintf(trace, "Read %d manifests to name gone branches and git tags as they were written\n", inv.NameReads)
+	}
+	tGit := time.Since(t0)
+	t0 = time.Now()
+	inUse, err := readInUse(ctx, req, trace)
 	if err != nil {
-		return nil, fault.Job(err)
+		if !req.DryRun {
+			return nil, err
+		}
+		// Refusing to delete without knowing what runs is right;
+		// refusing to show the plan is not.
+		rep.InUseUnknown = true
+		inUse = InUse{ByRef: map[string]string{}, ByDigest: map[string]string{}, Pinned: map[string]bool{}}
+		fmt.Fprintf(trace, "Images in use: unknown (%v). The plan below assumes no workload uses any image: each of its deletions waits on knowing what is in use, and a real run deletes nothing until it can read the cluster\n", err)
 	}
 	if err := inv.FillDigests(ctx, inUse.Pinned, regOpts); err != nil {
 		return nil, fault.System(err)
 	}
-	fmt.Fprintf(o.Trace, "Found %d published tags (%d manifests read) and %d stage tags (%s), %d branches, %d git tags and %d of %d commits (%s), %d images in use (%s)\n",
+	fmt.Fprintf(trace, "Found %d published tags (%d manifests read) and %d stage tags (%s), %d branches, %d git tags and %d of %d commits (%s), %d images in use (%s)\n",
 		len(inv.Tags), inv.ManifestReads, len(inv.StageTags), tInventory.Round(time.Millisecond), len(git.Branches), len(git.Tags), len(git.Commits), len(shas),
 		tGit.Round(time.Millisecond), len(inUse.ByRef)+len(inUse.ByDigest), time.Since(t0).Round(time.Millisecond))
 
-	rep.Plan = Decide(inv.Tags, git, inUse, o.Policies, o.Now)
-	rep.Stages = DecideStages(inv.StageTags, rep.Plan, o.Now)
+	rep.Plan = Decide(inv.Tags, git, inUse, pols, o.now)
+	if rep.InUseUnknown {
+		for i := range rep.Plan.Tags {
+			if rep.Plan.Tags[i].Delete {
+				rep.Plan.Tags[i].Reason += "; if no workload uses it (in use: unknown)"
+			}
+		}
+	}
+	rep.Stages = DecideStages(inv.StageTags, rep.Plan, o.now)
 	rep.Records = inv.RecordsToDelete(rep.Plan, rep.Stages)
-	WritePlan(o.Trace, rep.Plan, rep.Stages)
-	fmt.Fprintf(o.Trace, "Records (names cleanup reads instead of manifests): delete %d\n", len(rep.Records))
-	if o.DryRun {
-		fmt.Fprintln(o.Trace, "Dry run: nothing deleted")
+	WritePlan(trace, rep.Plan, rep.Stages)
+	fmt.Fprintf(trace, "Records (names cleanup reads instead of manifests): delete %d\n", len(rep.Records))
+	if req.DryRun {
+		if rep.InUseUnknown {
+			fmt.Fprintf(trace, "Dry run: nothing deleted; %d image tag deletions wait on knowing what is in use\n", len(rep.Plan.Deleted()))
+		} else {
+			fmt.Fprintln(trace, "Dry run: nothing deleted")
+		}
 		rep.APIRequests = gl.Requests()
 		return rep, nil
 	}
@@ -188,7 +233,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		defer mu.Unlock()
 		rep.Deleted = append(rep.Deleted, d.Tag.Reference())
 		rep.FreedBytes += size
-		fmt.Fprintf(o.Trace, "Deleted %s (%s)\n", d.Tag.Reference(), d.Reason)
+		fmt.Fprintf(trace, "Deleted %s (%s)\n", d.Tag.Reference(), d.Reason)
 		return nil
 	})
 	if err != nil {
@@ -204,27 +249,27 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	// Stages, then the records that named them and the deleted tags.
 	doomed = append(doomed, rep.Records...)
 	err = forEach(ctx, len(doomed), func(i int) error {
-		if err := del(o.StagesRepo, doomed[i]); err != nil {
-			return fault.System(fmt.Errorf("delete %s:%s: %w", o.StagesRepo, doomed[i], err))
+		if err := del(req.StagesStorage, doomed[i]); err != nil {
+			return fault.System(fmt.Errorf("delete %s:%s: %w", req.StagesStorage, doomed[i], err))
 		}
 		mu.Lock()
-		rep.Deleted = append(rep.Deleted, o.StagesRepo+":"+doomed[i])
+		rep.Deleted = append(rep.Deleted, req.StagesStorage+":"+doomed[i])
 		mu.Unlock()
 		return nil
 	})
 	if err != nil {
 		return rep, err
 	}
-	fmt.Fprintf(o.Trace, "Registry: deleted %d image tags (%s of manifests' blobs no longer referenced by them), %d stages and %d records\n",
+	fmt.Fprintf(trace, "Registry: deleted %d image tags (%s of manifests' blobs no longer referenced by them), %d stages and %d records\n",
 		len(deleted), humanBytes(rep.FreedBytes), n, len(rep.Records))
-	if o.Builder != nil {
+	if req.Builder != nil {
 		remaining := map[string]bool{}
 		for _, s := range rep.Stages {
 			if !s.Delete {
 				remaining[s.Tag] = true
 			}
 		}
-		br, err := CleanBuilder(ctx, *o.Builder, o.StagesRepo, remaining, o.Trace)
+		br, err := CleanBuilder(ctx, req.Engine.Host, *req.Builder, req.StagesStorage, remaining, trace)
 		rep.Builder = br
 		if err != nil {
 			return rep, fault.System(err)
@@ -232,6 +277,24 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	rep.APIRequests = gl.Requests()
 	return rep, nil
+}
+
+// readInUse reads the images every workload of the cluster uses. No
+// cluster, or credentials that may not list, are the job's to fix.
+func readInUse(ctx context.Context, req request.Cleanup, trace io.Writer) (InUse, error) {
+	rc, err := kubeconfig.RESTConfig(req.Cluster.Kubeconfig)
+	if err != nil {
+		return InUse{}, fault.Job(fmt.Errorf("images in use: %w", err))
+	}
+	kc, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return InUse{}, fault.System(err)
+	}
+	inUse, err := ImagesInUse(ctx, kc, req.Namespaces, trace)
+	if err != nil {
+		return InUse{}, fault.Job(err)
+	}
+	return inUse, nil
 }
 
 func apiFault(err error) error {

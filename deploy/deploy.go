@@ -29,6 +29,7 @@ import (
 
 	"gitlab.com/stagehand/stagehand/fault"
 	"gitlab.com/stagehand/stagehand/internal/kubeconfig"
+	"gitlab.com/stagehand/stagehand/request"
 )
 
 // ManagedLabel marks the namespaces stagehand created.
@@ -37,29 +38,6 @@ const ManagedLabel = "app.kubernetes.io/managed-by"
 // PullSecretName is the image pull secret stagehand keeps in every
 // environment namespace.
 const PullSecretName = "stagehand-registry"
-
-// Options is one deploy or dismiss of an environment.
-type Options struct {
-	// Kubeconfig is a kubeconfig file; "" means $KUBECONFIG, else
-	// in-cluster.
-	Kubeconfig string
-	Namespace  string
-	Release    string
-	// ChartDir is the chart (the project's .helm by default).
-	ChartDir string
-	Values   ValuesInput
-	// Annotations go on every object of the release.
-	Annotations map[string]string
-	// Registry and the deploy token (CI_DEPLOY_USER/CI_DEPLOY_PASSWORD)
-	// make the pull secret; without a token it is copied from
-	// PullSecretFrom ("namespace/name").
-	Registry       string
-	DeployUser     string
-	DeployPassword string
-	PullSecretFrom string
-	Timeout        time.Duration
-	Trace          io.Writer
-}
 
 // Cluster is the API server as a deploy uses it.
 type Cluster struct {
@@ -115,44 +93,44 @@ func (c *Cluster) ensureNamespace(ctx context.Context, name string, trace io.Wri
 }
 
 // ensurePullSecret writes the registry secret into the namespace.
-func (c *Cluster) ensurePullSecret(ctx context.Context, o Options) (bool, error) {
+func (c *Cluster) ensurePullSecret(ctx context.Context, ns string, o request.PullSecret) (bool, error) {
 	var data map[string][]byte
 	switch {
-	case o.DeployUser != "" && o.DeployPassword != "" && o.Registry != "":
-		auth := base64.StdEncoding.EncodeToString([]byte(o.DeployUser + ":" + o.DeployPassword))
-		cfg, _ := json.Marshal(map[string]any{"auths": map[string]any{o.Registry: map[string]string{"username": o.DeployUser, "password": o.DeployPassword, "auth": auth}}})
+	case o.User != "" && o.Password != "" && o.Registry != "":
+		auth := base64.StdEncoding.EncodeToString([]byte(o.User + ":" + o.Password))
+		cfg, _ := json.Marshal(map[string]any{"auths": map[string]any{o.Registry: map[string]string{"username": o.User, "password": o.Password, "auth": auth}}})
 		data = map[string][]byte{corev1.DockerConfigJsonKey: cfg}
-	case o.PullSecretFrom != "":
-		ns, name, ok := strings.Cut(o.PullSecretFrom, "/")
+	case o.From != "":
+		srcNS, name, ok := strings.Cut(o.From, "/")
 		if !ok {
-			return false, fault.Jobf("pull secret source %q: give namespace/name", o.PullSecretFrom)
+			return false, fault.Jobf("pull secret source %q: give namespace/name", o.From)
 		}
-		src, err := c.client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+		src, err := c.client.CoreV1().Secrets(srcNS).Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return false, nil // nothing to copy: public images or the nodes' own credentials
 		}
 		if err != nil {
-			return false, apiError(err, "read the pull secret %s", o.PullSecretFrom)
+			return false, apiError(err, "read the pull secret %s", o.From)
 		}
 		if src.Type != corev1.SecretTypeDockerConfigJson {
-			return false, fault.Jobf("secret %s is of type %s, not %s", o.PullSecretFrom, src.Type, corev1.SecretTypeDockerConfigJson)
+			return false, fault.Jobf("secret %s is of type %s, not %s", o.From, src.Type, corev1.SecretTypeDockerConfigJson)
 		}
 		data = src.Data
 	default:
 		return false, nil
 	}
 	secret := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: PullSecretName, Namespace: o.Namespace, Labels: map[string]string{ManagedLabel: "stagehand"}},
+		ObjectMeta: metav1.ObjectMeta{Name: PullSecretName, Namespace: ns, Labels: map[string]string{ManagedLabel: "stagehand"}},
 		Type:       corev1.SecretTypeDockerConfigJson,
 		Data:       data,
 	}
-	secrets := c.client.CoreV1().Secrets(o.Namespace)
+	secrets := c.client.CoreV1().Secrets(ns)
 	if _, err := secrets.Create(ctx, secret, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
 		if _, err := secrets.Update(ctx, secret, metav1.UpdateOptions{}); err != nil {
-			return false, apiError(err, "update secret %s/%s", o.Namespace, PullSecretName)
+			return false, apiError(err, "update secret %s/%s", ns, PullSecretName)
 		}
 	} else if err != nil {
-		return false, apiError(err, "create secret %s/%s", o.Namespace, PullSecretName)
+		return false, apiError(err, "create secret %s/%s", ns, PullSecretName)
 	}
 	return true, nil
 }
@@ -236,76 +214,91 @@ func inputsDigest(ch *chart.Chart, vals map[string]any) string {
 
 // Deploy upgrades (or installs) the environment's release and follows its
 // workloads until they are ready.
-func Deploy(ctx context.Context, o Options) error {
+func Deploy(ctx context.Context, req request.Deploy, images []request.Image, trace io.Writer) error {
 	start := time.Now()
-	c, err := Connect(ctx, o.Kubeconfig)
+	env := req.Environment
+	c, err := Connect(ctx, req.Cluster.Kubeconfig)
 	if err != nil {
 		return err
 	}
-	ch, err := loader.Load(o.ChartDir)
+	chartDir := ChartDir(req)
+	ch, err := loader.Load(chartDir)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return fault.Jobf("no Helm chart at %s: put it in .helm/ of the repository (or set STAGEHAND_CHART_DIR)", o.ChartDir)
+			return fault.Jobf("no Helm chart at %s: put it in .helm/ of the repository (or set STAGEHAND_CHART_DIR)", chartDir)
 		}
-		return fault.Jobf("load the chart %s: %w", o.ChartDir, err)
+		return fault.Jobf("load the chart %s: %w", chartDir, err)
 	}
-	vals, err := Values(o.Values)
+	in := ValuesInput{Env: env.Name, CIURL: env.URL, Namespace: env.Namespace, Images: images, Sets: req.Sets}
+	extra, err := EnvValuesFile(chartDir, env.Name)
+	if err != nil {
+		return fault.Jobf("read values-%s.yaml: %w", env.Name, err)
+	}
+	if extra != nil {
+		in.Files = append(in.Files, extra)
+		fmt.Fprintf(trace, "Using values-%s.yaml\n", env.Name)
+	}
+	vals, err := Values(in)
 	if err != nil {
 		return fault.Job(err)
 	}
+	annotations := map[string]string{}
+	for _, a := range req.Annotations {
+		annotations[a.Key] = a.Value
+	}
 	digest := inputsDigest(ch, vals)
-	if err := c.ensureNamespace(ctx, o.Namespace, o.Trace); err != nil {
+	if err := c.ensureNamespace(ctx, env.Namespace, trace); err != nil {
 		return err
 	}
-	if made, err := c.ensurePullSecret(ctx, o); err != nil {
+	if made, err := c.ensurePullSecret(ctx, env.Namespace, req.PullSecret); err != nil {
 		return err
 	} else if made {
-		fmt.Fprintf(o.Trace, "Pull secret %s/%s is in place\n", o.Namespace, PullSecretName)
+		fmt.Fprintf(trace, "Pull secret %s/%s is in place\n", env.Namespace, PullSecretName)
 	}
-	if err := c.referencePullSecret(ctx, o.Namespace); err != nil {
+	if err := c.referencePullSecret(ctx, env.Namespace); err != nil {
 		return err
 	}
-	cfg, err := c.helm(o.Namespace, o.Trace)
+	cfg, err := c.helm(env.Namespace, trace)
 	if err != nil {
 		return fault.System(err)
 	}
 
-	last, err := lastRelease(cfg, o.Release)
+	last, err := lastRelease(cfg, env.Release)
 	if err != nil {
 		return err
 	}
 	var rel *release.Release
 	switch {
 	case last != nil && last.Info.Status == release.StatusDeployed && last.Config[inputsKey] == digest:
-		fmt.Fprintf(o.Trace, "Release %s (revision %d) already has this chart, these values and images: nothing to change\n", o.Release, last.Version)
+		fmt.Fprintf(trace, "Release %s (revision %d) already has this chart, these values and images: nothing to change\n", env.Release, last.Version)
 		rel = last
 	case last == nil:
 		install := action.NewInstall(cfg)
-		install.ReleaseName, install.Namespace = o.Release, o.Namespace
-		install.Timeout, install.PostRenderer = o.Timeout, annotator{o.Annotations}
-		fmt.Fprintf(o.Trace, "Installing release %s into namespace %s\n", o.Release, o.Namespace)
+		install.ReleaseName, install.Namespace = env.Release, env.Namespace
+		install.Timeout, install.PostRenderer = req.Timeout, annotator{annotations}
+		fmt.Fprintf(trace, "Installing release %s into namespace %s\n", env.Release, env.Namespace)
 		rel, err = install.RunWithContext(ctx, ch, withInputs(vals, digest))
 	default:
 		upgrade := action.NewUpgrade(cfg)
-		upgrade.Namespace, upgrade.Timeout, upgrade.PostRenderer = o.Namespace, o.Timeout, annotator{o.Annotations}
+		upgrade.Namespace, upgrade.Timeout, upgrade.PostRenderer = env.Namespace, req.Timeout, annotator{annotations}
 		upgrade.MaxHistory = 10
-		fmt.Fprintf(o.Trace, "Upgrading release %s in namespace %s (from revision %d)\n", o.Release, o.Namespace, last.Version)
-		rel, err = upgrade.RunWithContext(ctx, o.Release, ch, withInputs(vals, digest))
+		fmt.Fprintf(trace, "Upgrading release %s in namespace %s (from revision %d)\n", env.Release, env.Namespace, last.Version)
+		rel, err = upgrade.RunWithContext(ctx, env.Release, ch, withInputs(vals, digest))
 	}
 	if err != nil {
-		return helmError(err, o.Release)
+		return helmError(err, env.Release)
 	}
 	// Service accounts of the chart get the pull secret too.
-	if err := c.referencePullSecret(ctx, o.Namespace); err != nil {
+	if err := c.referencePullSecret(ctx, env.Namespace); err != nil {
 		return err
 	}
-	if err := Track(ctx, c.client, o.Namespace, rel.Manifest, o.Timeout, o.Trace); err != nil {
-		if rb := rollBack(cfg, o, last, rel); rb != "" {
-			fmt.Fprintln(o.Trace, rb)
+	if err := Track(ctx, c.client, env.Namespace, rel.Manifest, req.Timeout, trace); err != nil {
+		if rb := rollBack(cfg, env, req.Timeout, last, rel); rb != "" {
+			fmt.Fprintln(trace, rb)
 		}
 		return err
 	}
-	fmt.Fprintf(o.Trace, "Release %s revision %d is ready in namespace %s (%s)\n", o.Release, rel.Version, o.Namespace, time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(trace, "Release %s revision %d is ready in namespace %s (%s)\n", env.Release, rel.Version, env.Namespace, time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -355,19 +348,31 @@ func helmError(err error, rel string) error {
 
 // rollBack undoes a release whose workloads did not become ready: back to
 // the previous deployed revision, or, for a first install, uninstalled.
-func rollBack(cfg *action.Configuration, o Options, last, rel *release.Release) string {
+func rollBack(cfg *action.Configuration, env request.Environment, timeout time.Duration, last, rel *release.Release) string {
 	if last != nil && rel.Version == last.Version {
 		return "" // nothing was changed
 	}
 	if last != nil && last.Info.Status == release.StatusDeployed {
 		rb := action.NewRollback(cfg)
-		rb.Version, rb.Timeout = last.Version, o.Timeout
-		if err := rb.Run(o.Release); err != nil {
-			return fmt.Sprintf("Rolling back release %s to revision %d failed: %v", o.Release, last.Version, err)
+		rb.Version, rb.Timeout = last.Version, timeout
+		if err := rb.Run(env.Release); err != nil {
+			return fmt.Sprintf("Rolling back release %s to revision %d failed: %v", env.Release, last.Version, err)
 		}
-		return fmt.Sprintf("Rolled release %s back to revision %d", o.Release, last.Version)
+		return fmt.Sprintf("Rolled release %s back to revision %d", env.Release, last.Version)
 	}
-	return fmt.Sprintf("Release %s revision %d is left as it is for inspection (helm history %s -n %s)", o.Release, rel.Version, o.Release, o.Namespace)
+	return fmt.Sprintf("Release %s revision %d is left as it is for inspection (helm history %s -n %s)", env.Release, rel.Version, env.Release, env.Namespace)
+}
+
+// ChartDir is the deploy's chart: STAGEHAND_CHART_DIR, relative to the
+// checkout unless absolute, else the checkout's .helm.
+func ChartDir(req request.Deploy) string {
+	switch {
+	case req.ChartDir == "":
+		return DefaultChartDir(req.Build.Dir)
+	case filepath.IsAbs(req.ChartDir):
+		return req.ChartDir
+	}
+	return filepath.Join(req.Build.Dir, req.ChartDir)
 }
 
 // DefaultChartDir is the chart within the project.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"helm.sh/helm/v3/pkg/action"
@@ -14,49 +15,50 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 
 	"gitlab.com/stagehand/stagehand/fault"
+	"gitlab.com/stagehand/stagehand/request"
 )
 
 // Dismiss removes an environment: its release, then its namespace, and
 // waits until the namespace is gone. It never creates anything (werf
 // #3529 re-created the namespace it had just deleted). An environment
 // that does not exist is dismissed with a note.
-func Dismiss(ctx context.Context, o Options) error {
+func Dismiss(ctx context.Context, o request.Dismiss, trace io.Writer) error {
 	start := time.Now()
-	c, err := Connect(ctx, o.Kubeconfig)
+	c, err := Connect(ctx, o.Cluster.Kubeconfig)
 	if err != nil {
 		return err
 	}
 	ns, err := c.client.CoreV1().Namespaces().Get(ctx, o.Namespace, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		fmt.Fprintf(o.Trace, "Namespace %s does not exist: environment already dismissed, nothing to do\n", o.Namespace)
+		fmt.Fprintf(trace, "Namespace %s does not exist: environment already dismissed, nothing to do\n", o.Namespace)
 		return nil
 	}
 	if err != nil {
 		return apiError(err, "read namespace %s", o.Namespace)
 	}
 	if ns.Status.Phase != "Terminating" {
-		cfg, err := c.helm(o.Namespace, o.Trace)
+		cfg, err := c.helm(o.Namespace, trace)
 		if err != nil {
 			return fault.System(err)
 		}
 		un := action.NewUninstall(cfg)
 		un.Timeout = o.Timeout
 		if _, err := un.Run(o.Release); errors.Is(err, driver.ErrReleaseNotFound) {
-			fmt.Fprintf(o.Trace, "Release %s is not installed in %s\n", o.Release, o.Namespace)
+			fmt.Fprintf(trace, "Release %s is not installed in %s\n", o.Release, o.Namespace)
 		} else if err != nil {
 			return fault.System(fmt.Errorf("uninstall release %s: %w", o.Release, err))
 		} else {
-			fmt.Fprintf(o.Trace, "Uninstalled release %s\n", o.Release)
+			fmt.Fprintf(trace, "Uninstalled release %s\n", o.Release)
 		}
 		if err := c.client.CoreV1().Namespaces().Delete(ctx, o.Namespace, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 			return apiError(err, "delete namespace %s", o.Namespace)
 		}
 	}
-	fmt.Fprintf(o.Trace, "Deleting namespace %s; waiting until it is gone (up to %s)\n", o.Namespace, o.Timeout)
+	fmt.Fprintf(trace, "Deleting namespace %s; waiting until it is gone (up to %s)\n", o.Namespace, o.Timeout)
 	if err := c.waitNamespaceGone(ctx, o.Namespace, o.Timeout); err != nil {
 		return err
 	}
-	fmt.Fprintf(o.Trace, "Environment dismissed: namespace %s is gone (%s)\n", o.Namespace, time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(trace, "Environment dismissed: namespace %s is gone (%s)\n", o.Namespace, time.Since(start).Round(time.Millisecond))
 	return nil
 }
 

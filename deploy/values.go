@@ -17,19 +17,13 @@ import (
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/strvals"
 	yaml "sigs.k8s.io/yaml"
+
+	"gitlab.com/stagehand/stagehand/request"
 )
 
-// Image is one published image as the chart sees it.
-type Image struct {
-	Name       string // "" for the unnamed image
-	Repository string
-	Tag        string
-	Digest     string
-}
-
-// Reference pins the image: repository:tag@digest.
-func (i Image) Reference() string {
-	ref := i.Repository + ":" + i.Tag
+// pinned is the reference that pins an image: repository:tag@digest.
+func pinned(i request.Image) string {
+	ref := i.Reference()
 	if i.Digest != "" {
 		ref += "@" + i.Digest
 	}
@@ -45,16 +39,12 @@ func ImageKey(name string) string {
 	return name
 }
 
-// SetPrefix marks job variables that set chart values:
-// STAGEHAND_SET_<ANYTHING>=path.to.key=value, as `helm --set`.
-const SetPrefix = "STAGEHAND_SET_"
-
 // ValuesInput is everything the release's values come from.
 type ValuesInput struct {
 	Env       string // STAGEHAND_ENV
 	CIURL     string // CI_ENVIRONMENT_URL
 	Namespace string
-	Images    []Image
+	Images    []request.Image
 	// Files are extra values files (.helm/values-<env>.yaml), in order.
 	Files [][]byte
 	// Sets are the STAGEHAND_SET_* job variables.
@@ -79,7 +69,7 @@ func Values(in ValuesInput) (map[string]any, error) {
 			"repository": img.Repository,
 			"tag":        img.Tag,
 			"digest":     img.Digest,
-			"reference":  img.Reference(),
+			"reference":  pinned(img),
 		}
 	}
 	ciURL := ""
@@ -108,17 +98,6 @@ func Values(in ValuesInput) (map[string]any, error) {
 		}
 	}
 	return vals, nil
-}
-
-// SetsFrom picks the STAGEHAND_SET_* variables.
-func SetsFrom(vars map[string]string) map[string]string {
-	out := map[string]string{}
-	for k, v := range vars {
-		if strings.HasPrefix(k, SetPrefix) {
-			out[k] = v
-		}
-	}
-	return out
 }
 
 // EnvValuesFile reads <chart>/values-<env>.yaml; nil when absent.

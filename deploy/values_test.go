@@ -6,12 +6,14 @@ import (
 	"testing"
 
 	yaml "sigs.k8s.io/yaml"
+
+	"gitlab.com/stagehand/stagehand/request"
 )
 
 func TestValues(t *testing.T) {
 	in := ValuesInput{
 		Env: "review-x", CIURL: "https://x.review.example.com/path", Namespace: "shop-review-x",
-		Images: []Image{{Name: "backend", Repository: "reg/shop/backend", Tag: "abc", Digest: "sha256:1"}, {Repository: "reg/shop", Tag: "t"}},
+		Images: []request.Image{{Name: "backend", Repository: "reg/shop/backend", Tag: "abc", Digest: "sha256:1"}, {Repository: "reg/shop", Tag: "t"}},
 		Files:  [][]byte{[]byte("replicas: 2\nglobal:\n  env: overridden\n  extra: kept\n")},
 		Sets:   map[string]string{"STAGEHAND_SET_B": "replicas=3", "STAGEHAND_SET_A": "ingress.host=x.example.com,replicas=5"},
 	}
@@ -42,7 +44,7 @@ func TestValues(t *testing.T) {
 			t.Errorf("Values(%+v) gave no error", bad)
 		}
 	}
-	if got := SetsFrom(map[string]string{"STAGEHAND_SET_X": "a=1", "OTHER": "b=2"}); len(got) != 1 {
+	if got := request.SetsFrom(map[string]string{"STAGEHAND_SET_X": "a=1", "OTHER": "b=2"}); len(got) != 1 {
 		t.Errorf("SetsFrom = %v", got)
 	}
 }

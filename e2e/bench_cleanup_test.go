@@ -19,7 +19,10 @@ import (
 
 	"gitlab.com/stagehand/stagehand/cleanup"
 	"gitlab.com/stagehand/stagehand/e2e/gitlabapi"
+	"gitlab.com/stagehand/stagehand/gitlab"
+	"gitlab.com/stagehand/stagehand/request"
 	"gitlab.com/stagehand/stagehand/stages"
+	"gitlab.com/stagehand/stagehand/stagesrepo"
 )
 
 // pushBlob uploads a blob to repo in one request and answers its digest.
@@ -104,7 +107,7 @@ func BenchmarkCleanupPlan(b *testing.B) {
 	stagesRepo := repo + "/stages"
 	type tag struct {
 		name  string
-		kind  stages.PublicationKind
+		kind  stagesrepo.PublicationKind
 		final string
 		ann   map[string]string
 	}
@@ -112,9 +115,9 @@ func BenchmarkCleanupPlan(b *testing.B) {
 	var tags []tag
 	for i := 0; i < nTags; i++ {
 		c := i * 5 % (nCommits + 5000) // some commits are gone
-		ann := map[string]string{stages.AnnotationCommit: commitSHA(c), stages.AnnotationCommitTime: now.Add(-time.Duration(c) * time.Minute).Format(time.RFC3339),
-			stages.AnnotationStages: stageSig(i), stages.AnnotationStage: fmt.Sprintf("%s-%d", stageSig(i), now.Add(-3*time.Hour).UnixMilli())}
-		tg := tag{name: commitSHA(c), kind: stages.PublishedCommit, final: stageSig(i), ann: ann}
+		ann := map[string]string{stagesrepo.AnnotationCommit: commitSHA(c), stagesrepo.AnnotationCommitTime: now.Add(-time.Duration(c) * time.Minute).Format(time.RFC3339),
+			stagesrepo.AnnotationStages: stageSig(i), stagesrepo.AnnotationStage: fmt.Sprintf("%s-%d", stageSig(i), now.Add(-3*time.Hour).UnixMilli())}
+		tg := tag{name: commitSHA(c), kind: stagesrepo.PublishedCommit, final: stageSig(i), ann: ann}
 		switch {
 		case i < 6000:
 		case i < 9000:
@@ -122,10 +125,10 @@ func BenchmarkCleanupPlan(b *testing.B) {
 			if i%3 == 0 {
 				br = fmt.Sprintf("gone-%04d", i)
 			}
-			tg.name, tg.kind, ann[stages.AnnotationRef], ann[stages.AnnotationRefKind] = br, stages.PublishedBranch, br, "branch"
+			tg.name, tg.kind, ann[stagesrepo.AnnotationRef], ann[stagesrepo.AnnotationRefKind] = br, stagesrepo.PublishedBranch, br, "branch"
 		default:
 			gt := fmt.Sprintf("v%d", i-9000)
-			tg.name, tg.kind, ann[stages.AnnotationRef], ann[stages.AnnotationRefKind] = gt, stages.PublishedGitTag, gt, "tag"
+			tg.name, tg.kind, ann[stagesrepo.AnnotationRef], ann[stagesrepo.AnnotationRefKind] = gt, stagesrepo.PublishedGitTag, gt, "tag"
 		}
 		tags = append(tags, tg)
 	}
@@ -137,7 +140,7 @@ func BenchmarkCleanupPlan(b *testing.B) {
 	var setup []func() error
 	for _, tg := range tags {
 		setup = append(setup, func() error {
-			if err := stages.WriteRecord(context.Background(), stagesRef, stages.PublicationRecord(tg.kind, repo, tg.name, tg.final), nil); err != nil {
+			if err := stages.WriteRecord(context.Background(), stagesRef, stagesrepo.PublicationRecord(tg.kind, repo, tg.name, tg.final), nil); err != nil {
 				return err
 			}
 			m, _ := json.Marshal(map[string]any{
@@ -151,7 +154,7 @@ func BenchmarkCleanupPlan(b *testing.B) {
 	stageCfg := pushBlob(b, project+"/stages", []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"config":{}}`))
 	for j := 0; j < 500; j++ {
 		setup = append(setup, func() error {
-			if err := stages.WriteRecord(context.Background(), stagesRef, stages.EdgeRecord(stageSig(j), ""), nil); err != nil {
+			if err := stages.WriteRecord(context.Background(), stagesRef, stagesrepo.EdgeRecord(stageSig(j), ""), nil); err != nil {
 				return err
 			}
 			m, _ := json.Marshal(map[string]any{
@@ -189,12 +192,11 @@ func BenchmarkCleanupPlan(b *testing.B) {
 		apiBefore := api.Requests()
 		t0 := time.Now()
 		var registryRequests atomic.Int64
-		rep, err := cleanup.Run(context.Background(), cleanup.Options{
-			APIURL: api.APIURL(), Token: "glpat-bench", Project: project, StagesRepo: stagesRepo,
-			Kubeconfig: h.Kubeconfig, DryRun: true, Trace: &phases{}, Now: now,
-			Transport: countingTransport(&registryRequests),
-			Policies:  cleanup.Policies{GitCommit: cleanup.Policy{Limit: 50, ExpiryDays: 30}, StagesSignature: cleanup.Policy{Limit: -1, ExpiryDays: -1}},
-		})
+		rep, err := cleanup.Run(context.Background(), request.Cleanup{
+			APIURL: api.APIURL(), Token: "glpat-bench", Project: project, StagesStorage: stagesRepo,
+			Cluster: request.Cluster{Kubeconfig: h.Kubeconfig}, DryRun: true,
+			Policies: gitlab.Policies{GitCommit: gitlab.Policy{Limit: 50, ExpiryDays: 30}, StagesSignature: gitlab.Policy{Limit: -1, ExpiryDays: -1}},
+		}, &phases{}, cleanup.WithNow(now), cleanup.WithTransport(countingTransport(&registryRequests)))
 		took := time.Since(t0)
 		if err != nil {
 			b.Fatal(err)

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"gitlab.com/stagehand/stagehand/lock"
-	"gitlab.com/stagehand/stagehand/stages"
 )
 
 // TestCancelledBuildStopsAndStoresNothingHalf: a build job cancelled while
@@ -60,7 +59,7 @@ func TestCancelledBuildStopsAndStoresNothingHalf(t *testing.T) {
 		t.Fatalf("the cancelled build's stage lock is still held: %v", err)
 	}
 	lease.Release()
-	project2, err := l.Acquire(ctx, stages.ProjectLockName(project), lock.Options{Holder: "the test"})
+	project2, err := l.Acquire(ctx, lock.ProjectLock(project), lock.Options{Holder: "the test"})
 	if err != nil {
 		t.Fatalf("the cancelled build's project lock is still held: %v", err)
 	}

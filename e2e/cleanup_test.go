@@ -28,6 +28,7 @@ import (
 	"gitlab.com/stagehand/stagehand/e2e/coordinator"
 	"gitlab.com/stagehand/stagehand/e2e/gitlabapi"
 	"gitlab.com/stagehand/stagehand/stages"
+	"gitlab.com/stagehand/stagehand/stagesrepo"
 )
 
 // publisher writes images to the registry as stagehand publishes them:
@@ -130,23 +131,23 @@ func TestScheduledCleanup(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	record(stages.EdgeRecord(stageSig(0), ""))
-	record(stages.EdgeRecord(stageSig(1), stageSig(0)))
-	record(stages.EdgeRecord(stageSig(2), ""))
+	record(stagesrepo.EdgeRecord(stageSig(0), ""))
+	record(stagesrepo.EdgeRecord(stageSig(1), stageSig(0)))
+	record(stagesrepo.EdgeRecord(stageSig(2), ""))
 	// publish writes a tag with its publication record, as builds do;
 	// legacy writes one as a stagehand without records did (cleanup reads
 	// its manifest).
-	publish := func(tag string, kind stages.PublicationKind, final string, img v1.Image) {
-		record(stages.PublicationRecord(kind, repo, tag, final))
+	publish := func(tag string, kind stagesrepo.PublicationKind, final string, img v1.Image) {
+		record(stagesrepo.PublicationRecord(kind, repo, tag, final))
 		pub.put(repo+":"+tag, img)
 	}
 	legacy := func(tag string, img v1.Image) { pub.put(repo+":"+tag, img) }
 
 	ann := func(i int, ref, kind string, stagesList ...string) map[string]string {
 		return map[string]string{
-			stages.AnnotationCommit: sha(i), stages.AnnotationCommitTime: commitTime(i).Format(time.RFC3339),
-			stages.AnnotationRef: ref, stages.AnnotationRefKind: kind, stages.AnnotationImage: "",
-			stages.AnnotationStage: stagesList[len(stagesList)-1] + "-1", stages.AnnotationStages: strings.Join(stagesList, ","),
+			stagesrepo.AnnotationCommit: sha(i), stagesrepo.AnnotationCommitTime: commitTime(i).Format(time.RFC3339),
+			stagesrepo.AnnotationRef: ref, stagesrepo.AnnotationRefKind: kind, stagesrepo.AnnotationImage: "",
+			stagesrepo.AnnotationStage: stagesList[len(stagesList)-1] + "-1", stagesrepo.AnnotationStages: strings.Join(stagesList, ","),
 		}
 	}
 	// 60 commit images, c0 the newest; commits 55..59 are gone from git.
@@ -156,7 +157,7 @@ func TestScheduledCleanup(t *testing.T) {
 		if i%2 == 1 {
 			legacy(sha(i), img)
 		} else {
-			publish(sha(i), stages.PublishedCommit, final, img)
+			publish(sha(i), stagesrepo.PublishedCommit, final, img)
 		}
 	}
 	for i := 0; i < 60; i++ {
@@ -178,9 +179,9 @@ func TestScheduledCleanup(t *testing.T) {
 	for _, r := range refs {
 		st := append([]string{stageSig(0)}, r.stages...)
 		img := pub.image(fmt.Sprintf("commit %d", r.commit), ann(r.commit, r.ref, r.kind, st...))
-		kind, final := stages.PublishedBranch, st[len(st)-1]
+		kind, final := stagesrepo.PublishedBranch, st[len(st)-1]
 		if r.kind == "tag" {
-			kind = stages.PublishedGitTag
+			kind = stagesrepo.PublishedGitTag
 		}
 		// The same content as the commit image: give the commit tag this
 		// manifest, as publishing one build under two tags does.
@@ -279,7 +280,7 @@ func TestScheduledCleanup(t *testing.T) {
 	var stageTagsLeft []string
 	records := map[string]bool{}
 	for _, tg := range stagesLeft.Tags {
-		if stages.IsRecord(tg) {
+		if stagesrepo.IsRecord(tg) {
 			records[tg] = true
 		} else {
 			stageTagsLeft = append(stageTagsLeft, tg)
@@ -295,18 +296,18 @@ func TestScheduledCleanup(t *testing.T) {
 	// stage's; the kept ones' stay.
 	for _, tg := range []string{"feature-b", sha(52), sha(54), sha(56)} {
 		for r := range records {
-			if strings.Contains(r, stages.PublicationKey(repo, tg)) {
+			if strings.Contains(r, stagesrepo.PublicationKey(repo, tg)) {
 				t.Errorf("the record %s of deleted %s stays", r, tg)
 			}
 		}
 	}
-	for _, r := range []string{stages.EdgeRecord(stageSig(0), ""), stages.EdgeRecord(stageSig(2), ""),
-		stages.PublicationRecord(stages.PublishedBranch, repo, "main", stageSig(0)), stages.PublicationRecord(stages.PublishedCommit, repo, sha(48), stageSig(0))} {
+	for _, r := range []string{stagesrepo.EdgeRecord(stageSig(0), ""), stagesrepo.EdgeRecord(stageSig(2), ""),
+		stagesrepo.PublicationRecord(stagesrepo.PublishedBranch, repo, "main", stageSig(0)), stagesrepo.PublicationRecord(stagesrepo.PublishedCommit, repo, sha(48), stageSig(0))} {
 		if !records[r] {
 			t.Errorf("the record %s was deleted", r)
 		}
 	}
-	if records[stages.EdgeRecord(stageSig(1), stageSig(0))] {
+	if records[stagesrepo.EdgeRecord(stageSig(1), stageSig(0))] {
 		t.Error("the deleted stage's edge record stays")
 	}
 	t.Logf("cleanup job took %s; %d GitLab API requests", run.Duration.Round(time.Millisecond), api.Requests())
@@ -363,8 +364,8 @@ func TestCleanupWithNamespaceScopedRBACAndWithoutAToken(t *testing.T) {
 	now := time.Now().UTC()
 	for _, b := range []string{"gone-used", "gone-unused"} {
 		pub.put(repo+":"+b, pub.image(b, map[string]string{
-			stages.AnnotationCommit: fmt.Sprintf("%040x", len(b)), stages.AnnotationCommitTime: now.Format(time.RFC3339),
-			stages.AnnotationRef: b, stages.AnnotationRefKind: "branch",
+			stagesrepo.AnnotationCommit: fmt.Sprintf("%040x", len(b)), stagesrepo.AnnotationCommitTime: now.Format(time.RFC3339),
+			stagesrepo.AnnotationRef: b, stagesrepo.AnnotationRefKind: "branch",
 		}))
 	}
 	api := gitlabapi.New(gitlabapi.Project{ID: 1, Path: project, Branches: []string{"main"}, Commits: map[string]time.Time{}}, h.Registry, "glpat-scoped")
@@ -437,8 +438,8 @@ func TestCleanupCommandDryRunDeletesNothing(t *testing.T) {
 	pub := newPublisher(t)
 	for _, b := range []string{"main", "gone"} {
 		pub.put(repo+":"+b, pub.image(b, map[string]string{
-			stages.AnnotationCommit: fmt.Sprintf("%040x", len(b)), stages.AnnotationCommitTime: time.Now().UTC().Format(time.RFC3339),
-			stages.AnnotationRef: b, stages.AnnotationRefKind: "branch",
+			stagesrepo.AnnotationCommit: fmt.Sprintf("%040x", len(b)), stagesrepo.AnnotationCommitTime: time.Now().UTC().Format(time.RFC3339),
+			stagesrepo.AnnotationRef: b, stagesrepo.AnnotationRefKind: "branch",
 		}))
 	}
 	api := gitlabapi.New(gitlabapi.Project{ID: 1, Path: project, Branches: []string{"main"}, Commits: map[string]time.Time{}}, h.Registry, "glpat-dry")
@@ -468,16 +469,16 @@ func TestCleanupFallsBackToTheRegistryWhenTheTokenMayNotDelete(t *testing.T) {
 	pub := newPublisher(t)
 	commit := fmt.Sprintf("%040x", 0xfa11)
 	img := pub.image("commit fa11", map[string]string{
-		stages.AnnotationCommit: commit, stages.AnnotationCommitTime: time.Now().UTC().Format(time.RFC3339),
-		stages.AnnotationRef: "gone", stages.AnnotationRefKind: "branch",
+		stagesrepo.AnnotationCommit: commit, stagesrepo.AnnotationCommitTime: time.Now().UTC().Format(time.RFC3339),
+		stagesrepo.AnnotationRef: "gone", stagesrepo.AnnotationRefKind: "branch",
 	})
 	stagesRef, err := name.NewRepository(repo + "/stages")
 	if err != nil {
 		t.Fatal(err)
 	}
 	final := fmt.Sprintf("%056x", 0xfa11)
-	for _, r := range []string{stages.EdgeRecord(final, ""),
-		stages.PublicationRecord(stages.PublishedBranch, repo, "gone", final), stages.PublicationRecord(stages.PublishedCommit, repo, commit, final)} {
+	for _, r := range []string{stagesrepo.EdgeRecord(final, ""),
+		stagesrepo.PublicationRecord(stagesrepo.PublishedBranch, repo, "gone", final), stagesrepo.PublicationRecord(stagesrepo.PublishedCommit, repo, commit, final)} {
 		if err := stages.WriteRecord(context.Background(), stagesRef, r, nil); err != nil {
 			t.Fatal(err)
 		}

@@ -5,13 +5,13 @@ import (
 
 	"github.com/moby/moby/client"
 
-	"gitlab.com/stagehand/stagehand/worker/docker"
+	"gitlab.com/stagehand/stagehand/jobcontainer"
 )
 
 func newDockerClient() (*client.Client, error) { return client.New(client.WithHost(h.DockerHost)) }
 
 func jobContainers(ctx context.Context, d *client.Client) ([]string, error) {
-	list, err := d.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("label", docker.LabelJob)})
+	list, err := d.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("label", jobcontainer.LabelJob)})
 	if err != nil {
 		return nil, err
 	}

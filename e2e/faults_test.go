@@ -18,6 +18,7 @@ import (
 	"gitlab.com/stagehand/stagehand/e2e/harness"
 	"gitlab.com/stagehand/stagehand/e2e/registryproxy"
 	"gitlab.com/stagehand/stagehand/stages"
+	"gitlab.com/stagehand/stagehand/stagesrepo"
 )
 
 // projectRepos lists the registry's repositories of a project path.
@@ -550,7 +551,7 @@ func TestManyBuildsOnFourHosts(t *testing.T) {
 	registryGet(t, "/v2/"+project+"/stages/tags/list", &list)
 	copies := map[string]int{}
 	for _, tag := range list.Tags {
-		if st, ok := stages.ParseStageTag(tag); ok {
+		if st, ok := stagesrepo.ParseStageTag(tag); ok {
 			copies[st.Signature]++
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 
+	"gitlab.com/stagehand/stagehand/gitlab"
 	"gitlab.com/stagehand/stagehand/worker"
 )
 
@@ -62,9 +63,10 @@ func joinKinds(ks []ActionKind) string {
 	return strings.Join(s, ", ")
 }
 
-// Action is one kind of work the executor does for a job. The stages,
-// deploy and cleanup packages each provide one; the executor only calls
-// them.
+// Action is one kind of work the executor does for a job around its
+// script: it checks in prepare what the work will need, and performs it in
+// run by building the operation's request (package request) and handing
+// it to stagehand-worker.
 type Action interface {
 	// Check runs in the prepare hook: it verifies early what Perform will
 	// need (reachable services, required variables) and says what is
@@ -79,12 +81,26 @@ type Action interface {
 type ActionContext struct {
 	Job      *Job
 	Settings *Settings
-	// Env holds the derived ci-env values, as exported to the script.
-	Env map[string]string
+	// Env is the job's derived CI environment.
+	Env gitlab.Env
 	// Trace is the job's trace; write progress lines to it.
 	Trace io.Writer
 	// Worker runs heavy work in stagehand-worker.
 	Worker worker.Client
+}
+
+// perform builds an operation's request from the job and runs it in the
+// worker; the script gets exports of its result (nil: nothing).
+func perform[Req worker.Operation, Res any](ctx context.Context, a *ActionContext, newRequest func(*ActionContext) (Req, error), exports func(Res) map[string]string) (map[string]string, error) {
+	req, err := newRequest(a)
+	if err != nil {
+		return nil, err
+	}
+	res, err := worker.Call[Res](ctx, a.Worker, req)
+	if err != nil || exports == nil {
+		return nil, err
+	}
+	return exports(res), nil
 }
 
 // noAction is the action of jobs that only run their script.

@@ -3,11 +3,10 @@ package executor
 import (
 	"context"
 	"fmt"
-	"os"
 
 	"gitlab.com/stagehand/stagehand/fault"
 	"gitlab.com/stagehand/stagehand/gitlab"
-	"gitlab.com/stagehand/stagehand/worker"
+	"gitlab.com/stagehand/stagehand/request"
 )
 
 // VarSynchronization lets a job choose how its build synchronizes with
@@ -23,107 +22,83 @@ type BuildAction struct{}
 // Check verifies, before the checkout, that the job knows where stages
 // and images go.
 func (BuildAction) Check(_ context.Context, a *ActionContext) error {
-	for _, v := range []string{gitlab.VarStagesStorage, gitlab.VarImagesRepo} {
-		if a.Env[v] == "" {
-			return fault.Jobf("the build needs %s: the project has no container registry (CI_REGISTRY_IMAGE is empty); enable it or set %s on the job", v, v)
+	for _, v := range []struct{ name, value string }{
+		{gitlab.VarStagesStorage, a.Env.StagesStorage},
+		{gitlab.VarImagesRepo, a.Env.ImagesRepo},
+	} {
+		if v.value == "" {
+			return fault.Jobf("the build needs %s: the project has no container registry (CI_REGISTRY_IMAGE is empty); enable it or set %s on the job", v.name, v.name)
 		}
 	}
-	if _, err := synchronization(a); err != nil {
-		return err
-	}
-	return nil
+	_, err := jobLocks(a, "job")
+	return err
 }
 
 // Perform runs the build in the worker.
 func (BuildAction) Perform(ctx context.Context, a *ActionContext) (map[string]string, error) {
-	req, err := BuildRequest(a)
+	return perform(ctx, a, buildRequest, request.BuildResult.Exports)
+}
+
+// jobLocks are the locks of a job's operation: the job's synchronization
+// (STAGEHAND_SYNCHRONIZATION), else the runner's; what names the holder
+// ("job 42", "cleanup job 7").
+func jobLocks(a *ActionContext, what string) (request.Locks, error) {
+	spec, name := a.Settings.Synchronization, "--synchronization"
+	if v := a.Job.Vars[VarSynchronization]; v != "" {
+		spec, name = v, VarSynchronization
+	}
+	sync, err := request.ParseSynchronization(name, spec)
 	if err != nil {
-		return nil, err
+		return request.Locks{}, fault.Job(err)
 	}
-	resp, err := a.Worker.Call(ctx, worker.Request{
-		Op:           worker.OpBuild,
-		DockerHost:   a.Settings.DockerHost,
-		DockerConfig: a.Job.DockerConfigDir(),
-		Build:        req,
-	})
-	if err != nil {
-		return nil, err
-	}
-	return resp.Exports, nil
+	return request.Locks{
+		Sync:    sync,
+		Project: request.ProjectName(a.Job.ProjectPath()),
+		Dir:     a.Settings.LocksDir,
+		Cluster: request.Cluster{Kubeconfig: a.Settings.Kubeconfig},
+		Holder:  request.Holder(fmt.Sprintf("%s %s", what, a.Job.Vars["CI_JOB_ID"])),
+	}, nil
 }
 
-// synchronization is the job's choice, else the runner's; "none" turns
-// locking off.
-func synchronization(a *ActionContext) (string, error) {
-	s := a.Settings.Synchronization
-	if v, ok := a.Job.Vars[VarSynchronization]; ok && v != "" {
-		s = v
-	}
-	switch {
-	case s == "none" || s == "":
-		return "", nil
-	case s == ":local":
-		return s, nil
-	case len(s) > len("kubernetes://") && s[:len("kubernetes://")] == "kubernetes://":
-		return s, nil
-	}
-	return "", fault.Jobf("%s=%q: use :local, kubernetes://NAMESPACE or none", VarSynchronization, s)
+// engine is the runner's Docker Engine, with the job's logins.
+func (a *ActionContext) engine() request.Engine {
+	return request.Engine{Host: a.Settings.DockerHost, Network: a.Settings.DockerNetwork, DockerConfig: a.Job.DockerConfigDir()}
 }
 
-// lockProject names the project in locks and stage labels. Builds (shared
-// project lock) and cleanups (exclusive) must name it alike.
-func lockProject(vars map[string]string) string {
-	if p := vars["CI_PROJECT_PATH_SLUG"]; p != "" {
-		return p
-	}
-	return vars["CI_PROJECT_NAME"]
-}
-
-// BuildRequest is the worker's build request for a job: where the project
-// is, where its stages and images go, which ref it is.
-func BuildRequest(a *ActionContext) (*worker.Build, error) {
+// buildRequest is a job's build: where the project is, where its stages
+// and images go, which ref it is (the pipeline's).
+func buildRequest(a *ActionContext) (request.Build, error) {
 	v := a.Job.Vars
-	sync, err := synchronization(a)
+	locks, err := jobLocks(a, "job")
 	if err != nil {
-		return nil, err
+		return request.Build{}, err
 	}
-	project := lockProject(v)
-	ref := a.Env[gitlab.VarTagGitTag]
-	if ref == "" {
-		ref = a.Env[gitlab.VarTagGitBranch]
+	ref, _ := request.RefFromCI(v)
+	refSlug := a.Env.TagGitTag
+	if refSlug == "" {
+		refSlug = a.Env.TagGitBranch
 	}
-	branch := ""
-	if v["CI_COMMIT_TAG"] == "" {
-		branch = v["CI_COMMIT_BRANCH"]
-		if branch == "" {
-			branch = v["CI_COMMIT_REF_NAME"]
-		}
-	}
-	host, _ := os.Hostname()
+	// The config's templates see the job's variables and the derived ones.
 	vars := map[string]string{}
 	for k, val := range v {
 		vars[k] = val
 	}
-	for k, val := range a.Env {
-		vars[k] = val
+	for _, ev := range a.Env.Vars() {
+		vars[ev.Name] = ev.Value
 	}
-	return &worker.Build{
-		ProjectDir:      v["CI_PROJECT_DIR"],
-		Vars:            vars,
-		Project:         project,
-		StagesRepo:      a.Env[gitlab.VarStagesStorage],
-		ImagesRepo:      a.Env[gitlab.VarImagesRepo],
-		Commit:          v["CI_COMMIT_SHA"],
-		CommitTime:      v["CI_COMMIT_TIMESTAMP"],
-		Branch:          branch,
-		GitTag:          v["CI_COMMIT_TAG"],
-		RefSlug:         ref,
-		TagStrategy:     a.Env[gitlab.VarTagStrategy],
-		Network:         a.Settings.DockerNetwork,
-		Synchronization: sync,
-		Kubeconfig:      a.Settings.Kubeconfig,
-		LocksDir:        a.Settings.LocksDir,
-		BlockDir:        a.Settings.BlockDir,
-		Holder:          fmt.Sprintf("host %s, job %s", host, v["CI_JOB_ID"]),
+	return request.Build{
+		Dir:           v["CI_PROJECT_DIR"],
+		Vars:          vars,
+		Project:       locks.Project,
+		StagesStorage: a.Env.StagesStorage,
+		ImagesRepo:    a.Env.ImagesRepo,
+		Commit:        v["CI_COMMIT_SHA"],
+		CommitTime:    v["CI_COMMIT_TIMESTAMP"],
+		Ref:           ref,
+		RefSlug:       refSlug,
+		TagStrategy:   a.Env.TagStrategy,
+		Engine:        a.engine(),
+		Locks:         locks,
+		BlockDir:      a.Settings.BlockDir,
 	}, nil
 }

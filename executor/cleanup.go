@@ -2,17 +2,14 @@ package executor
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"strconv"
-	"strings"
 
 	"gitlab.com/stagehand/stagehand/fault"
 	"gitlab.com/stagehand/stagehand/gitlab"
-	"gitlab.com/stagehand/stagehand/worker"
+	"gitlab.com/stagehand/stagehand/request"
 )
 
-// Job variables of cleanups.
+// Job variables of cleanups. The token is never a flag of `stagehand
+// cleanup` either: it would show in ps.
 const (
 	VarCleanupToken      = "STAGEHAND_CLEANUP_TOKEN"
 	VarCleanupNamespaces = "STAGEHAND_CLEANUP_NAMESPACES"
@@ -32,56 +29,44 @@ func (CleanupAction) Check(_ context.Context, a *ActionContext) error {
 	if a.Job.Vars["CI_API_V4_URL"] == "" {
 		return fault.Jobf("cleanup needs CI_API_V4_URL (GitLab sets it); nothing was deleted")
 	}
-	if a.Env[gitlab.VarStagesStorage] == "" {
+	if a.Env.StagesStorage == "" {
 		return fault.Jobf("cleanup needs %s: the project has no container registry", gitlab.VarStagesStorage)
 	}
-	_, err := synchronization(a)
+	_, err := jobLocks(a, "cleanup job")
 	return err
 }
 
 // Perform runs the cleanup in the worker.
 func (CleanupAction) Perform(ctx context.Context, a *ActionContext) (map[string]string, error) {
+	return perform[request.Cleanup, struct{}](ctx, a, cleanupRequest, nil)
+}
+
+// cleanupRequest is a scheduled job's cleanup of its project.
+func cleanupRequest(a *ActionContext) (request.Cleanup, error) {
 	v := a.Job.Vars
-	kubeconfig, err := jobKubeconfig(a)
+	cluster, err := jobCluster(a)
 	if err != nil {
-		return nil, err
+		return request.Cleanup{}, err
 	}
-	sync, err := synchronization(a)
+	locks, err := jobLocks(a, "cleanup job")
 	if err != nil {
-		return nil, err
+		return request.Cleanup{}, err
 	}
 	project := v["CI_PROJECT_PATH"]
 	if project == "" {
 		project = v["CI_PROJECT_ID"]
 	}
-	var namespaces []string
-	for _, ns := range strings.Split(v[VarCleanupNamespaces], ",") {
-		if ns = strings.TrimSpace(ns); ns != "" {
-			namespaces = append(namespaces, ns)
-		}
-	}
-	num := func(name string) int {
-		n, _ := strconv.Atoi(a.Env[name])
-		return n
-	}
-	host, _ := os.Hostname()
-	c := &worker.Cleanup{
-		APIURL: v["CI_API_V4_URL"], Token: v[VarCleanupToken], Project: project, LockProject: lockProject(v),
-		StagesRepo: a.Env[gitlab.VarStagesStorage], Kubeconfig: kubeconfig, Namespaces: namespaces,
-		DryRun:          v[VarCleanupDryRun] == "true" || v[VarCleanupDryRun] == "1",
-		Synchronization: sync, LocksDir: a.Settings.LocksDir,
-		Holder:                  fmt.Sprintf("host %s, cleanup job %s", host, v["CI_JOB_ID"]),
-		GitTagLimit:             num(gitlab.VarGitTagStrategyLimit),
-		GitTagExpiryDays:        num(gitlab.VarGitTagStrategyExpiryDays),
-		GitCommitLimit:          num(gitlab.VarGitCommitStrategyLimit),
-		GitCommitExpiryDays:     num(gitlab.VarGitCommitStrategyExpiryDays),
-		SignatureLimit:          num(gitlab.VarStagesSignatureLimit),
-		SignatureExpiryDays:     num(gitlab.VarStagesSignatureExpiryDays),
-		ProjectDir:              v["CI_PROJECT_DIR"],
-		Vars:                    v,
-		BuilderThresholdPercent: a.Settings.BuilderThreshold,
-		BuilderMaxBytes:         a.Settings.BuilderMaxBytes,
-	}
-	_, err = a.Worker.Call(ctx, worker.Request{Op: worker.OpCleanup, DockerHost: a.Settings.DockerHost, DockerConfig: a.Job.DockerConfigDir(), Cleanup: c})
-	return nil, err
+	return request.Cleanup{
+		APIURL: v["CI_API_V4_URL"], Token: v[VarCleanupToken], Project: project,
+		Locks:         locks,
+		StagesStorage: a.Env.StagesStorage,
+		Cluster:       cluster,
+		Namespaces:    request.ParseList(v[VarCleanupNamespaces]),
+		Policies:      a.Env.Policies,
+		Dir:           v["CI_PROJECT_DIR"],
+		Vars:          v,
+		DryRun:        v[VarCleanupDryRun] == "true" || v[VarCleanupDryRun] == "1",
+		Engine:        a.engine(),
+		Builder:       &request.BuilderLimits{ThresholdPercent: a.Settings.BuilderThreshold, MaxBytes: a.Settings.BuilderMaxBytes},
+	}, nil
 }

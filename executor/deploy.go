@@ -10,7 +10,7 @@ import (
 
 	"gitlab.com/stagehand/stagehand/fault"
 	"gitlab.com/stagehand/stagehand/gitlab"
-	"gitlab.com/stagehand/stagehand/worker"
+	"gitlab.com/stagehand/stagehand/request"
 )
 
 // Job variables of deploys.
@@ -18,7 +18,6 @@ const (
 	VarDeployTimeout = "STAGEHAND_DEPLOY_TIMEOUT"
 	VarChartDir      = "STAGEHAND_CHART_DIR"
 	VarKubeconfig    = "KUBECONFIG"
-	setPrefix        = "STAGEHAND_SET_"
 )
 
 // DeployAction builds the images when needed, then deploys the job's
@@ -40,9 +39,12 @@ func (DeployAction) Check(ctx context.Context, a *ActionContext) error {
 func (DismissAction) Check(_ context.Context, a *ActionContext) error { return checkEnvironment(a) }
 
 func checkEnvironment(a *ActionContext) error {
-	for _, v := range []string{gitlab.VarNamespace, gitlab.VarRelease} {
-		if a.Env[v] == "" {
-			return fault.Jobf("the job has no %s: give it an environment: (or set %s)", v, v)
+	for _, v := range []struct{ name, value string }{
+		{gitlab.VarNamespace, a.Env.Namespace},
+		{gitlab.VarRelease, a.Env.Release},
+	} {
+		if v.value == "" {
+			return fault.Jobf("the job has no %s: give it an environment: (or set %s)", v.name, v.name)
 		}
 	}
 	_, err := deployTimeout(a)
@@ -54,99 +56,88 @@ func deployTimeout(a *ActionContext) (time.Duration, error) {
 	if v == "" {
 		return a.Settings.DeployTimeout, nil
 	}
-	d, err := time.ParseDuration(v)
+	d, err := request.ParseDuration(v)
 	if err != nil {
-		if n, nerr := time.ParseDuration(v + "s"); nerr == nil {
-			return n, nil // plain seconds, as werf took them
-		}
-		return 0, fault.Jobf("%s=%q is not a duration (e.g. 300s, 5m)", VarDeployTimeout, v)
-	}
-	if d <= 0 {
-		return 0, fault.Jobf("%s=%q must be positive", VarDeployTimeout, v)
+		return 0, fault.Jobf("%s=%w", VarDeployTimeout, err)
 	}
 	return d, nil
 }
 
 // Perform runs the deploy in the worker.
 func (DeployAction) Perform(ctx context.Context, a *ActionContext) (map[string]string, error) {
-	d, err := deployRequest(a)
-	if err != nil {
-		return nil, err
-	}
-	if d.Build, err = BuildRequest(a); err != nil {
-		return nil, err
-	}
-	resp, err := a.Worker.Call(ctx, worker.Request{Op: worker.OpDeploy, DockerHost: a.Settings.DockerHost, DockerConfig: a.Job.DockerConfigDir(), Deploy: d})
-	if err != nil {
-		return nil, err
-	}
-	return resp.Exports, nil
+	return perform(ctx, a, deployRequest, request.BuildResult.Exports)
 }
 
 // Perform runs the dismiss in the worker.
 func (DismissAction) Perform(ctx context.Context, a *ActionContext) (map[string]string, error) {
-	d, err := deployRequest(a)
-	if err != nil {
-		return nil, err
-	}
-	_, err = a.Worker.Call(ctx, worker.Request{Op: worker.OpDismiss, Deploy: d})
-	return nil, err
+	return perform[request.Dismiss, struct{}](ctx, a, dismissRequest, nil)
 }
 
-func deployRequest(a *ActionContext) (*worker.Deploy, error) {
+// deployRequest is a job's deploy: its build, then its environment.
+func deployRequest(a *ActionContext) (request.Deploy, error) {
 	timeout, err := deployTimeout(a)
 	if err != nil {
-		return nil, err
+		return request.Deploy{}, err
 	}
-	kubeconfig, err := jobKubeconfig(a)
+	cluster, err := jobCluster(a)
 	if err != nil {
-		return nil, err
+		return request.Deploy{}, err
 	}
-	anns, err := gitlab.ParseAnnotations(a.Env[gitlab.VarAnnotations])
+	build, err := buildRequest(a)
 	if err != nil {
-		return nil, fault.Jobf("%s: %w", gitlab.VarAnnotations, err)
-	}
-	annotations := map[string]string{}
-	for _, an := range anns {
-		annotations[an.Key] = an.Value
-	}
-	sets := map[string]string{}
-	for k, v := range a.Job.Vars {
-		if strings.HasPrefix(k, setPrefix) {
-			sets[k] = v
-		}
+		return request.Deploy{}, err
 	}
 	v := a.Job.Vars
-	return &worker.Deploy{
-		Namespace: a.Env[gitlab.VarNamespace], Release: a.Env[gitlab.VarRelease],
-		ChartDir: v[VarChartDir], Env: a.Env[gitlab.VarEnv], CIURL: v["CI_ENVIRONMENT_URL"],
-		Kubeconfig: kubeconfig, Sets: sets, Annotations: annotations,
-		Registry: v["CI_REGISTRY"], DeployUser: v["CI_DEPLOY_USER"], DeployPassword: v["CI_DEPLOY_PASSWORD"],
-		PullSecretFrom: a.Settings.PullSecretFrom, Timeout: timeout,
+	return request.Deploy{
+		Build: build,
+		Environment: request.Environment{
+			Name: a.Env.Environment, Namespace: a.Env.Namespace, Release: a.Env.Release, URL: v["CI_ENVIRONMENT_URL"],
+		},
+		ChartDir:    v[VarChartDir],
+		Cluster:     cluster,
+		Sets:        request.SetsFrom(v),
+		Annotations: a.Env.Annotations,
+		PullSecret: request.PullSecret{
+			Registry: v["CI_REGISTRY"], User: v["CI_DEPLOY_USER"], Password: v["CI_DEPLOY_PASSWORD"], From: a.Settings.PullSecretFrom,
+		},
+		Timeout: timeout,
 	}, nil
 }
 
-// jobKubeconfig is the job's KUBECONFIG (a file variable, as GitLab's
-// agent gives it: its contents are written into the job's private state,
+// dismissRequest is a stop job's dismiss.
+func dismissRequest(a *ActionContext) (request.Dismiss, error) {
+	timeout, err := deployTimeout(a)
+	if err != nil {
+		return request.Dismiss{}, err
+	}
+	cluster, err := jobCluster(a)
+	if err != nil {
+		return request.Dismiss{}, err
+	}
+	return request.Dismiss{Cluster: cluster, Namespace: a.Env.Namespace, Release: a.Env.Release, Timeout: timeout}, nil
+}
+
+// jobCluster is the job's KUBECONFIG (a file variable, as GitLab's agent
+// gives it: its contents are written into the job's private state,
 // removed by cleanup), else the runner's --kubeconfig.
-func jobKubeconfig(a *ActionContext) (string, error) {
+func jobCluster(a *ActionContext) (request.Cluster, error) {
 	v := a.Job.Vars[VarKubeconfig]
 	switch {
 	case v == "":
-		return a.Settings.Kubeconfig, nil
+		return request.Cluster{Kubeconfig: a.Settings.Kubeconfig}, nil
 	case !strings.Contains(v, "\n") && filepath.IsAbs(v):
 		if _, err := os.Stat(v); err != nil {
-			return "", fault.Jobf("%s=%s: %v", VarKubeconfig, v, err)
+			return request.Cluster{}, fault.Jobf("%s=%s: %v", VarKubeconfig, v, err)
 		}
-		return v, nil
+		return request.Cluster{Kubeconfig: v}, nil
 	}
 	dir := a.Job.StateDir()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("create %s: %w", dir, err)
+		return request.Cluster{}, fmt.Errorf("create %s: %w", dir, err)
 	}
 	path := filepath.Join(dir, "kubeconfig")
 	if err := os.WriteFile(path, []byte(v), 0o600); err != nil {
-		return "", fmt.Errorf("write the job's kubeconfig: %w", err)
+		return request.Cluster{}, fmt.Errorf("write the job's kubeconfig: %w", err)
 	}
-	return path, nil
+	return request.Cluster{Kubeconfig: path}, nil
 }

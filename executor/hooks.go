@@ -18,6 +18,7 @@ import (
 	"gitlab.com/stagehand/stagehand/dockercfg"
 	"gitlab.com/stagehand/stagehand/fault"
 	"gitlab.com/stagehand/stagehand/gitlab"
+	"gitlab.com/stagehand/stagehand/request"
 	"gitlab.com/stagehand/stagehand/worker"
 )
 
@@ -149,7 +150,7 @@ func (e *Executor) Prepare(ctx context.Context) error {
 			return err
 		}
 	}
-	ac := e.actionContext(envMap(env))
+	ac := e.actionContext(env)
 	if err := action.Check(ctx, ac); err != nil {
 		return fmt.Errorf("%s: %w", kind, err)
 	}
@@ -158,14 +159,17 @@ func (e *Executor) Prepare(ctx context.Context) error {
 }
 
 func (e *Executor) prepareImage(ctx context.Context, img string) error {
-	_, err := e.worker().Call(ctx, worker.Request{
-		Op:           worker.OpEnsureImage,
-		DockerHost:   e.Settings.DockerHost,
-		Image:        img,
-		PullPolicy:   e.Settings.PullPolicy,
-		DockerConfig: e.Job.DockerConfigDir(),
+	_, err := worker.Call[struct{}](ctx, e.worker(), request.JobImage{
+		Engine:     e.engine(),
+		Image:      img,
+		PullPolicy: e.Settings.PullPolicy,
 	})
 	return err
+}
+
+// engine is the runner's Docker Engine, with the job's logins.
+func (e *Executor) engine() request.Engine {
+	return request.Engine{Host: e.Settings.DockerHost, Network: e.Settings.DockerNetwork, DockerConfig: e.Job.DockerConfigDir()}
 }
 
 // worker is the client of stagehand-worker, which does the Docker work.
@@ -175,7 +179,7 @@ func (e *Executor) worker() worker.Client {
 	return worker.Client{Path: e.Settings.Worker, Trace: e.Trace, StopGrace: e.Settings.StopTimeout + 30*time.Second}
 }
 
-func (e *Executor) actionContext(env map[string]string) *ActionContext {
+func (e *Executor) actionContext(env gitlab.Env) *ActionContext {
 	return &ActionContext{Job: e.Job, Settings: &e.Settings, Env: env, Trace: e.Trace, Worker: e.worker()}
 }
 
@@ -207,9 +211,8 @@ func (e *Executor) Run(ctx context.Context, scriptPath, stage string) error {
 	if err != nil {
 		return err
 	}
-	vars := envMap(env)
 	if scriptStage(stage) {
-		exports, err := e.perform(ctx, vars)
+		exports, err := e.perform(ctx, env)
 		if err != nil {
 			return err
 		}
@@ -221,6 +224,9 @@ func (e *Executor) Run(ctx context.Context, scriptPath, stage string) error {
 	if err != nil {
 		return err
 	}
+	// The script's environment: the derived variables, then what the
+	// action exported.
+	vars := envMap(env)
 	for k, v := range exports {
 		vars[k] = v
 	}
@@ -244,14 +250,14 @@ func (e *Executor) Run(ctx context.Context, scriptPath, stage string) error {
 	return nil
 }
 
-func (e *Executor) perform(ctx context.Context, vars map[string]string) (map[string]string, error) {
+func (e *Executor) perform(ctx context.Context, env gitlab.Env) (map[string]string, error) {
 	kind, action, err := e.action()
 	if err != nil || kind == ActionNone {
 		return nil, err
 	}
 	var exports map[string]string
 	err = Section(e.Trace, "stagehand_"+string(kind), "stagehand "+string(kind), func() error {
-		ac := e.actionContext(vars)
+		ac := e.actionContext(env)
 		var err error
 		exports, err = action.Perform(ctx, ac)
 		return err
@@ -272,11 +278,10 @@ func (e *Executor) scriptRunner(stage string) ScriptRunner {
 	}
 	return containerShell{
 		worker:      e.worker(),
-		dockerHost:  e.Settings.DockerHost,
+		engine:      e.engine(),
 		image:       img,
 		jobKey:      e.Job.Key(),
 		binds:       binds,
-		network:     e.Settings.DockerNetwork,
 		stopTimeout: e.Settings.StopTimeout,
 	}
 }
@@ -352,12 +357,8 @@ func (e *Executor) Cleanup(ctx context.Context) {
 }
 
 func (e *Executor) removeContainers(ctx context.Context) (int, error) {
-	resp, err := e.worker().Call(ctx, worker.Request{
-		Op:         worker.OpRemoveJobContainers,
-		DockerHost: e.Settings.DockerHost,
-		JobKey:     e.Job.Key(),
-	})
-	return resp.Removed, err
+	res, err := worker.Call[request.Removed](ctx, e.worker(), request.JobContainers{Engine: e.engine(), JobKey: e.Job.Key()})
+	return res.Count, err
 }
 
 // ExitCode is the hook's exit status for err.

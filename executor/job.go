@@ -88,6 +88,15 @@ func exitCodeVar(env map[string]string, name string, def int) (int, error) {
 // none and its script runs on the host.
 func (j *Job) Image() string { return j.Vars["CI_JOB_IMAGE"] }
 
+// ProjectPath is the job's project as GitLab names it (group/name), or
+// its name when the job has no path.
+func (j *Job) ProjectPath() string {
+	if p := j.Vars["CI_PROJECT_PATH"]; p != "" {
+		return p
+	}
+	return j.Vars["CI_PROJECT_NAME"]
+}
+
 // Key names the job uniquely on this host: the job id alone may repeat
 // across GitLab instances served by one runner host.
 func (j *Job) Key() string {

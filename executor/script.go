@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"gitlab.com/stagehand/stagehand/request"
 	"gitlab.com/stagehand/stagehand/worker"
 )
 
@@ -103,31 +104,26 @@ func exitStatus(err error) (int, error) {
 // and removes it.
 type containerShell struct {
 	worker      worker.Client
-	dockerHost  string
+	engine      request.Engine
 	image       string
 	jobKey      string
 	binds       []string
-	network     string
 	stopTimeout time.Duration
 }
 
 func (c containerShell) Run(ctx context.Context, s Script) (int, error) {
-	resp, err := c.worker.Call(ctx, worker.Request{
-		Op:         worker.OpRunScript,
-		DockerHost: c.dockerHost,
-		Image:      c.image,
-		JobKey:     c.jobKey,
-		Script: &worker.Script{
-			Path:        s.Path,
-			Stage:       s.Stage,
-			Env:         s.Env,
-			Binds:       c.binds,
-			Network:     c.network,
-			StopTimeout: c.stopTimeout,
-		},
+	res, err := worker.Call[request.ScriptResult](ctx, c.worker, request.JobScript{
+		Engine:      c.engine,
+		Image:       c.image,
+		JobKey:      c.jobKey,
+		Path:        s.Path,
+		Stage:       s.Stage,
+		Env:         s.Env,
+		Binds:       c.binds,
+		StopTimeout: c.stopTimeout,
 	})
 	if err != nil {
 		return -1, err
 	}
-	return resp.ExitCode, nil
+	return res.ExitCode, nil
 }

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"gitlab.com/stagehand/stagehand/request"
 	"gitlab.com/stagehand/stagehand/worker"
 )
 
@@ -56,26 +57,19 @@ type Settings struct {
 	BuilderMaxBytes  int64
 }
 
-// Pull policies for job images.
-const (
-	PullIfNotPresent = worker.PullIfNotPresent
-	PullAlways       = worker.PullAlways
-	PullNever        = worker.PullNever
-)
-
 // DefaultSettings are used where the operator gives nothing.
 func DefaultSettings() Settings {
 	return Settings{
 		BuildsRoot:  "/var/lib/stagehand/builds",
 		CacheRoot:   "/var/lib/stagehand/cache",
 		DockerHost:  "unix:///var/run/docker.sock",
-		PullPolicy:  PullIfNotPresent,
+		PullPolicy:  request.PullIfNotPresent,
 		Worker:      worker.DefaultPath(),
 		StopTimeout: 10 * time.Second,
 		// Hosts of one runner fleet share no files: without a cluster,
 		// locks only spare this host's concurrent jobs duplicate work.
 		Synchronization:  ":local",
-		LocksDir:         "/var/lib/stagehand/locks",
+		LocksDir:         request.DefaultLocksDir,
 		BlockDir:         "/var/lib/stagehand/switch-from-local",
 		PullSecretFrom:   "kube-system/registrysecret",
 		DeployTimeout:    5 * time.Minute,
@@ -92,9 +86,9 @@ func (s *Settings) Validate() error {
 		return fmt.Errorf("--cache-root %q must be an absolute path", s.CacheRoot)
 	}
 	switch s.PullPolicy {
-	case PullIfNotPresent, PullAlways, PullNever:
+	case request.PullIfNotPresent, request.PullAlways, request.PullNever:
 	default:
-		return fmt.Errorf("--pull-policy %q: use %s, %s or %s", s.PullPolicy, PullIfNotPresent, PullAlways, PullNever)
+		return fmt.Errorf("--pull-policy %q: use %s, %s or %s", s.PullPolicy, request.PullIfNotPresent, request.PullAlways, request.PullNever)
 	}
 	if s.StopTimeout <= 0 {
 		return fmt.Errorf("--stop-timeout %s must be positive", s.StopTimeout)

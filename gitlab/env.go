@@ -51,12 +51,18 @@ type Policy struct {
 	ExpiryDays int
 }
 
-// Default cleanup policies (werf 1.1's).
-var (
-	DefaultGitTagPolicy          = Policy{Limit: 10, ExpiryDays: 30}
-	DefaultGitCommitPolicy       = Policy{Limit: 50, ExpiryDays: 30}
-	DefaultStagesSignaturePolicy = Policy{Limit: -1, ExpiryDays: -1}
-)
+// Policies are the cleanup policies of a project's images, by what the
+// image was published for.
+type Policies struct {
+	GitTag, GitCommit, StagesSignature Policy
+}
+
+// DefaultPolicies are werf 1.1's.
+var DefaultPolicies = Policies{
+	GitTag:          Policy{Limit: 10, ExpiryDays: 30},
+	GitCommit:       Policy{Limit: 50, ExpiryDays: 30},
+	StagesSignature: Policy{Limit: -1, ExpiryDays: -1},
+}
 
 // Annotation is one Kubernetes annotation.
 type Annotation struct {
@@ -80,9 +86,7 @@ type Env struct {
 	Release     string
 	Annotations []Annotation
 
-	GitTagPolicy          Policy
-	GitCommitPolicy       Policy
-	StagesSignaturePolicy Policy
+	Policies Policies
 }
 
 // Input is what DeriveEnv reads: the job's variables (CI_* and overrides)
@@ -169,9 +173,11 @@ func DeriveEnv(in Input) (Env, error) {
 		env.Annotations = a
 	}
 
-	env.GitTagPolicy = d.policy(VarGitTagStrategyLimit, VarGitTagStrategyExpiryDays, DefaultGitTagPolicy)
-	env.GitCommitPolicy = d.policy(VarGitCommitStrategyLimit, VarGitCommitStrategyExpiryDays, DefaultGitCommitPolicy)
-	env.StagesSignaturePolicy = d.policy(VarStagesSignatureLimit, VarStagesSignatureExpiryDays, DefaultStagesSignaturePolicy)
+	env.Policies = Policies{
+		GitTag:          d.policy(VarGitTagStrategyLimit, VarGitTagStrategyExpiryDays, DefaultPolicies.GitTag),
+		GitCommit:       d.policy(VarGitCommitStrategyLimit, VarGitCommitStrategyExpiryDays, DefaultPolicies.GitCommit),
+		StagesSignature: d.policy(VarStagesSignatureLimit, VarStagesSignatureExpiryDays, DefaultPolicies.StagesSignature),
+	}
 
 	if d.err != nil {
 		return Env{}, d.err
@@ -337,12 +343,12 @@ func (e Env) Vars() []Var {
 		{VarNamespace, e.Namespace},
 		{VarRelease, e.Release},
 		{VarAnnotations, FormatAnnotations(e.Annotations)},
-		{VarGitTagStrategyLimit, strconv.Itoa(e.GitTagPolicy.Limit)},
-		{VarGitTagStrategyExpiryDays, strconv.Itoa(e.GitTagPolicy.ExpiryDays)},
-		{VarGitCommitStrategyLimit, strconv.Itoa(e.GitCommitPolicy.Limit)},
-		{VarGitCommitStrategyExpiryDays, strconv.Itoa(e.GitCommitPolicy.ExpiryDays)},
-		{VarStagesSignatureLimit, strconv.Itoa(e.StagesSignaturePolicy.Limit)},
-		{VarStagesSignatureExpiryDays, strconv.Itoa(e.StagesSignaturePolicy.ExpiryDays)},
+		{VarGitTagStrategyLimit, strconv.Itoa(e.Policies.GitTag.Limit)},
+		{VarGitTagStrategyExpiryDays, strconv.Itoa(e.Policies.GitTag.ExpiryDays)},
+		{VarGitCommitStrategyLimit, strconv.Itoa(e.Policies.GitCommit.Limit)},
+		{VarGitCommitStrategyExpiryDays, strconv.Itoa(e.Policies.GitCommit.ExpiryDays)},
+		{VarStagesSignatureLimit, strconv.Itoa(e.Policies.StagesSignature.Limit)},
+		{VarStagesSignatureExpiryDays, strconv.Itoa(e.Policies.StagesSignature.ExpiryDays)},
 	}
 	out := all[:0]
 	for _, v := range all {

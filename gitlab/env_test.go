@@ -45,14 +45,16 @@ func defaultAnnotations() []Annotation {
 
 func baseEnv() Env {
 	return Env{
-		DockerConfig:          "/tmp/job/docker",
-		StagesStorage:         "registry.example.com/group/sample/stages",
-		ImagesRepo:            "registry.example.com/group/sample",
-		TagStrategy:           TagStagesSignature,
-		Annotations:           defaultAnnotations(),
-		GitTagPolicy:          Policy{10, 30},
-		GitCommitPolicy:       Policy{50, 30},
-		StagesSignaturePolicy: Policy{-1, -1},
+		DockerConfig:  "/tmp/job/docker",
+		StagesStorage: "registry.example.com/group/sample/stages",
+		ImagesRepo:    "registry.example.com/group/sample",
+		TagStrategy:   TagStagesSignature,
+		Annotations:   defaultAnnotations(),
+		Policies: Policies{
+			GitTag:          Policy{10, 30},
+			GitCommit:       Policy{50, 30},
+			StagesSignature: Policy{-1, -1},
+		},
 	}
 }
 
@@ -120,9 +122,9 @@ func TestDeriveEnv(t *testing.T) {
 			e.Annotations = []Annotation{{"a", "1"}, {"b", "x,y"}}
 		}},
 		{"policies override", with(VarGitTagStrategyLimit, "3", VarGitCommitStrategyExpiryDays, "-1", VarStagesSignatureLimit, "100"), func(e *Env) {
-			e.GitTagPolicy.Limit = 3
-			e.GitCommitPolicy.ExpiryDays = -1
-			e.StagesSignaturePolicy.Limit = 100
+			e.Policies.GitTag.Limit = 3
+			e.Policies.GitCommit.ExpiryDays = -1
+			e.Policies.StagesSignature.Limit = 100
 		}},
 		{"sha256 repository", with("CI_COMMIT_SHA", strings.Repeat("ab", 32)), func(e *Env) {
 			e.Annotations[1].Value = strings.Repeat("ab", 32)

@@ -33,29 +33,40 @@
 // once, holding nothing. The first busy answer calls Options.OnWait with
 // the holders' descriptions, for the job's trace.
 //
+// # Leases and their renewal
+//
+// lockgate writes a lease valid for 10 s when a lock is taken (it rounds
+// the expiry down to the second, so 9 to 10 s). stagehand then renews it
+// itself (watchedBackend in kube.go) instead of leaving it to lockgate's
+// 3 s ticker, which gave a renewal that took more than 4 s on a busy API
+// server a lost lease: the lease record is read every second and, once
+// less than 15 s of it is left, rewritten (in lockgate's format) to
+// expire 20 s later, so a renewal has 15 s to get through. The holders of
+// a shared lock share one record and renew it once between them; an
+// update refused because another lock of the ConfigMap changed is made
+// again at once, with a new expiry. A host that died holds its locks for
+// up to 20 s.
+//
 // # Lost leases
 //
-// A Kubernetes lease lives 10 s (lockgate rounds its expiry down to the
-// second, so 9 to 10 s) from the start of its last renewal; lockgate
-// renews it from a background goroutine 3 s after it was taken and then
-// every 6 s (a 3 s ticker that skips the tick after a renewal), so two
-// renewals in a row that fail lose it. Another host may take the lock once
-// the lease has expired. A Lease therefore reports its loss: Lost() is
-// closed and Err() names the lock and says why, when
+// A Lease reports its loss: Lost() is closed and Err() names the lock and
+// says why, when
 //
-//   - the record says another holder has the lock, or that it is gone
-//     (lockgate's own report, within a renewal period), or
-//   - no renewal has succeeded up to the expiry the last successful one
-//     wrote. lockgate only prints to stderr and retries while the API server
-//     is unreachable ("ERROR: lock server respond with an error"), so this
-//     package times the renewals itself: the loss is reported when the
-//     lease expires (checked every 100 ms), at most 10 s after the last
-//     successful renewal began, that is no later than another host can
-//     take the lock. Hosts are assumed to keep their clocks in step (NTP);
-//     a skewed host may see leases expire early or late.
+//   - a renewal finds the record another holder's, or gone, or
+//   - the lease expired without a successful renewal (checked every
+//     100 ms): the API server was unreachable for the whole margin. Hosts
+//     are assumed to keep their clocks in step (NTP); a skewed host may
+//     see leases expire early or late.
 //
-// The holder must stop what the lock protects and Release the lease;
-// Release after a loss never waits for lockgate's stopped renewal (which
-// would wait forever) and never touches the new holder's record. File
-// locks are never lost: Lost() is never closed.
+// The holder must stop what the lock protects (WhileHeld gives it a
+// context that ends then) and Release the lease; Release after a loss
+// never waits for lockgate's stopped renewal (which would wait forever)
+// and never touches the new holder's record. File locks are never lost:
+// Lost() is never closed.
+//
+// # Who uses them
+//
+// For turns an operation's request.Locks into a Holding, which takes every
+// lock in the operation's holder's name; ProjectLock and StageLock name
+// the locks builds and cleanups take.
 package lock

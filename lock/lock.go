@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"gitlab.com/stagehand/stagehand/request"
 )
 
 // Locker takes named locks.
@@ -90,37 +92,38 @@ func (l *Lease) lose(err error) {
 type Config struct {
 	// Project names the ConfigMap (stagehand-<project>).
 	Project string
-	// LocalDir holds the file locks of ":local" (DefaultLocalDir if "").
+	// LocalDir holds the file locks of ":local" (request.DefaultLocksDir if "").
 	LocalDir string
 	// Kubeconfig is the cluster of kubernetes://; "" means $KUBECONFIG,
 	// else in-cluster.
 	Kubeconfig string
 }
 
-// DefaultLocalDir is where ":local" keeps its lock files.
-const DefaultLocalDir = "/var/lib/stagehand/locks"
-
-// New returns the locker for a STAGEHAND_SYNCHRONIZATION value: ":local"
-// or "kubernetes://NAMESPACE".
+// New returns the locker of a synchronization spec (a
+// STAGEHAND_SYNCHRONIZATION value): ":local" or "kubernetes://NAMESPACE".
 func New(spec string, cfg Config) (Locker, error) {
-	switch {
-	case spec == ":local":
+	sync, err := request.ParseSynchronization("STAGEHAND_SYNCHRONIZATION", spec)
+	if err != nil {
+		return nil, err
+	}
+	return open(sync, cfg)
+}
+
+func open(sync request.Synchronization, cfg Config) (Locker, error) {
+	switch sync.Kind {
+	case request.SyncLocal:
 		dir := cfg.LocalDir
 		if dir == "" {
-			dir = DefaultLocalDir
+			dir = request.DefaultLocksDir
 		}
 		return newFileLocker(dir)
-	case strings.HasPrefix(spec, "kubernetes://"):
-		ns := strings.TrimPrefix(spec, "kubernetes://")
-		if ns == "" || strings.Contains(ns, "/") {
-			return nil, fmt.Errorf("STAGEHAND_SYNCHRONIZATION=%q: give the namespace, as kubernetes://stagehand-synchronization", spec)
-		}
+	case request.SyncKubernetes:
 		if cfg.Project == "" {
-			return nil, fmt.Errorf("STAGEHAND_SYNCHRONIZATION=%q: Kubernetes locks need the project's name (it names the ConfigMap)", spec)
+			return nil, fmt.Errorf("STAGEHAND_SYNCHRONIZATION=%q: Kubernetes locks need the project's name (it names the ConfigMap)", sync)
 		}
-		return newKubeLocker(ns, cfg)
+		return newKubeLocker(sync.Namespace, cfg)
 	}
-	return nil, fmt.Errorf("STAGEHAND_SYNCHRONIZATION=%q: use :local (file locks on this host) or kubernetes://NAMESPACE (a ConfigMap shared by every host)", spec)
+	return nil, fmt.Errorf("STAGEHAND_SYNCHRONIZATION=%q takes no locks: use :local (file locks on this host) or kubernetes://NAMESPACE (a ConfigMap shared by every host)", sync)
 }
 
 // acquireLoop tries a non-blocking acquire until it succeeds or ctx ends;

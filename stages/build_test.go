@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +13,9 @@ import (
 	"time"
 
 	"gitlab.com/stagehand/stagehand/e2e/harness"
+	"gitlab.com/stagehand/stagehand/gitlab"
+	"gitlab.com/stagehand/stagehand/lock"
+	"gitlab.com/stagehand/stagehand/request"
 	"gitlab.com/stagehand/stagehand/stages"
 )
 
@@ -90,13 +92,13 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
-func options(t *testing.T, c components, dir, repo, host string, trace io.Writer) stages.Options {
+func buildRequest(t *testing.T, c components, dir, repo, host string) request.Build {
 	commit := gitRun(t, dir, "rev-parse", "HEAD")
-	return stages.Options{
-		ProjectDir: dir, Vars: map[string]string{"BASE_IMAGE": c.baseImage},
-		Project: "sample", StagesRepo: repo + "/stages", ImagesRepo: repo,
-		Commit: commit, CommitTime: "2026-11-25T00:00:00Z", Branch: "main", RefSlug: "main",
-		TagStrategy: stages.TagStagesSignature, DockerHost: host, Network: "none", Trace: trace,
+	return request.Build{
+		Dir: dir, Vars: map[string]string{"BASE_IMAGE": c.baseImage},
+		Project: "sample", StagesStorage: repo + "/stages", ImagesRepo: repo,
+		Commit: commit, CommitTime: "2026-11-25T00:00:00Z", Ref: request.Ref{Branch: "main"}, RefSlug: "main",
+		TagStrategy: gitlab.TagStagesSignature, Engine: request.Engine{Host: host, Network: "none"},
 	}
 }
 
@@ -108,7 +110,7 @@ func TestBuildPublishesTheSampleProject(t *testing.T) {
 	var trace syncBuffer
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	res, err := stages.Run(ctx, options(t, c, dir, repo, host, &trace))
+	res, err := stages.Build(ctx, buildRequest(t, c, dir, repo, host), &trace)
 	t.Log(trace.String())
 	if err != nil {
 		t.Fatal(err)
@@ -131,7 +133,7 @@ func TestBuildPublishesTheSampleProject(t *testing.T) {
 
 	// The same commit again: everything comes from the storage.
 	var again syncBuffer
-	res2, err := stages.Run(ctx, options(t, c, dir, repo, host, &again))
+	res2, err := stages.Build(ctx, buildRequest(t, c, dir, repo, host), &again)
 	t.Log(again.String())
 	if err != nil {
 		t.Fatal(err)
@@ -159,7 +161,7 @@ func (l *testLease) Release() error        { return nil }
 func (l *testLease) Lost() <-chan struct{} { return l.lost }
 func (l *testLease) Err() error            { return l.err }
 
-func (l losingLocker) Acquire(_ context.Context, name string, _ bool, _ func(string)) (stages.Lease, error) {
+func (l losingLocker) Take(_ context.Context, name string, _ bool, _ func(string)) (lock.Held, error) {
 	lease := &testLease{lost: make(chan struct{})}
 	if strings.HasSuffix(name, l.lose) {
 		lease.err = fmt.Errorf("lost the lock %s: its lease could not be renewed", name)
@@ -175,7 +177,7 @@ func TestLostLeaseStopsTheBuildBeforeStoring(t *testing.T) {
 	dir := sampleProject(t)
 	repo := fmt.Sprintf("%s/stagehand-test/lease-%d", c.registry, time.Now().UnixNano())
 	var trace syncBuffer
-	o := options(t, c, dir, repo, c.engines[0].Host, &trace)
+	o := buildRequest(t, c, dir, repo, c.engines[0].Host)
 
 	// Find the signature of backend/install from a plan of the same tree.
 	cfg, err := stages.LoadConfig(dir, o.Vars)
@@ -197,8 +199,7 @@ func TestLostLeaseStopsTheBuildBeforeStoring(t *testing.T) {
 			install = s.Signature
 		}
 	}
-	o.Locker = losingLocker{lose: install}
-	_, err = stages.Run(context.Background(), o)
+	_, err = stages.Build(context.Background(), o, &trace, stages.WithLocker(losingLocker{lose: install}))
 	t.Logf("the build stopped: %v", err)
 	if err == nil || !strings.Contains(err.Error(), "lost the lock") || !strings.Contains(err.Error(), install) {
 		t.Fatalf("Run = %v, want the lost lock named\n%s", err, trace.String())

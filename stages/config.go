@@ -1,7 +1,6 @@
-// Package stages builds a project's images as stages shared through the
-// registry. This file reads the stage config: stagehand.yaml, or the
-// werf.yaml 1.1 subset stagehand supports.
 package stages
+
+// This file reads the stage config: stagehand.yaml, or werf.yaml.
 
 import (
 	"bytes"
@@ -17,6 +16,8 @@ import (
 	"text/template"
 
 	yaml "go.yaml.in/yaml/v3"
+
+	"gitlab.com/stagehand/stagehand/gitlab"
 )
 
 // ConfigFiles are the config file names, in order of preference.
@@ -29,8 +30,28 @@ type Config struct {
 	Project string
 	// Images holds images and artifacts in file order.
 	Images []*Image
-	// Cleanup overrides the job's cleanup policies (nil: none).
-	Cleanup *CleanupPolicies
+	// cleanup overrides the job's cleanup policies (nil: none).
+	cleanup *policyOverrides
+}
+
+// CleanupPolicies are base (the job's ci-env policies) with the project
+// document's cleanup: overrides applied.
+func (c *Config) CleanupPolicies(base gitlab.Policies) gitlab.Policies {
+	if c.cleanup == nil {
+		return base
+	}
+	one := func(dst *gitlab.Policy, src policyOverride) {
+		if src.Limit != nil {
+			dst.Limit = *src.Limit
+		}
+		if src.ExpiryDays != nil {
+			dst.ExpiryDays = *src.ExpiryDays
+		}
+	}
+	one(&base.GitTag, c.cleanup.GitTag)
+	one(&base.GitCommit, c.cleanup.GitCommit)
+	one(&base.StagesSignature, c.cleanup.StagesSignature)
+	return base
 }
 
 // Image is one `image:` or `artifact:` document.
@@ -403,7 +424,7 @@ func (p *parser) meta(m *yaml.Node, cfg *Config) error {
 			return true, nil
 		case "cleanup":
 			c, err := p.cleanup(v)
-			cfg.Cleanup = c
+			cfg.cleanup = c
 			return true, err
 		case "deploy":
 			return true, p.errf(k, "deploy: is not read: stagehand names the release and namespace itself; set STAGEHAND_RELEASE or STAGEHAND_NAMESPACE (or APP_NAMESPACE) on the job to choose them")
@@ -424,21 +445,21 @@ func (p *parser) meta(m *yaml.Node, cfg *Config) error {
 	return nil
 }
 
-// CleanupPolicy overrides one of ci-env's cleanup policies; nil keeps the
+// policyOverride overrides one of ci-env's cleanup policies; nil keeps the
 // job's STAGEHAND_*_STRATEGY_* value. -1 means no bound.
-type CleanupPolicy struct{ Limit, ExpiryDays *int }
+type policyOverride struct{ Limit, ExpiryDays *int }
 
-// CleanupPolicies is the project document's cleanup: mapping.
-type CleanupPolicies struct {
-	GitTag, GitCommit, StagesSignature CleanupPolicy
+// policyOverrides is the project document's cleanup: mapping.
+type policyOverrides struct {
+	GitTag, GitCommit, StagesSignature policyOverride
 }
 
-func (p *parser) cleanup(n *yaml.Node) (*CleanupPolicies, error) {
-	c := &CleanupPolicies{}
+func (p *parser) cleanup(n *yaml.Node) (*policyOverrides, error) {
+	c := &policyOverrides{}
 	if n.Kind != yaml.MappingNode {
 		return nil, p.errf(n, "cleanup: maps gitTag:, gitCommit: and stagesSignature: to {limit:, expiryDays:}")
 	}
-	policy := func(dst *CleanupPolicy) fieldFunc {
+	policy := func(dst *policyOverride) fieldFunc {
 		return func(k, v *yaml.Node) error {
 			if v.Kind != yaml.MappingNode {
 				return p.errf(v, "cleanup %s: takes limit: and expiryDays:", k.Value)
@@ -629,6 +650,9 @@ func (p *parser) git(n *yaml.Node, where string) ([]GitMapping, error) {
 		if !path.IsAbs(g.Add) {
 			return nil, p.errf(item, "%s: add: %q must be an absolute path in the repository (/ is its root)", w, g.Add)
 		}
+		if err := p.checkGlobs(item, w, g.IncludePaths, g.ExcludePaths, g.StageDependencies.Install, g.StageDependencies.BeforeSetup, g.StageDependencies.Setup); err != nil {
+			return nil, err
+		}
 		if g.To == "" || !path.IsAbs(g.To) {
 			return nil, p.errf(item, "%s: to: must be an absolute path in the image", w)
 		}
@@ -698,6 +722,9 @@ func (p *parser) imports(n *yaml.Node, where string) ([]Import, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := p.checkGlobs(item, w, im.IncludePaths, im.ExcludePaths); err != nil {
+			return nil, err
+		}
 		if (im.Image == "") == (im.Artifact == "") {
 			return nil, p.errf(item, "%s: give exactly one of image: or artifact: to import from", w)
 		}
@@ -721,6 +748,19 @@ func (p *parser) imports(n *yaml.Node, where string) ([]Import, error) {
 		out = append(out, im)
 	}
 	return out, nil
+}
+
+// checkGlobs refuses a malformed glob, which would otherwise select
+// nothing without a word.
+func (p *parser) checkGlobs(n *yaml.Node, where string, lists ...[]string) error {
+	for _, l := range lists {
+		for _, g := range l {
+			if !validGlob(g) {
+				return p.errf(n, "%s: %q is not a valid glob (an unclosed [ or a bad escape)", where, g)
+			}
+		}
+	}
+	return nil
 }
 
 func (p *parser) str(n *yaml.Node, key string) (string, error) {

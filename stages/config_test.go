@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"gitlab.com/stagehand/stagehand/gitlab"
 )
 
 const sampleConfig = `project: {{ env "APP" }}
@@ -135,6 +137,9 @@ func TestParseConfigErrors(t *testing.T) {
 		{"docker on artifact", head + "artifact: a\nfrom: x\ndocker:\n  CMD: x\n", `werf.yaml:6: artifact "a": docker: directives apply to images only`},
 		{"import unknown artifact", head + "image: a\nfrom: x\nimport:\n- artifact: nope\n  add: /x\n  after: install\n", `werf.yaml:7: no artifact named "nope"`},
 		{"import without stage", head + "artifact: b\nfrom: x\n---\nimage: a\nfrom: x\nimport:\n- artifact: b\n  add: /x\n", `werf.yaml:10: image "a" import: give exactly one of before: or after:`},
+		{"bad includePaths glob", head + "image: a\nfrom: x\ngit:\n- add: /\n  to: /app\n  includePaths: ['src/[a-z']\n", `werf.yaml:7: image "a" git: "src/[a-z" is not a valid glob`},
+		{"bad stageDependencies glob", head + "image: a\nfrom: x\ngit:\n- add: /\n  to: /app\n  stageDependencies:\n    install: ['[']\n", `werf.yaml:7: image "a" git: "[" is not a valid glob`},
+		{"bad import glob", head + "artifact: b\nfrom: x\n---\nimage: a\nfrom: x\nimport:\n- artifact: b\n  add: /x\n  after: install\n  excludePaths: ['a[']\n", `werf.yaml:10: image "a" import: "a[" is not a valid glob`},
 		{"import bad stage", head + "artifact: b\nfrom: x\n---\nimage: a\nfrom: x\nimport:\n- artifact: b\n  add: /x\n  before: beforeSetup\n", `before:/after: is install or setup, not "beforeSetup"`},
 		{"cycle", head + "image: a\nfromImage: b\n---\nimage: b\nfromImage: a\n", "depends on itself"},
 		{"self reference", head + "image: a\nfromImage: a\n", `werf.yaml:4: image "a" refers to itself`},
@@ -243,9 +248,19 @@ func TestParseConfigCleanupPolicies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := cfg.Cleanup
-	if c == nil || *c.GitCommit.Limit != 20 || *c.GitCommit.ExpiryDays != -1 || *c.StagesSignature.Limit != 5 || c.StagesSignature.ExpiryDays != nil || c.GitTag.Limit != nil {
-		t.Fatalf("cleanup = %+v", c)
+	// Overrides apply over the job's policies; keys not given keep them.
+	base := gitlab.Policies{GitTag: gitlab.Policy{Limit: 10, ExpiryDays: 30}, GitCommit: gitlab.Policy{Limit: 50, ExpiryDays: 30}, StagesSignature: gitlab.Policy{Limit: 7, ExpiryDays: 7}}
+	want := gitlab.Policies{GitTag: gitlab.Policy{Limit: 10, ExpiryDays: 30}, GitCommit: gitlab.Policy{Limit: 20, ExpiryDays: -1}, StagesSignature: gitlab.Policy{Limit: 5, ExpiryDays: 7}}
+	if got := cfg.CleanupPolicies(base); got != want {
+		t.Fatalf("cleanup policies = %+v, want %+v", got, want)
+	}
+	// A config without cleanup: keeps the job's.
+	plain, err := ParseConfig("stagehand.yaml", []byte("project: p\nconfigVersion: 1\n---\nimage: ~\nfrom: base\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := plain.CleanupPolicies(base); got != base {
+		t.Errorf("without cleanup: = %+v, want %+v", got, base)
 	}
 	for _, bad := range []string{
 		"cleanup:\n  gitCommit: {limit: many}\n",

@@ -5,6 +5,43 @@ import (
 	"strings"
 )
 
+// selection is what an add:/includePaths/excludePaths triple selects, for
+// git mappings (paths of the project) and imports (paths of an image).
+type selection struct {
+	Add              string
+	Include, Exclude []string
+}
+
+func (m GitMapping) selection() selection { return selection{m.Add, m.IncludePaths, m.ExcludePaths} }
+func (im Import) selection() selection    { return selection{im.Add, im.IncludePaths, im.ExcludePaths} }
+
+// match tells whether the path p (slash-separated; a leading slash or
+// none) is selected, and answers it relative to add: ("" when p is add:
+// itself, a single file or the directory). Globs match the relative path.
+func (sel selection) match(p string) (rel string, ok bool) {
+	add := strings.Trim(path.Clean("/"+sel.Add), "/")
+	p = strings.Trim(path.Clean("/"+p), "/")
+	switch {
+	case add == "":
+		rel = p
+	case p == add:
+		rel = ""
+	case strings.HasPrefix(p, add+"/"):
+		rel = p[len(add)+1:]
+	default:
+		return "", false
+	}
+	if rel != "" {
+		if len(sel.Include) > 0 && !anyGlob(sel.Include, rel) {
+			return "", false
+		}
+		if anyGlob(sel.Exclude, rel) {
+			return "", false
+		}
+	}
+	return rel, true
+}
+
 // globMatch tells whether a slash-separated path is selected by a werf-style
 // glob: `*`, `?` and `[…]` within one path element, `**` across any number
 // of elements, and a glob naming a directory selects everything under it

@@ -11,9 +11,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/moby/moby/client"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"gitlab.com/stagehand/stagehand/fault"
+	"gitlab.com/stagehand/stagehand/stagesrepo"
 )
 
 // LocalStorageName is the STAGEHAND_STAGES_STORAGE value of the stages
@@ -24,32 +27,21 @@ const LocalStorageName = ":local"
 // localRepoPrefix names the engine repository of a project's local stages.
 const localRepoPrefix = "stagehand-stages/"
 
-// Store is where stages live: a registry repository (*Storage) or the
-// host's engine (*LocalStorage).
-type Store interface {
-	Refresh(ctx context.Context) error
-	Find(ctx context.Context, sig string) (StoredStage, bool, error)
-	// EngineRef is how the engine names a stored stage (to pull it or
-	// build on it).
-	EngineRef(st StoredStage) string
-	String() string
-}
-
-// EngineRef implements Store.
-func (s *Storage) EngineRef(st StoredStage) string { return s.Ref(st).String() }
-
 // LocalStorage is the :local stages storage: images
 // stagehand-stages/<project>:<signature>-<unix ms> in the host's engine.
 type LocalStorage struct {
 	Engine *Engine
 	Repo   string
+	// regOpts read what publish pushed.
+	regOpts []remote.Option
 
 	index stageIndex
 }
 
-// NewLocalStorage opens the local stages of project in the engine.
-func NewLocalStorage(e *Engine, project string) *LocalStorage {
-	return &LocalStorage{Engine: e, Repo: localRepoPrefix + strings.ToLower(project)}
+// NewLocalStorage opens the local stages of project in the engine;
+// regOpts are the options of registry calls (registry.Options).
+func NewLocalStorage(e *Engine, project string, regOpts []remote.Option) *LocalStorage {
+	return &LocalStorage{Engine: e, Repo: localRepoPrefix + strings.ToLower(project), regOpts: regOpts}
 }
 
 func (l *LocalStorage) String() string {
@@ -57,52 +49,92 @@ func (l *LocalStorage) String() string {
 }
 
 // EngineRef implements Store.
-func (l *LocalStorage) EngineRef(st StoredStage) string { return l.Repo + ":" + st.Tag() }
+func (l *LocalStorage) EngineRef(st stagesrepo.StageTag) string { return l.Repo + ":" + st.String() }
 
 // Refresh lists the engine's stage images.
 func (l *LocalStorage) Refresh(ctx context.Context) error {
-	list, err := l.Engine.cli().ImageList(ctx, client.ImageListOptions{Filters: make(client.Filters).Add("reference", l.Repo)})
+	images, err := l.Engine.Images(ctx, l.Repo)
 	if err != nil {
-		return fmt.Errorf("list local stages %s: %w", l.Repo, err)
+		return fmt.Errorf("list local stages: %w", err)
 	}
 	var tags []string
-	for _, img := range list.Items {
-		for _, ref := range img.RepoTags {
-			if repo, tag, ok := strings.Cut(ref, ":"); ok && repo == l.Repo {
-				tags = append(tags, tag)
-			}
-		}
+	for _, img := range images {
+		tags = append(tags, img.TagsOf(l.Repo)...)
 	}
 	l.index.set(tags)
 	return nil
 }
 
 // Find implements Store.
-func (l *LocalStorage) Find(ctx context.Context, sig string) (StoredStage, bool, error) {
+func (l *LocalStorage) Find(ctx context.Context, sig string) (stagesrepo.StageTag, bool, error) {
 	return l.index.find(ctx, l.Refresh, sig)
 }
 
 // All lists the local stages, one per signature, oldest first.
-func (l *LocalStorage) All(ctx context.Context) ([]StoredStage, error) {
+func (l *LocalStorage) All(ctx context.Context) ([]stagesrepo.StageTag, error) {
 	return l.index.all(ctx, l.Refresh)
 }
 
-// store tags a built image as a new local stage.
-func (l *LocalStorage) store(ctx context.Context, id, sig string) (StoredStage, error) {
-	st := StoredStage{Signature: sig, Millis: time.Now().UnixMilli()}
-	if _, err := l.Engine.cli().ImageTag(ctx, client.ImageTagOptions{Source: id, Target: l.EngineRef(st)}); err != nil {
-		return StoredStage{}, fmt.Errorf("tag local stage %s: %w", l.EngineRef(st), err)
+// EnsureRecords implements Store: cleanup reads a registry's records;
+// :local keeps none.
+func (l *LocalStorage) EnsureRecords(context.Context, []string) error { return nil }
+
+// put implements Store: it tags the engine's image as a new local stage.
+func (l *LocalStorage) put(ctx context.Context, sig string, b built) (stagesrepo.StageTag, error) {
+	if b.engineID == "" {
+		return stagesrepo.StageTag{}, fmt.Errorf("stage %s: the :local storage keeps only images its engine built", sig)
+	}
+	st := stagesrepo.StageTag{Signature: sig, Millis: time.Now().UnixMilli()}
+	if err := l.Engine.Tag(ctx, b.engineID, l.EngineRef(st)); err != nil {
+		return stagesrepo.StageTag{}, fmt.Errorf("store local stage: %w", err)
 	}
 	l.index.add(st)
 	return st, nil
 }
 
-// Remove untags a local stage.
-func (l *LocalStorage) Remove(ctx context.Context, st StoredStage) error {
-	if _, err := l.Engine.cli().ImageRemove(ctx, l.EngineRef(st), client.ImageRemoveOptions{}); err != nil {
-		return fmt.Errorf("remove local stage %s: %w", l.EngineRef(st), err)
+// publish implements Store: the stage is only on this host, so the engine
+// pushes it under the image's tag. Its labels, not manifest annotations,
+// say what it is.
+func (l *LocalStorage) publish(ctx context.Context, st stagesrepo.StageTag, repo name.Repository, tag string, _ map[string]string) (v1.Hash, error) {
+	ref := repo.Tag(tag)
+	if err := l.Engine.Push(ctx, l.EngineRef(st), ref.String()); err != nil {
+		return v1.Hash{}, err
 	}
+	_ = l.Engine.Untag(ctx, ref.String())
+	d, err := remote.Head(ref, l.regOpts...)
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("read %s: %w", ref, err)
+	}
+	return d.Digest, nil
+}
+
+// Remove untags a local stage.
+func (l *LocalStorage) Remove(ctx context.Context, st stagesrepo.StageTag) error {
+	return l.Engine.Untag(ctx, l.EngineRef(st))
+}
+
+// sendTo implements Store.
+func (l *LocalStorage) sendTo(ctx context.Context, st stagesrepo.StageTag, dst Store) error {
+	return dst.receiveFromEngine(ctx, l.Engine, l.EngineRef(st), st)
+}
+
+// receiveFromRegistry pulls a stage into the engine and names it a local
+// stage.
+func (l *LocalStorage) receiveFromRegistry(ctx context.Context, src name.Tag, st stagesrepo.StageTag) error {
+	ref := src.String()
+	if err := l.Engine.Pull(ctx, ref); err != nil {
+		return err
+	}
+	if err := l.Engine.Tag(ctx, ref, l.EngineRef(st)); err != nil {
+		return err
+	}
+	_ = l.Engine.Untag(ctx, ref)
 	return nil
+}
+
+// receiveFromEngine: two :local storages are one engine's.
+func (l *LocalStorage) receiveFromEngine(_ context.Context, _ *Engine, ref string, _ stagesrepo.StageTag) error {
+	return fmt.Errorf("%s is already in the engine: copy between :local and a registry", ref)
 }
 
 // SwitchBlock is the file that stops :local builds of a project once it
@@ -151,47 +183,30 @@ func (b SwitchBlock) Write(to string) error {
 // Path is the block file's path.
 func (b SwitchBlock) Path() string { return b.path() }
 
-// buildLocal builds any stage in the engine, for the :local storage: each
-// kind becomes a small Dockerfile on the parent stage.
-func (b *Builder) buildLocal(ctx context.Context, s *Stage, local *LocalStorage) (StoredStage, error) {
+// makeConfigStage implements Store: every kind of stage is built in the
+// engine, as a small Dockerfile on the parent stage.
+func (l *LocalStorage) makeConfigStage(ctx context.Context, b *Builder, s *Stage) (built, error) {
 	e, err := b.ensureEngine(ctx)
 	if err != nil {
-		return StoredStage{}, err
+		return built{}, err
 	}
 	labels := b.labels(s)
-	var contextTar io.ReadCloser
-	df := &Dockerfile{Path: "Dockerfile"}
 	from := ""
 	if s.Parent != nil {
-		from = local.EngineRef(b.stored[s.Parent])
+		from = l.EngineRef(b.stored[s.Parent])
 	}
-	switch s.Kind {
-	case KindDockerfile:
-		contextTar, err = b.contextTar(s)
-		df = s.Image.Dockerfile
-	case KindShell:
-		contextTar, err = b.shellContext(ctx, s, local.EngineRef(b.stored[s.Parent]), labels)
-	default:
-		contextTar, err = b.localContext(ctx, s, local, labels)
-	}
+	contextTar, err := l.configStageContext(ctx, b, s, labels)
 	if err != nil {
-		return StoredStage{}, err
+		return built{}, err
 	}
 	defer contextTar.Close()
-	id, err := e.BuildDockerfile(ctx, s.String(), contextTar, df, labels, from, b.Trace)
-	if err != nil {
-		return StoredStage{}, err
-	}
-	st, err := local.store(ctx, id, s.Signature)
-	if err != nil {
-		return StoredStage{}, fault.System(err)
-	}
-	return st, nil
+	id, err := e.BuildDockerfile(ctx, s.String(), contextTar, &Dockerfile{Path: "Dockerfile"}, labels, from)
+	return built{engineID: id, engine: e}, err
 }
 
-// localContext writes the Dockerfile (and files) of a stage that a
+// configStageContext writes the Dockerfile (and files) of a stage that a
 // registry storage makes without the engine.
-func (b *Builder) localContext(ctx context.Context, s *Stage, local *LocalStorage, labels map[string]string) (io.ReadCloser, error) {
+func (local *LocalStorage) configStageContext(ctx context.Context, b *Builder, s *Stage, labels map[string]string) (io.ReadCloser, error) {
 	tl, err := b.tempLayer()
 	if err != nil {
 		return nil, fault.System(err)
@@ -203,7 +218,7 @@ func (b *Builder) localContext(ctx context.Context, s *Stage, local *LocalStorag
 		fmt.Fprintf(&df, "FROM %s\n", s.BaseRef)
 	case KindGitArchive, KindGitPatch:
 		parent := local.EngineRef(b.stored[s.Parent])
-		parentLabels, _, err := b.parentConfig(ctx, parent)
+		parentLabels, _, err := b.engine.imageConfig(ctx, parent)
 		if err != nil {
 			return nil, err
 		}

@@ -407,27 +407,12 @@ func (d Docker) inputs() []string {
 
 // selectGit lists the files a git mapping puts in the image.
 func selectGit(m GitMapping, tree Tree) []GitFile {
-	add := strings.Trim(m.Add, "/")
+	sel := m.selection()
 	var out []GitFile
 	for _, e := range tree {
-		var rel string
-		switch {
-		case add == "":
-			rel = e.Path
-		case e.Path == add:
-			rel = "" // add: names a single file
-		case strings.HasPrefix(e.Path, add+"/"):
-			rel = e.Path[len(add)+1:]
-		default:
+		rel, ok := sel.match(e.Path)
+		if !ok {
 			continue
-		}
-		if rel != "" {
-			if len(m.IncludePaths) > 0 && !anyGlob(m.IncludePaths, rel) {
-				continue
-			}
-			if anyGlob(m.ExcludePaths, rel) {
-				continue
-			}
 		}
 		dest := m.To
 		if rel != "" {

@@ -5,71 +5,13 @@ import (
 	"reflect"
 	"sort"
 	"testing"
+
+	"gitlab.com/stagehand/stagehand/gitlab"
+	"gitlab.com/stagehand/stagehand/request"
+	"gitlab.com/stagehand/stagehand/stagesrepo"
 )
 
 func sig(i int) string { return fmt.Sprintf("%056x", i) }
-
-func TestRecordNamesAreTagsAndParseBack(t *testing.T) {
-	repo := "registry.example.com/group/a-project-with-a-rather-long-name/and/a/deeply/nested/image/repository/name"
-	names := []string{
-		EdgeRecord(sig(1), ""),
-		EdgeRecord(sig(2), sig(1)),
-		PublicationRecord(PublishedCommit, repo, fmt.Sprintf("%040x", 7), sig(2)),
-		PublicationRecord(PublishedBranch, repo, "feature-with-a-long-slug-of-the-longest-length-docker-allows-for-tags-0123456789-0123456789-0123456789-01", sig(2)),
-	}
-	for _, n := range names {
-		// Docker tags: [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}.
-		if len(n) > 128 {
-			t.Errorf("%s: %d characters, a tag has at most 128", n, len(n))
-		}
-		if !IsRecord(n) {
-			t.Errorf("%s is not recognised as a record", n)
-		}
-		if _, ok := ParseStageTag(n); ok {
-			t.Errorf("%s parses as a stage tag", n)
-		}
-	}
-	for _, n := range []string{sig(1) + "-1700000000000", "import-" + sig(1), "e-" + sig(1), "e-" + sig(1) + "-1", "px-" + fmt.Sprintf("%040x", 1) + "-" + sig(1), "latest", "pc-" + sig(1)} {
-		if IsRecord(n) {
-			t.Errorf("%s is taken for a record", n)
-		}
-	}
-	r := ParseRecords(names)
-	if deps, ok := r.Edges[sig(1)]; !ok || len(deps) != 0 {
-		t.Errorf("first stage: %v %v", deps, ok)
-	}
-	if deps := r.Edges[sig(2)]; !reflect.DeepEqual(deps, []string{sig(1)}) {
-		t.Errorf("second stage depends on %v", deps)
-	}
-	key := PublicationKey(repo, fmt.Sprintf("%040x", 7))
-	if p := r.Publications[key]; len(p) != 1 || p[0].Kind != PublishedCommit || p[0].Final != sig(2) || p[0].Record != names[2] {
-		t.Errorf("publication: %+v", p)
-	}
-	if PublicationKey(repo, "a") == PublicationKey(repo+":a", "") || PublicationKey(repo, "a") == PublicationKey(repo, "b") {
-		t.Error("publication keys collide")
-	}
-}
-
-func TestClosureFollowsParentsAndImports(t *testing.T) {
-	// 3 <- 2 <- 1 (first stage); 3 imports from artifact 5 <- 4.
-	r := ParseRecords([]string{
-		EdgeRecord(sig(1), ""), EdgeRecord(sig(2), sig(1)), EdgeRecord(sig(3), sig(2)), EdgeRecord(sig(3), sig(5)),
-		EdgeRecord(sig(4), ""), EdgeRecord(sig(5), sig(4)),
-		EdgeRecord(sig(7), sig(6)), // 6 has no records
-	})
-	got, ok := r.Closure(sig(3))
-	sort.Strings(got)
-	want := []string{sig(1), sig(2), sig(3), sig(4), sig(5)}
-	if !ok || !reflect.DeepEqual(got, want) {
-		t.Errorf("closure of 3: %v %v", got, ok)
-	}
-	if _, ok := r.Closure(sig(7)); ok {
-		t.Error("a closure through a stage without records is complete")
-	}
-	if _, ok := r.Closure(sig(9)); ok {
-		t.Error("the closure of an unknown stage is complete")
-	}
-}
 
 func TestEdgeRecordsMatchNeededStages(t *testing.T) {
 	art := &Stage{Signature: sig(4)}
@@ -81,7 +23,7 @@ func TestEdgeRecordsMatchNeededStages(t *testing.T) {
 	for _, s := range []*Stage{art, artFinal, first, second, final} {
 		names = append(names, edgeRecords(s)...)
 	}
-	got, ok := ParseRecords(names).Closure(final.Signature)
+	got, ok := stagesrepo.ParseRecords(names).Closure(final.Signature)
 	want := NeededStages(final)
 	sort.Strings(got)
 	sort.Strings(want)
@@ -92,15 +34,15 @@ func TestEdgeRecordsMatchNeededStages(t *testing.T) {
 
 func TestPublicationKinds(t *testing.T) {
 	for _, c := range []struct {
-		o    Options
+		o    request.Build
 		i    int
-		want PublicationKind
+		want stagesrepo.PublicationKind
 	}{
-		{Options{}, 0, PublishedSignature},
-		{Options{TagStrategy: TagStagesSignature}, 1, PublishedCommit},
-		{Options{TagStrategy: TagOrBranch, Branch: "main"}, 0, PublishedBranch},
-		{Options{TagStrategy: TagOrBranch, GitTag: "v1"}, 0, PublishedGitTag},
-		{Options{TagStrategy: TagOrBranch, GitTag: "v1"}, 1, PublishedCommit},
+		{request.Build{}, 0, stagesrepo.PublishedSignature},
+		{request.Build{TagStrategy: gitlab.TagStagesSignature}, 1, stagesrepo.PublishedCommit},
+		{request.Build{TagStrategy: gitlab.TagOrBranch, Ref: request.Ref{Branch: "main"}}, 0, stagesrepo.PublishedBranch},
+		{request.Build{TagStrategy: gitlab.TagOrBranch, Ref: request.Ref{Tag: "v1"}}, 0, stagesrepo.PublishedGitTag},
+		{request.Build{TagStrategy: gitlab.TagOrBranch, Ref: request.Ref{Tag: "v1"}}, 1, stagesrepo.PublishedCommit},
 	} {
 		if got := publicationKind(c.o, c.i); got != c.want {
 			t.Errorf("%+v tag %d: %c, want %c", c.o, c.i, got, c.want)

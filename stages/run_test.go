@@ -6,37 +6,25 @@ import (
 	"testing"
 
 	"gitlab.com/stagehand/stagehand/fault"
+	"gitlab.com/stagehand/stagehand/gitlab"
+	"gitlab.com/stagehand/stagehand/request"
 )
-
-func TestExportName(t *testing.T) {
-	for in, want := range map[string]string{
-		"":             "STAGEHAND_IMAGE",
-		"backend":      "STAGEHAND_IMAGE_BACKEND",
-		"web-ui":       "STAGEHAND_IMAGE_WEB_UI",
-		"api.v2/admin": "STAGEHAND_IMAGE_API_V2_ADMIN",
-		"Ünïcode":      "STAGEHAND_IMAGE___N__CODE",
-	} {
-		if got := ExportName(in); got != want {
-			t.Errorf("ExportName(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
 
 func TestPublishTags(t *testing.T) {
 	final := &Stage{Signature: strings.Repeat("a", 56)}
 	commit := strings.Repeat("c", 40)
 	cases := []struct {
 		name    string
-		o       Options
+		o       request.Build
 		want    []string
 		jobFail bool
 	}{
-		{"default is the stages signature, then the commit", Options{Commit: commit}, []string{final.Signature, commit}, false},
-		{"stages-signature", Options{TagStrategy: TagStagesSignature, Commit: commit}, []string{final.Signature, commit}, false},
-		{"tag-or-branch", Options{TagStrategy: TagOrBranch, RefSlug: "feature-x", Commit: commit}, []string{"feature-x", commit}, false},
-		{"no commit known", Options{TagStrategy: TagOrBranch, RefSlug: "main"}, []string{"main"}, false},
-		{"tag-or-branch without a ref", Options{TagStrategy: TagOrBranch, Commit: commit}, nil, true},
-		{"unknown strategy", Options{TagStrategy: "latest", Commit: commit}, nil, true},
+		{"default is the stages signature, then the commit", request.Build{Commit: commit}, []string{final.Signature, commit}, false},
+		{"stages-signature", request.Build{TagStrategy: gitlab.TagStagesSignature, Commit: commit}, []string{final.Signature, commit}, false},
+		{"tag-or-branch", request.Build{TagStrategy: gitlab.TagOrBranch, RefSlug: "feature-x", Commit: commit}, []string{"feature-x", commit}, false},
+		{"no commit known", request.Build{TagStrategy: gitlab.TagOrBranch, RefSlug: "main"}, []string{"main"}, false},
+		{"tag-or-branch without a ref", request.Build{TagStrategy: gitlab.TagOrBranch, Commit: commit}, nil, true},
+		{"unknown strategy", request.Build{TagStrategy: "latest", Commit: commit}, nil, true},
 	}
 	for _, c := range cases {
 		got, err := PublishTags(c.o, final)
@@ -64,22 +52,6 @@ func TestAnnotateKeepsTheManifestAndSortsKeys(t *testing.T) {
 	}
 	if !strings.Contains(string(a), `"annotations":{"a":"1","b":"2"}`) || !strings.Contains(string(a), `"layers":[]`) {
 		t.Errorf("annotated manifest: %s", a)
-	}
-}
-
-func TestPickStageTakesTheOldestCopy(t *testing.T) {
-	sig := strings.Repeat("b", 56)
-	got := pickStage([]StoredStage{{sig, 300}, {sig, 100}, {sig, 200}})
-	if got.Millis != 100 {
-		t.Errorf("picked %d, want the oldest (100)", got.Millis)
-	}
-	if st, ok := ParseStageTag(got.Tag()); !ok || st != got {
-		t.Errorf("tag %q does not parse back", got.Tag())
-	}
-	for _, bad := range []string{"latest", sig, sig + "-x", "import-" + sig, strings.Repeat("B", 56) + "-1"} {
-		if _, ok := ParseStageTag(bad); ok {
-			t.Errorf("%q parsed as a stage tag", bad)
-		}
 	}
 }
 

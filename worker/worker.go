@@ -1,18 +1,21 @@
-// Package worker is how the stagehand hooks hand heavy work (the Docker
-// Engine now; builds, deploys and cleanups later) to the stagehand-worker
-// program.
+// Package worker is the protocol between stagehand's light half (the
+// hooks gitlab-runner starts for every stage of every job, and the
+// operator commands) and its heavy half, the stagehand-worker program,
+// which links the Docker Engine client, go-containerregistry, Helm and
+// client-go. Only the two ends import it, as gitlab-runner's
+// executors/custom/api is imported by the runner and its executors.
 //
-// Why a second program: gitlab-runner starts a hook process for every
-// stage of every job, so the hooks' start-up time is paid many times per
-// job. Linking the Docker client (and later Helm and client-go) into the
-// hooks would multiply their start-up time several times over for jobs
-// that never touch an engine. The hooks stay small and start the worker
-// only when a job needs it.
+// Why two programs: gitlab-runner starts a hook process for every stage of
+// every job, so the hooks' start-up time is paid many times per job.
+// Linking the heavy libraries into the hooks would multiply their start-up
+// time for jobs that never touch an engine or a cluster.
 //
-// The protocol: one request as JSON on the worker's stdin; progress on its
-// stdout and stderr, which are the job trace; one Response as JSON on file
-// descriptor 3. SIGTERM asks the worker to stop what it does (a cancelled
-// job); it still answers.
+// The protocol: one Request as JSON on the worker's stdin — an operation's
+// name and its body, one of package request's types; progress on the
+// worker's stdout and stderr, which are the job trace; one Response as
+// JSON on file descriptor 3 — the operation's result, or why it failed and
+// whose fault that was. SIGTERM asks the worker to stop what it does (a
+// cancelled job); it still answers.
 package worker
 
 import (
@@ -35,166 +38,21 @@ import (
 // Program is the worker's file name, looked for next to stagehand.
 const Program = "stagehand-worker"
 
-// Operations.
-const (
-	// OpEnsureImage checks the engine and makes Image available per
-	// PullPolicy, pulling with the job's DockerConfig credentials.
-	OpEnsureImage = "ensure-image"
-	// OpRunScript runs Script in a fresh container of Image and answers
-	// its exit status.
-	OpRunScript = "run-script"
-	// OpRemoveJobContainers removes every container of JobKey and answers
-	// how many.
-	OpRemoveJobContainers = "remove-job-containers"
-	// OpBuild builds the project's stages and publishes its images
-	// (Build), answering the variables to export.
-	OpBuild = "build"
-	// OpStagesSync copies the stages one storage has and another lacks
-	// (Stages).
-	OpStagesSync = "stages-sync"
-	// OpSwitchFromLocal moves a project's stages from :local to a
-	// registry and blocks later :local builds (Stages).
-	OpSwitchFromLocal = "switch-from-local"
-	// OpDeploy builds the images, then deploys the environment (Deploy).
-	OpDeploy = "deploy"
-	// OpDismiss removes the environment (Deploy).
-	OpDismiss = "dismiss"
-	// OpCleanup cleans the registry, the stages and the host's builder
-	// cache (Cleanup).
-	OpCleanup = "cleanup"
-)
-
-// Pull policies for job images.
-const (
-	PullIfNotPresent = "if-not-present"
-	PullAlways       = "always"
-	PullNever        = "never"
-)
+// Operation is a request's body: it names its operation.
+type Operation interface {
+	Op() string
+}
 
 // Request is one piece of work.
 type Request struct {
-	Op           string   `json:"op"`
-	DockerHost   string   `json:"docker_host"`
-	JobKey       string   `json:"job_key,omitempty"`
-	Image        string   `json:"image,omitempty"`
-	PullPolicy   string   `json:"pull_policy,omitempty"`
-	DockerConfig string   `json:"docker_config,omitempty"`
-	Script       *Script  `json:"script,omitempty"`
-	Build        *Build   `json:"build,omitempty"`
-	Stages       *Stages  `json:"stages,omitempty"`
-	Deploy       *Deploy  `json:"deploy,omitempty"`
-	Cleanup      *Cleanup `json:"cleanup,omitempty"`
-}
-
-// Cleanup is one cleanup of a project (a scheduled pipeline's job).
-type Cleanup struct {
-	APIURL  string `json:"api_url"`
-	Token   string `json:"token"`
-	Project string `json:"project"`
-	// LockProject names the project lock builds take.
-	LockProject     string   `json:"lock_project"`
-	StagesRepo      string   `json:"stages_repo"`
-	Kubeconfig      string   `json:"kubeconfig,omitempty"`
-	Namespaces      []string `json:"namespaces,omitempty"`
-	DryRun          bool     `json:"dry_run,omitempty"`
-	Synchronization string   `json:"synchronization,omitempty"`
-	LocksDir        string   `json:"locks_dir,omitempty"`
-	Holder          string   `json:"holder,omitempty"`
-	// Policies: limit and expiry days of git tag, commit and
-	// stages-signature images (-1: no bound).
-	GitTagLimit, GitTagExpiryDays       int
-	GitCommitLimit, GitCommitExpiryDays int
-	SignatureLimit, SignatureExpiryDays int
-	// ProjectDir and Vars find the project's stagehand.yaml, whose
-	// cleanup: policies override these.
-	ProjectDir              string            `json:"project_dir,omitempty"`
-	Vars                    map[string]string `json:"vars,omitempty"`
-	BuilderThresholdPercent int               `json:"builder_threshold_percent,omitempty"`
-	BuilderMaxBytes         int64             `json:"builder_max_bytes,omitempty"`
-}
-
-// Deploy is one deploy or dismiss of a GitLab environment.
-type Deploy struct {
-	// Build is the build that gives the images (deploy only).
-	Build      *Build `json:"build,omitempty"`
-	Namespace  string `json:"namespace"`
-	Release    string `json:"release"`
-	ChartDir   string `json:"chart_dir,omitempty"`
-	Env        string `json:"env,omitempty"`
-	CIURL      string `json:"ci_url,omitempty"`
-	Kubeconfig string `json:"kubeconfig,omitempty"`
-	// Sets are STAGEHAND_SET_* variables; Annotations go on every object.
-	Sets        map[string]string `json:"sets,omitempty"`
-	Annotations map[string]string `json:"annotations,omitempty"`
-	// Registry with DeployUser/DeployPassword (GitLab's deploy token) make
-	// the pull secret; else it is copied from PullSecretFrom.
-	Registry       string        `json:"registry,omitempty"`
-	DeployUser     string        `json:"deploy_user,omitempty"`
-	DeployPassword string        `json:"deploy_password,omitempty"`
-	PullSecretFrom string        `json:"pull_secret_from,omitempty"`
-	Timeout        time.Duration `json:"timeout"`
-}
-
-// Stages is a stages storage operation of an operator.
-type Stages struct {
-	From     string `json:"from"`
-	To       string `json:"to"`
-	Project  string `json:"project"`
-	BlockDir string `json:"block_dir,omitempty"`
-}
-
-// Build is one build of a project's images (OpBuild).
-type Build struct {
-	ProjectDir string `json:"project_dir"`
-	// Vars are the job's variables, which the config's templates read
-	// (they hold secrets: they travel on the pipe only).
-	Vars       map[string]string `json:"vars"`
-	Project    string            `json:"project"`
-	StagesRepo string            `json:"stages_repo"`
-	ImagesRepo string            `json:"images_repo"`
-	Commit     string            `json:"commit"`
-	CommitTime string            `json:"commit_time"`
-	Branch     string            `json:"branch,omitempty"`
-	GitTag     string            `json:"git_tag,omitempty"`
-	RefSlug    string            `json:"ref_slug,omitempty"`
-	// TagStrategy is STAGEHAND_TAG_STRATEGY.
-	TagStrategy string `json:"tag_strategy"`
-	Network     string `json:"network,omitempty"`
-	// Synchronization is STAGEHAND_SYNCHRONIZATION: "" for none, ":local"
-	// or kubernetes://NAMESPACE; Kubeconfig is for the latter.
-	Synchronization string `json:"synchronization,omitempty"`
-	Kubeconfig      string `json:"kubeconfig,omitempty"`
-	LocksDir        string `json:"locks_dir,omitempty"`
-	// Holder tells other hosts who holds a lock ("host X, job N").
-	Holder string `json:"holder,omitempty"`
-	// BlockDir holds switch-from-local block files.
-	BlockDir string `json:"block_dir,omitempty"`
-}
-
-// Script is a runner script to run in a job container.
-type Script struct {
-	Path  string `json:"path"`
-	Stage string `json:"stage"`
-	// Env is the container's environment (it holds the job's secrets: it
-	// travels on a pipe, never on a command line or in a file).
-	Env []string `json:"env"`
-	// Binds are host:container[:ro] mounts.
-	Binds       []string      `json:"binds"`
-	Network     string        `json:"network,omitempty"`
-	StopTimeout time.Duration `json:"stop_timeout"`
+	Op   string          `json:"op"`
+	Body json.RawMessage `json:"body"`
 }
 
 // Response is the outcome of a request.
 type Response struct {
-	// ExitCode is the script's exit status (OpRunScript).
-	ExitCode int `json:"exit_code"`
-	// Removed counts removed containers (OpRemoveJobContainers).
-	Removed int `json:"removed,omitempty"`
-	// Exports are variables for the job's script (OpBuild).
-	Exports map[string]string `json:"exports,omitempty"`
-	// Copied and Present count stages (OpStagesSync, OpSwitchFromLocal).
-	Copied  int `json:"copied,omitempty"`
-	Present int `json:"present,omitempty"`
+	// Body is the operation's result.
+	Body json.RawMessage `json:"body,omitempty"`
 	// Error, when not empty, is why the work failed; JobFault tells
 	// whether the job is to blame.
 	Error    string `json:"error,omitempty"`
@@ -203,9 +61,24 @@ type Response struct {
 	Stopped bool `json:"stopped,omitempty"`
 }
 
-// Handler does one operation. Its error's fault kind goes back to the
-// hook.
-type Handler func(ctx context.Context, req Request, trace io.Writer) (Response, error)
+// Handler does one operation: it decodes its body and answers its result.
+// Its error's fault kind goes back to the caller.
+type Handler func(ctx context.Context, body json.RawMessage, trace io.Writer) (any, error)
+
+// Handlers are the operations a worker serves, by name.
+type Handlers map[string]Handler
+
+// Handle registers fn as the handler of In's operation.
+func Handle[In Operation, Out any](h Handlers, fn func(ctx context.Context, in In, trace io.Writer) (Out, error)) {
+	var zero In
+	h[zero.Op()] = func(ctx context.Context, body json.RawMessage, trace io.Writer) (any, error) {
+		var in In
+		if err := json.Unmarshal(body, &in); err != nil {
+			return nil, fmt.Errorf("%s request: %w", zero.Op(), err)
+		}
+		return fn(ctx, in, trace)
+	}
+}
 
 // resultFD is where the worker writes its Response.
 const resultFD = 3
@@ -213,10 +86,10 @@ const resultFD = 3
 // Serve is the worker program's main: it reads the request, runs its
 // handler until done or SIGTERM, and writes the response. It returns the
 // process exit status.
-func Serve(handlers map[string]Handler, stdin io.Reader, trace io.Writer) int {
+func Serve(handlers Handlers, stdin io.Reader, trace io.Writer) int {
 	result := os.NewFile(resultFD, "result")
 	if result == nil {
-		fmt.Fprintf(trace, "%s is started by stagehand's hooks, not by hand\n", Program)
+		fmt.Fprintf(trace, "%s is started by stagehand, not by hand\n", Program)
 		return 2
 	}
 	defer result.Close()
@@ -228,7 +101,7 @@ func Serve(handlers map[string]Handler, stdin io.Reader, trace io.Writer) int {
 	return 0
 }
 
-func serve(handlers map[string]Handler, stdin io.Reader, trace io.Writer) Response {
+func serve(handlers Handlers, stdin io.Reader, trace io.Writer) Response {
 	var req Request
 	if err := json.NewDecoder(stdin).Decode(&req); err != nil {
 		return Response{Error: fmt.Sprintf("%s: read request: %v", Program, err)}
@@ -241,7 +114,15 @@ func serve(handlers map[string]Handler, stdin io.Reader, trace io.Writer) Respon
 	// a worker run by hand as SIGINT); the handler sees it as ctx's end.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	resp, err := h(ctx, req, trace)
+	out, err := h(ctx, req.Body, trace)
+	var resp Response
+	if out != nil {
+		body, merr := json.Marshal(out)
+		if merr != nil && err == nil {
+			err = fmt.Errorf("%s result: %w", req.Op, merr)
+		}
+		resp.Body = body
+	}
 	if err != nil {
 		resp.Error = err.Error()
 		resp.JobFault = fault.KindOf(err) == fault.KindJob
@@ -250,7 +131,7 @@ func serve(handlers map[string]Handler, stdin io.Reader, trace io.Writer) Respon
 	return resp
 }
 
-// Client starts the worker for the hooks.
+// Client starts the worker.
 type Client struct {
 	// Path is the worker program.
 	Path string
@@ -270,16 +151,33 @@ func DefaultPath() string {
 	return filepath.Join(filepath.Dir(self), Program)
 }
 
-// Call runs one request. When ctx ends, the worker gets SIGTERM, then
-// SIGKILL after StopGrace. A failed operation comes back as an error
-// carrying its fault kind; a stopped one as an error wrapping ctx's cause.
-func (c Client) Call(ctx context.Context, req Request) (Response, error) {
+// Call runs one operation and answers its result. When ctx ends, the
+// worker gets SIGTERM, then SIGKILL after StopGrace. A failed operation
+// comes back as an error carrying its fault kind; a stopped one as an
+// error wrapping ctx's cause.
+func Call[Out any](ctx context.Context, c Client, in Operation) (Out, error) {
+	var out Out
+	resp, err := c.call(ctx, in)
+	if len(resp.Body) > 0 && string(resp.Body) != "null" {
+		if derr := json.Unmarshal(resp.Body, &out); derr != nil && err == nil {
+			err = fmt.Errorf("%s result: %w", in.Op(), derr)
+		}
+	}
+	return out, err
+}
+
+func (c Client) call(ctx context.Context, in Operation) (Response, error) {
+	op := in.Op()
 	if _, err := os.Stat(c.Path); err != nil {
 		return Response{}, fmt.Errorf("%s is not installed at %s: install it next to stagehand or set --worker: %w", Program, c.Path, err)
 	}
-	body, err := json.Marshal(req)
+	body, err := json.Marshal(in)
 	if err != nil {
-		return Response{}, fmt.Errorf("%s request: %w", req.Op, err)
+		return Response{}, fmt.Errorf("%s request: %w", op, err)
+	}
+	req, err := json.Marshal(Request{Op: op, Body: body})
+	if err != nil {
+		return Response{}, fmt.Errorf("%s request: %w", op, err)
 	}
 	pr, pw, err := os.Pipe()
 	if err != nil {
@@ -287,7 +185,7 @@ func (c Client) Call(ctx context.Context, req Request) (Response, error) {
 	}
 	defer pr.Close()
 	cmd := exec.Command(c.Path)
-	cmd.Stdin = bytes.NewReader(body)
+	cmd.Stdin = bytes.NewReader(req)
 	cmd.Stdout, cmd.Stderr = c.Trace, c.Trace
 	cmd.ExtraFiles = []*os.File{pw} // fd 3
 	if err := cmd.Start(); err != nil {
@@ -319,14 +217,14 @@ func (c Client) Call(ctx context.Context, req Request) (Response, error) {
 			werr = derr
 		}
 		if ctx.Err() != nil {
-			return resp, fmt.Errorf("%s stopped: %w", req.Op, context.Cause(ctx))
+			return resp, fmt.Errorf("%s stopped: %w", op, context.Cause(ctx))
 		}
-		return resp, fmt.Errorf("%s %s gave no result: %w", Program, req.Op, werr)
+		return resp, fmt.Errorf("%s %s gave no result: %w", Program, op, werr)
 	}
 	if resp.Error != "" {
 		err := errors.New(resp.Error)
 		if resp.Stopped && ctx.Err() != nil {
-			return resp, fmt.Errorf("%s stopped: %w", req.Op, context.Cause(ctx))
+			return resp, fmt.Errorf("%s stopped: %w", op, context.Cause(ctx))
 		}
 		if resp.JobFault {
 			return resp, fault.Job(err)

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,33 +18,50 @@ import (
 // serves the test handlers instead of running tests.
 const beWorker = "STAGEHAND_TEST_BE_WORKER"
 
-var testHandlers = map[string]Handler{
-	"echo": func(_ context.Context, req Request, trace io.Writer) (Response, error) {
-		fmt.Fprintf(trace, "echo %s %v\n", req.Image, req.Script.Env)
-		return Response{ExitCode: len(req.Script.Env)}, nil
-	},
-	"job-fault": func(context.Context, Request, io.Writer) (Response, error) {
-		return Response{}, fault.Jobf("image %q does not exist", "nope")
-	},
-	"system-fault": func(context.Context, Request, io.Writer) (Response, error) {
-		return Response{}, errors.New("engine unreachable")
-	},
-	"wait-for-stop": func(ctx context.Context, _ Request, trace io.Writer) (Response, error) {
+// testOp is a request of the test operations; Name picks one.
+type testOp struct {
+	Name  string
+	Image string
+	Env   []string
+}
+
+func (o testOp) Op() string { return o.Name }
+
+type echoOp struct{ testOp }
+
+func (echoOp) Op() string { return "echo" }
+
+type testResult struct{ ExitCode int }
+
+var testHandlers = func() Handlers {
+	h := Handlers{}
+	Handle(h, func(_ context.Context, req echoOp, trace io.Writer) (testResult, error) {
+		fmt.Fprintf(trace, "echo %s %v\n", req.Image, req.Env)
+		return testResult{ExitCode: len(req.Env)}, nil
+	})
+	h["job-fault"] = func(context.Context, json.RawMessage, io.Writer) (any, error) {
+		return nil, fault.Jobf("image %q does not exist", "nope")
+	}
+	h["system-fault"] = func(context.Context, json.RawMessage, io.Writer) (any, error) {
+		return nil, errors.New("engine unreachable")
+	}
+	h["wait-for-stop"] = func(ctx context.Context, _ json.RawMessage, trace io.Writer) (any, error) {
 		fmt.Fprintln(trace, "waiting")
 		<-ctx.Done()
 		fmt.Fprintln(trace, "stopping gracefully")
-		return Response{ExitCode: -1}, context.Cause(ctx)
-	},
-	"ignore-stop": func(ctx context.Context, _ Request, trace io.Writer) (Response, error) {
+		return testResult{ExitCode: -1}, context.Cause(ctx)
+	}
+	h["ignore-stop"] = func(ctx context.Context, _ json.RawMessage, trace io.Writer) (any, error) {
 		fmt.Fprintln(trace, "waiting")
 		time.Sleep(time.Hour)
-		return Response{}, nil
-	},
-	"crash": func(context.Context, Request, io.Writer) (Response, error) {
+		return nil, nil
+	}
+	h["crash"] = func(context.Context, json.RawMessage, io.Writer) (any, error) {
 		os.Exit(7)
-		return Response{}, nil
-	},
-}
+		return nil, nil
+	}
+	return h
+}()
 
 func TestMain(m *testing.M) {
 	if os.Getenv(beWorker) != "" {
@@ -77,9 +95,7 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 
 func TestCallCarriesRequestAndResult(t *testing.T) {
 	var trace syncBuffer
-	resp, err := client(t, &trace).Call(context.Background(), Request{
-		Op: "echo", Image: "img", Script: &Script{Env: []string{"A=1", "SECRET=x"}},
-	})
+	resp, err := Call[testResult](context.Background(), client(t, &trace), echoOp{testOp{Image: "img", Env: []string{"A=1", "SECRET=x"}}})
 	if err != nil || resp.ExitCode != 2 {
 		t.Fatalf("resp %+v err %v", resp, err)
 	}
@@ -91,15 +107,15 @@ func TestCallCarriesRequestAndResult(t *testing.T) {
 func TestCallKeepsFaultKind(t *testing.T) {
 	var trace syncBuffer
 	c := client(t, &trace)
-	_, err := c.Call(context.Background(), Request{Op: "job-fault"})
+	_, err := Call[testResult](context.Background(), c, testOp{Name: "job-fault"})
 	if err == nil || fault.KindOf(err) != fault.KindJob || !strings.Contains(err.Error(), `image "nope" does not exist`) {
 		t.Errorf("job fault came back as %v (%v)", err, fault.KindOf(err))
 	}
-	_, err = c.Call(context.Background(), Request{Op: "system-fault"})
+	_, err = Call[testResult](context.Background(), c, testOp{Name: "system-fault"})
 	if err == nil || fault.KindOf(err) != fault.KindSystem || !strings.Contains(err.Error(), "engine unreachable") {
 		t.Errorf("system fault came back as %v (%v)", err, fault.KindOf(err))
 	}
-	_, err = c.Call(context.Background(), Request{Op: "no-such-op"})
+	_, err = Call[testResult](context.Background(), c, testOp{Name: "no-such-op"})
 	if err == nil || !strings.Contains(err.Error(), `unknown operation "no-such-op"`) {
 		t.Errorf("unknown op: %v", err)
 	}
@@ -114,7 +130,7 @@ func TestCallStopsWorkerWithSIGTERM(t *testing.T) {
 		cancel(errors.New("job cancelled"))
 	}()
 	start := time.Now()
-	_, err := c.Call(ctx, Request{Op: "wait-for-stop"})
+	_, err := Call[testResult](ctx, c, testOp{Name: "wait-for-stop"})
 	if err == nil || !strings.Contains(err.Error(), "wait-for-stop stopped: job cancelled") {
 		t.Errorf("err %v", err)
 	}
@@ -136,7 +152,7 @@ func TestCallKillsWorkerAfterGrace(t *testing.T) {
 		cancel()
 	}()
 	start := time.Now()
-	_, err := c.Call(ctx, Request{Op: "ignore-stop"})
+	_, err := Call[testResult](ctx, c, testOp{Name: "ignore-stop"})
 	if err == nil || !strings.Contains(err.Error(), "stopped") {
 		t.Errorf("err %v", err)
 	}
@@ -148,12 +164,12 @@ func TestCallKillsWorkerAfterGrace(t *testing.T) {
 func TestCallReportsACrashedOrMissingWorker(t *testing.T) {
 	var trace syncBuffer
 	c := client(t, &trace)
-	_, err := c.Call(context.Background(), Request{Op: "crash"})
+	_, err := Call[testResult](context.Background(), c, testOp{Name: "crash"})
 	if err == nil || !strings.Contains(err.Error(), "gave no result") || fault.KindOf(err) != fault.KindSystem {
 		t.Errorf("crash: %v", err)
 	}
 	c.Path = "/nonexistent/stagehand-worker"
-	_, err = c.Call(context.Background(), Request{Op: "echo"})
+	_, err = Call[testResult](context.Background(), c, testOp{Name: "echo"})
 	if err == nil || !strings.Contains(err.Error(), "not installed at /nonexistent/stagehand-worker") {
 		t.Errorf("missing: %v", err)
 	}

@@ -8,7 +8,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,8 +22,8 @@ import (
 const VarToken = "STAGEHAND_CLEANUP_TOKEN"
 
 // Client reads a project through the API. Pagination is followed to the
-// end; 429 and 5xx answers are retried with backoff (honouring
-// Retry-After) by the underlying client, a bounded number of times.
+// end; 429 and 5xx answers (and connections refused) are retried, at most
+// retries times, each after RetryWait, with a line in the trace.
 type Client struct {
 	gl      *gl.Client
 	project string
@@ -29,17 +31,35 @@ type Client struct {
 	requests atomic.Int64
 }
 
+// Option changes how a Client reaches the API.
+type Option func(*settings)
+
+type settings struct {
+	httpClient *http.Client
+	trace      io.Writer
+}
+
+// WithHTTPClient makes the requests with c.
+func WithHTTPClient(c *http.Client) Option { return func(s *settings) { s.httpClient = c } }
+
+// WithTrace tells trace of every retry.
+func WithTrace(trace io.Writer) Option { return func(s *settings) { s.trace = trace } }
+
+// retries is how many times a request is made again.
+const retries = 5
+
 // New makes a client for project (its id or full path) at baseURL
 // (CI_API_V4_URL) with a project or personal access token.
-func New(baseURL, token, project string, httpClient *http.Client) (*Client, error) {
+func New(baseURL, token, project string, opts ...Option) (*Client, error) {
 	if token == "" {
 		return nil, fmt.Errorf("no %s: cleanup needs a project or personal access token with the api scope (the job token may not delete registry tags); add it as a masked CI/CD variable", VarToken)
 	}
-	c := &Client{project: project}
-	if httpClient == nil {
-		httpClient = &http.Client{Timeout: 30 * time.Second}
+	set := settings{httpClient: &http.Client{Timeout: 30 * time.Second}, trace: io.Discard}
+	for _, o := range opts {
+		o(&set)
 	}
-	counting := *httpClient
+	c := &Client{project: project}
+	counting := *set.httpClient
 	base := counting.Transport
 	if base == nil {
 		base = http.DefaultTransport
@@ -48,13 +68,54 @@ func New(baseURL, token, project string, httpClient *http.Client) (*Client, erro
 		c.requests.Add(1)
 		return base.RoundTrip(r)
 	})
+	backoff := func(_, _ time.Duration, attempt int, resp *http.Response) time.Duration {
+		wait := RetryWait(resp, attempt, time.Now())
+		what, why := "a request", "no answer"
+		if resp != nil {
+			why = resp.Status
+			if resp.Request != nil {
+				what = resp.Request.Method + " " + resp.Request.URL.Path
+			}
+		}
+		fmt.Fprintf(set.trace, "GitLab API: %s for %s; retrying in %s (attempt %d of %d)\n", why, what, wait.Round(10*time.Millisecond), attempt+2, retries+1)
+		return wait
+	}
 	client, err := gl.NewClient(token, gl.WithBaseURL(baseURL), gl.WithHTTPClient(&counting),
-		gl.WithCustomRetryMax(5), gl.WithCustomRetryWaitMinMax(200*time.Millisecond, 10*time.Second))
+		gl.WithCustomRetryMax(retries), gl.WithCustomBackoff(backoff))
 	if err != nil {
 		return nil, fmt.Errorf("GitLab API at %s: %w", baseURL, err)
 	}
 	c.gl = client
 	return c, nil
+}
+
+// Bounds of RetryWait.
+const (
+	firstRetryWait = 500 * time.Millisecond
+	maxRetryWait   = time.Minute
+)
+
+// RetryWait is how long to wait before making a request again after resp
+// (nil: no answer) on the attempt-th retry (0 for the first): the time
+// the answer's Retry-After asks for (seconds or an HTTP date); for a 429
+// without one, until its RateLimit-Reset (Unix seconds); otherwise half a
+// second, doubling with each attempt. Never more than a minute.
+func RetryWait(resp *http.Response, attempt int, now time.Time) time.Duration {
+	wait := firstRetryWait << min(attempt, 10)
+	if resp != nil {
+		if v := resp.Header.Get("Retry-After"); v != "" {
+			if secs, err := strconv.Atoi(v); err == nil && secs >= 0 {
+				wait = time.Duration(secs) * time.Second
+			} else if at, err := http.ParseTime(v); err == nil {
+				wait = max(at.Sub(now), 0)
+			}
+		} else if resp.StatusCode == http.StatusTooManyRequests {
+			if reset, err := strconv.ParseInt(resp.Header.Get("RateLimit-Reset"), 10, 64); err == nil && reset > 0 {
+				wait = max(time.Unix(reset, 0).Sub(now), 0)
+			}
+		}
+	}
+	return min(wait, maxRetryWait)
 }
 
 type roundTripFunc func(*http.Request) (*http.Response, error)

@@ -1,4 +1,4 @@
-package stages
+package registry
 
 import (
 	"bytes"
@@ -20,22 +20,22 @@ import (
 // go-containerregistry makes is retried by it (three more times, after
 // 1 s, 3 s and 9 s); what it cannot retry — a body that broke after the
 // answer began, the engine's pushes and pulls, an operation of several
-// requests — is retried here, as a whole, registryAttempts times in all,
+// requests — is retried here, as a whole, Attempts times in all,
 // with a line in the trace each time. Both are bounded: a registry that
 // stays down fails the job as a system failure within about a minute.
-const registryAttempts = 4
+const Attempts = 4
 
-// retryRegistry runs op until it succeeds, fails for good, or has failed
-// registryAttempts times; waits double from one second.
-func retryRegistry(ctx context.Context, trace io.Writer, what string, op func() error) error {
+// Retry runs op until it succeeds, fails for good, or has failed
+// Attempts times; waits double from one second.
+func Retry(ctx context.Context, trace io.Writer, what string, op func() error) error {
 	delay := time.Second
 	for attempt := 1; ; attempt++ {
 		err := op()
-		if err == nil || attempt == registryAttempts || !transient(err) || ctx.Err() != nil {
+		if err == nil || attempt == Attempts || !Transient(err) || ctx.Err() != nil {
 			return err
 		}
 		if trace != nil {
-			fmt.Fprintf(trace, "Registry: %s failed (%v); retrying in %s (attempt %d of %d)\n", what, err, delay, attempt+1, registryAttempts)
+			fmt.Fprintf(trace, "Registry: %s failed (%v); retrying in %s (attempt %d of %d)\n", what, err, delay, attempt+1, Attempts)
 		}
 		select {
 		case <-ctx.Done():
@@ -53,9 +53,9 @@ var transientMarks = []string{
 	"EOF", "connection reset", "broken pipe", "i/o timeout", "connection refused", "TLS handshake timeout", "server closed",
 }
 
-// transient tells failures that may pass from those that will not (a
+// Transient tells failures that may pass from those that will not (a
 // refused login, a missing image, a bad manifest).
-func transient(err error) bool {
+func Transient(err error) bool {
 	var te *transport.Error
 	if errors.As(err, &te) {
 		return te.StatusCode == http.StatusTooManyRequests || te.StatusCode >= 500

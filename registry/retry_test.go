@@ -1,4 +1,4 @@
-package stages
+package registry
 
 import (
 	"bytes"
@@ -34,8 +34,8 @@ func TestTransient(t *testing.T) {
 		{errors.New("push r:x: denied: requested access to the resource is denied"), false},
 		{errors.New("stage backend/install stopped: lost the lock"), false},
 	} {
-		if got := transient(c.err); got != c.want {
-			t.Errorf("transient(%v) = %v, want %v", c.err, got, c.want)
+		if got := Transient(c.err); got != c.want {
+			t.Errorf("Transient(%v) = %v, want %v", c.err, got, c.want)
 		}
 	}
 }
@@ -44,7 +44,7 @@ func TestRetryRegistryIsBounded(t *testing.T) {
 	var trace bytes.Buffer
 	calls := 0
 	start := time.Now()
-	err := retryRegistry(context.Background(), &trace, "listing r", func() error {
+	err := Retry(context.Background(), &trace, "listing r", func() error {
 		calls++
 		if calls < 3 {
 			return io.ErrUnexpectedEOF
@@ -58,14 +58,14 @@ func TestRetryRegistryIsBounded(t *testing.T) {
 		t.Errorf("two retries took %s, want the 1 s and 2 s waits", took)
 	}
 	calls = 0
-	err = retryRegistry(context.Background(), nil, "x", func() error { calls++; return &transport.Error{StatusCode: 401} })
+	err = Retry(context.Background(), nil, "x", func() error { calls++; return &transport.Error{StatusCode: 401} })
 	if calls != 1 || err == nil {
 		t.Errorf("a refusal was tried %d times", calls)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	calls = 0
-	_ = retryRegistry(ctx, nil, "x", func() error { calls++; return io.EOF })
+	_ = Retry(ctx, nil, "x", func() error { calls++; return io.EOF })
 	if calls != 1 {
 		t.Errorf("a cancelled operation was tried %d times", calls)
 	}

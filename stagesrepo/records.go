@@ -1,18 +1,9 @@
-package stages
+package stagesrepo
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"strings"
-
-	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // Records are small tags of the stages repository whose names alone say
@@ -131,17 +122,13 @@ func IsRecord(tag string) bool {
 	return ok
 }
 
-func isHex(s string, n int) bool {
-	return len(s) == n && strings.Trim(s, "0123456789abcdef") == ""
-}
-
 func parseEdgeRecord(t string) (sig, dep string, ok bool) {
 	rest, ok := strings.CutPrefix(t, edgeRecordPrefix)
 	if !ok {
 		return "", "", false
 	}
 	sig, dep, ok = strings.Cut(rest, "-")
-	if !ok || !isHex(sig, 56) || (dep != noDependency && !isHex(dep, 56)) {
+	if !ok || !isHex(sig, SignatureLength) || (dep != noDependency && !isHex(dep, SignatureLength)) {
 		return "", "", false
 	}
 	return sig, dep, true
@@ -158,7 +145,7 @@ func parsePublicationRecord(t string) (key string, p Publication, ok bool) {
 		return "", Publication{}, false
 	}
 	key, final, ok := strings.Cut(t[3:], "-")
-	if !ok || !isHex(key, 40) || !isHex(final, 56) {
+	if !ok || !isHex(key, 40) || !isHex(final, SignatureLength) {
 		return "", Publication{}, false
 	}
 	return key, Publication{Record: t, Kind: kind, Final: final}, true
@@ -185,40 +172,4 @@ func (r Records) Closure(final string) (sigs []string, ok bool) {
 		todo = append(todo, deps...)
 	}
 	return sigs, true
-}
-
-// edgeRecords are the records a stage must have: one per stage it is
-// built on, or the no-dependency record.
-func edgeRecords(s *Stage) []string {
-	var deps []string
-	if s.Parent != nil {
-		deps = append(deps, s.Parent.Signature)
-	}
-	for _, src := range s.ImportSource {
-		deps = append(deps, src.Signature)
-	}
-	if len(deps) == 0 {
-		return []string{EdgeRecord(s.Signature, "")}
-	}
-	out := make([]string, len(deps))
-	for i, d := range deps {
-		out[i] = EdgeRecord(s.Signature, d)
-	}
-	return out
-}
-
-// recordImage is a record's manifest: an empty image annotated with the
-// record's name, so that every record has a manifest of its own.
-func recordImage(record string) v1.Image {
-	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
-	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	return mutate.Annotations(img, map[string]string{AnnotationRecord: record}).(v1.Image)
-}
-
-// WriteRecord puts a record into the stages repository.
-func WriteRecord(ctx context.Context, repo name.Repository, record string, opts []remote.Option) error {
-	if err := remote.Write(repo.Tag(record), recordImage(record), append(opts, remote.WithContext(ctx))...); err != nil {
-		return fmt.Errorf("write record %s in %s: %w", record, repo, err)
-	}
-	return nil
 }

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"gitlab.com/stagehand/stagehand/cleanup"
+	"gitlab.com/stagehand/stagehand/deploy"
+	"gitlab.com/stagehand/stagehand/jobcontainer"
+	"gitlab.com/stagehand/stagehand/request"
+	"gitlab.com/stagehand/stagehand/stages"
+	"gitlab.com/stagehand/stagehand/worker"
+)
+
+// handlers are the operations the worker serves: each hands its request,
+// as it came, to the package that does the work.
+func handlers() worker.Handlers {
+	h := worker.Handlers{}
+	worker.Handle(h, build)
+	worker.Handle(h, deployEnvironment)
+	worker.Handle(h, dismiss)
+	worker.Handle(h, cleanupProject)
+	worker.Handle(h, syncStages)
+	worker.Handle(h, ensureJobImage)
+	worker.Handle(h, jobcontainer.RunScript)
+	worker.Handle(h, removeJobContainers)
+	return h
+}
+
+func build(ctx context.Context, req request.Build, trace io.Writer) (request.BuildResult, error) {
+	res, err := stages.Build(ctx, req, trace)
+	if err != nil {
+		return request.BuildResult{}, err
+	}
+	return res.Published(), nil
+}
+
+// deployEnvironment builds first (an idle build when the build job already
+// published this commit), then deploys what the build published.
+func deployEnvironment(ctx context.Context, req request.Deploy, trace io.Writer) (request.BuildResult, error) {
+	res, err := stages.Build(ctx, req.Build, trace)
+	if err != nil {
+		return request.BuildResult{}, err
+	}
+	published := res.Published()
+	return published, deploy.Deploy(ctx, req, published.Images, trace)
+}
+
+func dismiss(ctx context.Context, req request.Dismiss, trace io.Writer) (struct{}, error) {
+	return struct{}{}, deploy.Dismiss(ctx, req, trace)
+}
+
+func cleanupProject(ctx context.Context, req request.Cleanup, trace io.Writer) (struct{}, error) {
+	rep, err := cleanup.Run(ctx, req, trace)
+	if rep != nil {
+		fmt.Fprintf(trace, "Cleanup: %d deleted in the registry, %d local stage images removed; %d GitLab API requests\n", len(rep.Deleted), len(rep.Builder.Removed), rep.APIRequests)
+	}
+	return struct{}{}, err
+}
+
+func syncStages(ctx context.Context, req request.StagesSync, trace io.Writer) (request.SyncResult, error) {
+	return stages.Sync(ctx, req, trace)
+}
+
+func ensureJobImage(ctx context.Context, req request.JobImage, trace io.Writer) (struct{}, error) {
+	return struct{}{}, jobcontainer.EnsureImage(ctx, req, trace)
+}
+
+func removeJobContainers(ctx context.Context, req request.JobContainers, _ io.Writer) (request.Removed, error) {
+	return jobcontainer.RemoveAll(ctx, req)
+}

@@ -1,0 +1,275 @@
+package request
+
+import (
+	"strings"
+	"time"
+
+	"gitlab.com/stagehand/stagehand/gitlab"
+)
+
+// Build is one build of a project's images at one commit, and their
+// publication (a build job; the first half of a deploy; `stagehand
+// build`).
+type Build struct {
+	// Dir is the project's checkout.
+	Dir string
+	// Vars are the variables the config's templates see (a job's: they
+	// hold secrets, and travel on the worker's pipe only).
+	Vars map[string]string
+	// Project is the project's name in locks, labels and the :local
+	// storage (see ProjectName).
+	Project string
+	// StagesStorage is a repository ($CI_REGISTRY_IMAGE/stages) or :local.
+	StagesStorage string
+	// ImagesRepo is where images are published ($CI_REGISTRY_IMAGE).
+	ImagesRepo string
+	Commit     string
+	// CommitTime is the commit's time (RFC 3339), the images' age for
+	// cleanup.
+	CommitTime string
+	// Ref is the ref being built (its names go into annotations); RefSlug
+	// is the tag-or-branch strategy's tag for it.
+	Ref     Ref
+	RefSlug string
+	// TagStrategy is gitlab.TagStagesSignature or gitlab.TagOrBranch.
+	TagStrategy string
+	Engine      Engine
+	Locks       Locks
+	// BlockDir holds switch-from-local block files.
+	BlockDir string
+}
+
+// Op names the operation in the worker protocol.
+func (Build) Op() string { return "build" }
+
+// Image is one image a build published.
+type Image struct {
+	// Name is the image's name in the config; "" for the unnamed image.
+	Name       string
+	Repository string
+	// Tag is the tag jobs use (the strategy's); Digest is the manifest's.
+	Tag    string
+	Digest string
+}
+
+// Reference is repository:tag.
+func (i Image) Reference() string { return i.Repository + ":" + i.Tag }
+
+// BuildResult is what a build published.
+type BuildResult struct {
+	Images []Image
+}
+
+// Exports are the variables a job's script gets: STAGEHAND_IMAGE_<NAME>
+// (the reference) and STAGEHAND_IMAGE_<NAME>_DIGEST.
+func (r BuildResult) Exports() map[string]string {
+	out := map[string]string{}
+	for _, img := range r.Images {
+		v := ExportName(img.Name)
+		out[v] = img.Reference()
+		out[v+"_DIGEST"] = img.Digest
+	}
+	return out
+}
+
+// ExportName is the variable holding an image's reference: the name
+// upper-cased with every other character than A-Z and 0-9 made "_";
+// STAGEHAND_IMAGE for the unnamed image.
+func ExportName(image string) string {
+	if image == "" {
+		return "STAGEHAND_IMAGE"
+	}
+	b := []byte(strings.ToUpper(image))
+	for i, c := range b {
+		if !(c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			b[i] = '_'
+		}
+	}
+	return "STAGEHAND_IMAGE_" + string(b)
+}
+
+// Environment is a GitLab environment as a deploy names it.
+type Environment struct {
+	// Name is STAGEHAND_ENV (CI_ENVIRONMENT_SLUG): global.env.
+	Name      string
+	Namespace string
+	Release   string
+	// URL is CI_ENVIRONMENT_URL.
+	URL string
+}
+
+// PullSecret is where an environment's image pull secret comes from:
+// GitLab's deploy token for Registry, else a copy of From
+// ("namespace/name").
+type PullSecret struct {
+	Registry string
+	User     string
+	Password string
+	From     string
+}
+
+// SetPrefix marks job variables that set chart values:
+// STAGEHAND_SET_<ANYTHING>=path.to.key=value, as `helm --set`.
+const SetPrefix = "STAGEHAND_SET_"
+
+// SetsFrom picks the STAGEHAND_SET_* variables.
+func SetsFrom(vars map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range vars {
+		if strings.HasPrefix(k, SetPrefix) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// Deploy is one deploy of an environment: its build first, then the
+// release.
+type Deploy struct {
+	Build       Build
+	Environment Environment
+	// ChartDir is the chart, relative to the checkout or absolute ("":
+	// .helm).
+	ChartDir string
+	Cluster  Cluster
+	// Sets are STAGEHAND_SET_* variables, applied in name order.
+	Sets map[string]string
+	// Annotations go on every object of the release.
+	Annotations []gitlab.Annotation
+	PullSecret  PullSecret
+	// Timeout bounds the wait for the release's workloads.
+	Timeout time.Duration
+}
+
+// Op names the operation in the worker protocol.
+func (Deploy) Op() string { return "deploy" }
+
+// Dismiss removes an environment: its release and its namespace.
+type Dismiss struct {
+	Cluster   Cluster
+	Namespace string
+	Release   string
+	// Timeout bounds the wait for the namespace to go.
+	Timeout time.Duration
+}
+
+// Op names the operation in the worker protocol.
+func (Dismiss) Op() string { return "dismiss" }
+
+// Cleanup is one cleanup of a project: registry images by its git
+// policies, then its stages, then (Builder) a host's builder cache.
+type Cleanup struct {
+	// APIURL is GitLab's API (CI_API_V4_URL); Token may list and delete
+	// registry tags (STAGEHAND_CLEANUP_TOKEN); Project is the project's
+	// path or id.
+	APIURL  string
+	Token   string
+	Project string
+	// Locks.Project names the project lock builds take.
+	Locks         Locks
+	StagesStorage string
+	// Cluster's workloads' images stay; Namespaces are where to look when
+	// listing across namespaces is forbidden.
+	Cluster    Cluster
+	Namespaces []string
+	// Policies are ci-env's; the project's config (Dir, rendered with
+	// Vars) may override them.
+	Policies gitlab.Policies
+	Dir      string
+	Vars     map[string]string
+	DryRun   bool
+	// Engine.DockerConfig holds the registry logins; Engine.Host is the
+	// engine Builder cleans.
+	Engine  Engine
+	Builder *BuilderLimits
+}
+
+// Op names the operation in the worker protocol.
+func (Cleanup) Op() string { return "cleanup" }
+
+// BuilderLimits bound a host's builder cache: the least recently stored
+// stage images go while the engine data root's filesystem is fuller than
+// ThresholdPercent, or, when MaxBytes is set, while they take more.
+type BuilderLimits struct {
+	ThresholdPercent int
+	MaxBytes         int64
+}
+
+// StagesSync copies the stages one storage has and another lacks
+// (`stagehand stages sync`), or moves a project off :local
+// (SwitchFromLocal: block :local builds, copy, remove the local stages).
+type StagesSync struct {
+	From, To string
+	Project  string
+	Engine   Engine
+	// BlockDir holds switch-from-local block files.
+	BlockDir        string
+	SwitchFromLocal bool
+}
+
+// Op names the operation in the worker protocol.
+func (StagesSync) Op() string { return "stages-sync" }
+
+// SyncResult counts the stages a sync copied and found present.
+type SyncResult struct {
+	Copied, Present int
+}
+
+// Pull policies of job images.
+const (
+	PullIfNotPresent = "if-not-present"
+	PullAlways       = "always"
+	PullNever        = "never"
+)
+
+// JobImage makes a job's image available on the engine, per PullPolicy,
+// pulling with the job's logins.
+type JobImage struct {
+	Engine     Engine
+	Image      string
+	PullPolicy string
+}
+
+// Op names the operation in the worker protocol.
+func (JobImage) Op() string { return "job-image" }
+
+// JobScript runs one runner stage's script in a fresh container of the
+// job's image.
+type JobScript struct {
+	Engine Engine
+	Image  string
+	// JobKey names the job's containers on the host.
+	JobKey string
+	// Path is the runner's script, mounted at the same path; Stage its
+	// runner stage (build_script, after_script, ...).
+	Path  string
+	Stage string
+	// Env is the container's environment (it holds the job's secrets: it
+	// travels on a pipe, never on a command line or in a file).
+	Env []string
+	// Binds are host:container[:ro] mounts.
+	Binds       []string
+	StopTimeout time.Duration
+}
+
+// Op names the operation in the worker protocol.
+func (JobScript) Op() string { return "job-script" }
+
+// ScriptResult is a script's exit status.
+type ScriptResult struct {
+	ExitCode int
+}
+
+// JobContainers removes every container of a job (cleanup).
+type JobContainers struct {
+	Engine Engine
+	JobKey string
+}
+
+// Op names the operation in the worker protocol.
+func (JobContainers) Op() string { return "job-containers-remove" }
+
+// Removed counts what was removed.
+type Removed struct {
+	Count int
+}

@@ -1,0 +1,139 @@
+package stages
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"gitlab.com/stagehand/stagehand/fault"
+	"gitlab.com/stagehand/stagehand/gitlab"
+	"gitlab.com/stagehand/stagehand/registry"
+	"gitlab.com/stagehand/stagehand/request"
+	"gitlab.com/stagehand/stagehand/stagesrepo"
+)
+
+// PublishTags are the tags an image is published under: the strategy's,
+// then the commit's.
+func PublishTags(req request.Build, final *Stage) ([]string, error) {
+	var first string
+	switch req.TagStrategy {
+	case "", gitlab.TagStagesSignature:
+		first = final.Signature
+	case gitlab.TagOrBranch:
+		if req.RefSlug == "" {
+			return nil, fault.Jobf("tag strategy %s needs a branch or a git tag (CI_COMMIT_REF_NAME is empty)", gitlab.TagOrBranch)
+		}
+		first = req.RefSlug
+	default:
+		return nil, fault.Jobf("%s=%q: use %s or %s", gitlab.VarTagStrategy, req.TagStrategy, gitlab.TagStagesSignature, gitlab.TagOrBranch)
+	}
+	tags := []string{first}
+	if req.Commit != "" && req.Commit != first {
+		tags = append(tags, req.Commit)
+	}
+	return tags, nil
+}
+
+// publicationKind is the kind of the i-th of PublishTags' tags.
+func publicationKind(req request.Build, i int) stagesrepo.PublicationKind {
+	switch {
+	case i > 0:
+		return stagesrepo.PublishedCommit
+	case req.TagStrategy == gitlab.TagOrBranch && req.Ref.Tag != "":
+		return stagesrepo.PublishedGitTag
+	case req.TagStrategy == gitlab.TagOrBranch:
+		return stagesrepo.PublishedBranch
+	}
+	return stagesrepo.PublishedSignature
+}
+
+// imagesRepo is where an image is published: the images repository for
+// the unnamed image, a repository under it for named ones.
+func imagesRepo(base, image string) string {
+	if image == "" {
+		return base
+	}
+	return base + "/" + image
+}
+
+// publish gives an image its tags, each after its publication record, so
+// that a tag stagehand published always has one. Manifests carry what
+// cleanup needs to know of the image (see stagesrepo's annotations).
+func publish(ctx context.Context, req request.Build, storage Store, st stagesrepo.StageTag, ip *ImagePlan, trace io.Writer) (Published, error) {
+	final := ip.Final
+	tags, err := PublishTags(req, final)
+	if err != nil {
+		return Published{}, err
+	}
+	repoName := imagesRepo(req.ImagesRepo, ip.Image.Name)
+	repo, err := name.NewRepository(repoName)
+	if err != nil {
+		return Published{}, fault.Jobf("images repository %q (STAGEHAND_IMAGES_REPO and the image name) is not a repository name: %v", repoName, err)
+	}
+	ann := map[string]string{
+		stagesrepo.AnnotationCommit:     req.Commit,
+		stagesrepo.AnnotationCommitTime: req.CommitTime,
+		stagesrepo.AnnotationImage:      ip.Image.Name,
+		stagesrepo.AnnotationStage:      st.String(),
+		stagesrepo.AnnotationStages:     strings.Join(NeededStages(final), ","),
+	}
+	switch {
+	case req.Ref.Tag != "":
+		ann[stagesrepo.AnnotationRef], ann[stagesrepo.AnnotationRefKind] = req.Ref.Tag, stagesrepo.RefKindTag
+	case req.Ref.Branch != "":
+		ann[stagesrepo.AnnotationRef], ann[stagesrepo.AnnotationRefKind] = req.Ref.Branch, stagesrepo.RefKindBranch
+	}
+	p := Published{Image: request.Image{Name: ip.Image.Name, Repository: repoName, Tag: tags[0]}, Tags: tags, Stage: st}
+	for i, tag := range tags {
+		record := stagesrepo.PublicationRecord(publicationKind(req, i), repo.String(), tag, final.Signature)
+		if err := storage.EnsureRecords(ctx, []string{record}); err != nil {
+			return Published{}, fault.System(fmt.Errorf("publish %s: %w", ip.Image.describe(), err))
+		}
+		var d v1.Hash
+		err := registry.Retry(ctx, trace, "publishing "+repo.Tag(tag).String(), func() (err error) {
+			d, err = storage.publish(ctx, st, repo, tag, ann)
+			return err
+		})
+		if err != nil {
+			return Published{}, fault.System(fmt.Errorf("publish %s: %w", ip.Image.describe(), err))
+		}
+		p.Digest = d.String()
+	}
+	fmt.Fprintf(trace, "Published %s as %s (%s)\n", ip.Image.describe(), strings.Join(prefixTags(repoName, tags), ", "), p.Digest)
+	return p, nil
+}
+
+func prefixTags(repo string, tags []string) []string {
+	out := make([]string, len(tags))
+	for i, t := range tags {
+		out[i] = repo + ":" + t
+	}
+	return out
+}
+
+// NeededStages lists the signatures an image needs kept: its own chain of
+// stages and the chains of the images its stages import from, final
+// stage first, each once.
+func NeededStages(final *Stage) []string {
+	var out []string
+	seen := map[string]bool{}
+	var walk func(s *Stage)
+	walk = func(s *Stage) {
+		for ; s != nil; s = s.Parent {
+			if seen[s.Signature] {
+				return
+			}
+			seen[s.Signature] = true
+			out = append(out, s.Signature)
+			for _, src := range s.ImportSource {
+				walk(src)
+			}
+		}
+	}
+	walk(final)
+	return out
+}

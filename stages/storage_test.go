@@ -1,0 +1,345 @@
+package stages
+
+import (
+	"context"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"gitlab.com/stagehand/stagehand/gitlab"
+	"gitlab.com/stagehand/stagehand/registry"
+	"gitlab.com/stagehand/stagehand/request"
+	"gitlab.com/stagehand/stagehand/stagesrepo"
+)
+
+// memRegistry is go-containerregistry's in-memory registry behind an
+// httptest server, counting the requests by method: storage, records,
+// publishing and sync are tested without the harness.
+type memRegistry struct {
+	host     string
+	requests sync.Map // method -> *atomic.Int64
+}
+
+func newMemRegistry(t *testing.T) *memRegistry {
+	t.Helper()
+	m := &memRegistry{}
+	reg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := m.requests.LoadOrStore(r.Method, new(atomic.Int64))
+		n.(*atomic.Int64).Add(1)
+		reg.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	m.host = strings.TrimPrefix(srv.URL, "http://")
+	return m
+}
+
+func (m *memRegistry) count(method string) int64 {
+	n, ok := m.requests.Load(method)
+	if !ok {
+		return 0
+	}
+	return n.(*atomic.Int64).Load()
+}
+
+func (m *memRegistry) storage(t *testing.T, repo string) *Storage {
+	t.Helper()
+	s, err := NewStorage(m.host+"/"+repo, registry.Options(context.Background(), "", nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (m *memRegistry) tags(t *testing.T, repo string) []string {
+	t.Helper()
+	r, _ := name.NewRepository(m.host + "/" + repo)
+	tags, err := remote.List(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tags
+}
+
+func randomImage(t *testing.T) v1.Image {
+	t.Helper()
+	img, err := random.Image(256, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+func TestStoragePutFindAndRecords(t *testing.T) {
+	ctx := context.Background()
+	m := newMemRegistry(t)
+	s := m.storage(t, "p/stages")
+	if err := s.Refresh(ctx); err != nil {
+		t.Fatalf("an empty storage must list: %v", err)
+	}
+	if _, ok, _ := s.Find(ctx, sig(1)); ok {
+		t.Fatal("found a stage in an empty storage")
+	}
+	first, err := s.put(ctx, sig(1), built{image: randomImage(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := s.put(ctx, sig(1), built{image: randomImage(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another process sees both copies and, like every reader, the oldest.
+	other := m.storage(t, "p/stages")
+	got, ok, err := other.Find(ctx, sig(1))
+	if err != nil || !ok {
+		t.Fatalf("Find after put: %v %v", ok, err)
+	}
+	oldest := first
+	if second.Millis < first.Millis {
+		oldest = second
+	}
+	if got != oldest {
+		t.Errorf("Find = %s, want the oldest copy %s", got, oldest)
+	}
+
+	records := []string{stagesrepo.EdgeRecord(sig(1), ""), stagesrepo.EdgeRecord(sig(2), sig(1))}
+	if err := other.EnsureRecords(ctx, records); err != nil {
+		t.Fatal(err)
+	}
+	puts := m.count(http.MethodPut)
+	if err := other.EnsureRecords(ctx, records); err != nil {
+		t.Fatal(err)
+	}
+	if m.count(http.MethodPut) != puts {
+		t.Error("records the storage has were written again")
+	}
+	tags := m.tags(t, "p/stages")
+	parsed := stagesrepo.ParseRecords(tags)
+	if deps := parsed.Edges[sig(2)]; len(deps) != 1 || deps[0] != sig(1) {
+		t.Errorf("edge records %v in %v", parsed.Edges, tags)
+	}
+	// Every record has a manifest of its own: deleting one by digest
+	// deletes no other tag.
+	digests := map[string]string{}
+	for _, r := range records {
+		d, err := remote.Head(other.Repo.Tag(r))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if prev, dup := digests[d.Digest.String()]; dup {
+			t.Errorf("records %s and %s share a manifest", prev, r)
+		}
+		digests[d.Digest.String()] = r
+	}
+}
+
+func TestPublishCopiesTheManifestWithAnnotations(t *testing.T) {
+	ctx := context.Background()
+	m := newMemRegistry(t)
+	s := m.storage(t, "p/stages")
+	img := randomImage(t)
+	st, err := s.put(ctx, sig(3), built{image: img})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, _ := name.NewRepository(m.host + "/p/app")
+	ann := map[string]string{stagesrepo.AnnotationCommit: strings.Repeat("c", 40), stagesrepo.AnnotationStage: st.String()}
+	d, err := s.publish(ctx, st, repo, "main", ann)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := remote.Image(repo.Tag("main"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := pub.Digest(); got != d {
+		t.Errorf("published digest %s, answered %s", got, d)
+	}
+	mf, err := pub.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range ann {
+		if mf.Annotations[k] != v {
+			t.Errorf("annotation %s = %q, want %q", k, mf.Annotations[k], v)
+		}
+	}
+	wantLayers, _ := img.Layers()
+	gotLayers, _ := pub.Layers()
+	if len(gotLayers) != len(wantLayers) {
+		t.Fatalf("%d layers published, the stage has %d", len(gotLayers), len(wantLayers))
+	}
+	for i := range wantLayers {
+		a, _ := wantLayers[i].Digest()
+		b, _ := gotLayers[i].Digest()
+		if a != b {
+			t.Errorf("layer %d: %s, the stage's is %s", i, b, a)
+		}
+	}
+	// The same publication again writes nothing.
+	puts := m.count(http.MethodPut)
+	if d2, err := s.publish(ctx, st, repo, "main", ann); err != nil || d2 != d {
+		t.Fatalf("second publish: %s %v", d2, err)
+	}
+	if m.count(http.MethodPut) != puts {
+		t.Error("publishing a tag that already has the manifest wrote again")
+	}
+}
+
+func TestSyncCopiesWhatTheTargetLacksAndResumes(t *testing.T) {
+	ctx := context.Background()
+	m := newMemRegistry(t)
+	from, to := m.storage(t, "p/stages"), m.storage(t, "q/stages")
+	var stored []stagesrepo.StageTag
+	for i := 1; i <= 3; i++ {
+		st, err := from.put(ctx, sig(i), built{image: randomImage(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored = append(stored, st)
+	}
+	// The target already has stage 2 (under a tag of its own).
+	if _, err := to.put(ctx, sig(2), built{image: randomImage(t)}); err != nil {
+		t.Fatal(err)
+	}
+	req := request.StagesSync{From: from.Repo.String(), To: to.Repo.String()}
+	res, err := Sync(ctx, req, io.Discard)
+	if err != nil || res.Copied != 2 || res.Present != 1 {
+		t.Fatalf("first sync: %+v %v", res, err)
+	}
+	tags := m.tags(t, "q/stages")
+	for _, st := range []stagesrepo.StageTag{stored[0], stored[2]} {
+		if !contains(tags, st.String()) {
+			t.Errorf("%s was not copied under its own tag: %v", st, tags)
+		}
+	}
+	res, err = Sync(ctx, req, io.Discard)
+	if err != nil || res.Copied != 0 || res.Present != 3 {
+		t.Errorf("second sync: %+v %v", res, err)
+	}
+	if _, err := Sync(ctx, request.StagesSync{From: req.From, To: req.From}, io.Discard); err == nil {
+		t.Error("a sync onto itself was accepted")
+	}
+}
+
+// TestBuildWithoutEngineStoresOnceAndIsIdle builds a config whose stages
+// need no container (base, git files, docker: directives) straight into
+// the registry: every stage is stored once with its edge records, the
+// image is published with its publication records, and the next build
+// of the same files stores nothing.
+func TestBuildWithoutEngineStoresOnceAndIsIdle(t *testing.T) {
+	ctx := context.Background()
+	m := newMemRegistry(t)
+	base, _ := name.NewTag(m.host + "/base/busybox:1")
+	baseImg, err := mutate.Config(randomImage(t), v1.Config{Env: []string{"PATH=/bin"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(base, baseImg); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	files := map[string]string{
+		"werf.yaml": "project: p\nconfigVersion: 1\n---\nimage: app\nfrom: " + base.String() + "\ngit:\n- add: /src\n  to: /app\ndocker:\n  ENV: {MODE: test}\n",
+		"src/a.txt": "a\n",
+		"src/b.txt": "b\n",
+	}
+	for p, c := range files {
+		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, p), []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	req := request.Build{
+		Dir: dir, Project: "p", StagesStorage: m.host + "/p/stages", ImagesRepo: m.host + "/p",
+		Commit: strings.Repeat("a", 40), Ref: request.Ref{Branch: "main"}, RefSlug: "main", TagStrategy: gitlab.TagOrBranch,
+	}
+	res, err := Build(ctx, req, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Reports) != 4 { // from, gitArchive, gitLatestPatch, dockerInstructions
+		t.Fatalf("stages: %+v", res.Reports)
+	}
+	for _, r := range res.Reports {
+		if r.Outcome != OutcomeBuilt {
+			t.Errorf("%s: %s, want built", r.Stage, r.Outcome)
+		}
+	}
+	tags := m.tags(t, "p/stages")
+	records := stagesrepo.ParseRecords(tags)
+	final := res.Images[0].Stage.Signature
+	closure, ok := records.Closure(final)
+	if !ok || len(closure) != 4 {
+		t.Errorf("the edge records lead from the final stage to %v (%v)", closure, ok)
+	}
+	for _, tag := range res.Images[0].Tags {
+		key := stagesrepo.PublicationKey(m.host+"/p/app", tag)
+		if p := records.Publications[key]; len(p) != 1 || p[0].Final != final {
+			t.Errorf("publication record of %s: %+v", tag, p)
+		}
+	}
+	exports := res.Exports()
+	if exports["STAGEHAND_IMAGE_APP"] != m.host+"/p/app:main" || exports["STAGEHAND_IMAGE_APP_DIGEST"] == "" {
+		t.Errorf("exports %v", exports)
+	}
+	pub, err := remote.Image(mustTag(t, exports["STAGEHAND_IMAGE_APP"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, _ := pub.ConfigFile()
+	if !contains(cf.Config.Env, "MODE=test") || cf.Config.Labels[stagesrepo.LabelProject] != "p" {
+		t.Errorf("published config: env %v, labels %v", cf.Config.Env, cf.Config.Labels)
+	}
+
+	before := m.count(http.MethodPut) + m.count(http.MethodPost) + m.count(http.MethodPatch)
+	again, err := Build(ctx, req, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range again.Reports {
+		if r.Outcome != OutcomeStored {
+			t.Errorf("second build: %s %s", r.Stage, r.Outcome)
+		}
+	}
+	if writes := m.count(http.MethodPut) + m.count(http.MethodPost) + m.count(http.MethodPatch) - before; writes != 0 {
+		t.Errorf("the idle build wrote %d times", writes)
+	}
+	if again.Exports()["STAGEHAND_IMAGE_APP_DIGEST"] != exports["STAGEHAND_IMAGE_APP_DIGEST"] {
+		t.Error("the idle build published another manifest")
+	}
+}
+
+func mustTag(t *testing.T, ref string) name.Tag {
+	t.Helper()
+	tag, err := name.NewTag(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tag
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
