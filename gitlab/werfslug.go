@@ -2,7 +2,6 @@ package gitlab
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/spaolacci/murmur3"
@@ -14,16 +13,41 @@ import (
 // translit), and suffixed with a hash of the original so that two names
 // that clean alike stay apart.
 
-var (
-	dockerTagValid = regexp.MustCompile(`^[\w][\w.-]*$`)
-	dns1123        = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
-)
+// isDockerTag matches werf's ^[\w][\w.-]*$ (ASCII \w). Hand-written: the
+// hooks binary starts for every stage of every job and compiles no
+// regexp.
+func isDockerTag(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		word := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_'
+		if !word && (i == 0 || (c != '.' && c != '-')) {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// isDNS1123Subdomain matches labels of [a-z0-9]([-a-z0-9]*[a-z0-9])?
+// joined by '.'.
+func isDNS1123Subdomain(s string) bool {
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			if c := label[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
 
 // DockerTag is werf's image tag of a branch or git tag name: kept when it
 // is a valid tag (letters of either case, digits, '_', '.', '-', not
 // starting with '.' or '-', at most 128 characters), else slugged.
 func DockerTag(s string) string {
-	if s == "" || (len(s) <= TagSlugLimit && dockerTagValid.MatchString(s)) {
+	if s == "" || (len(s) <= TagSlugLimit && isDockerTag(s)) {
 		return s
 	}
 	return slugWithHash(s, TagSlugLimit)
@@ -38,7 +62,7 @@ func KubernetesNamespace(s string) string { return dnsName(s, NamespaceSlugLimit
 func HelmRelease(s string) string { return dnsName(s, ReleaseSlugLimit) }
 
 func dnsName(s string, limit int) string {
-	if s == "" || (len(s) <= limit && dns1123.MatchString(s)) {
+	if s == "" || (len(s) <= limit && isDNS1123Subdomain(s)) {
 		return s
 	}
 	return slugWithHash(s, limit)
@@ -65,7 +89,7 @@ func slugWithHash(s string, limit int) string {
 func werfSlugify(s string) string {
 	var b strings.Builder
 	for _, r := range s {
-		t, ok := translit[r]
+		t, ok := translit()[r]
 		if !ok || t == "" {
 			continue
 		}
