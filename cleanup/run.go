@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"gitlab.com/stagehand/stagehand/config"
 	"gitlab.com/stagehand/stagehand/fault"
 	"gitlab.com/stagehand/stagehand/gitlab"
 	"gitlab.com/stagehand/stagehand/gitlab/api"
@@ -26,7 +27,6 @@ import (
 	"gitlab.com/stagehand/stagehand/lock"
 	"gitlab.com/stagehand/stagehand/registry"
 	"gitlab.com/stagehand/stagehand/request"
-	"gitlab.com/stagehand/stagehand/stages"
 
 	"k8s.io/client-go/kubernetes"
 )
@@ -66,9 +66,9 @@ func policies(req request.Cleanup, trace io.Writer) (gitlab.Policies, error) {
 	if req.Dir == "" {
 		return p, nil
 	}
-	cfg, err := stages.LoadConfig(req.Dir, req.Vars)
+	cfg, err := config.LoadConfig(req.Dir, req.Vars)
 	switch {
-	case errors.Is(err, stages.ErrNoConfig):
+	case errors.Is(err, config.ErrNoConfig):
 		return p, nil
 	case err != nil:
 		return p, fault.Job(err)

@@ -15,9 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"gitlab.com/stagehand/stagehand/config"
 	"gitlab.com/stagehand/stagehand/e2e/harness"
 	"gitlab.com/stagehand/stagehand/e2e/registryproxy"
-	"gitlab.com/stagehand/stagehand/stages"
+	"gitlab.com/stagehand/stagehand/plan"
 	"gitlab.com/stagehand/stagehand/stagesrepo"
 )
 
@@ -322,18 +323,18 @@ shell:
 
 // installSignature is the signature of the install stage of a config
 // without git mappings (so it does not depend on the tree).
-func installSignature(t *testing.T, config, base string) string {
+func installSignature(t *testing.T, src, base string) string {
 	t.Helper()
-	cfg, err := stages.ParseConfig("werf.yaml", []byte(config), map[string]string{"BASE_IMAGE": base})
+	cfg, err := config.ParseConfig("werf.yaml", []byte(src), map[string]string{"BASE_IMAGE": base})
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan, err := stages.NewPlan(cfg, nil, nil)
+	p, err := plan.NewPlan(cfg, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range plan.Image("slow").Stages {
-		if s.Name == stages.StageInstall {
+	for _, s := range p.Image("slow").Stages {
+		if s.Name == plan.StageInstall {
 			return s.Signature
 		}
 	}

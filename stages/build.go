@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"gitlab.com/stagehand/stagehand/config"
+	"gitlab.com/stagehand/stagehand/plan"
 	"io"
 	"strings"
 	"sync"
@@ -36,7 +38,7 @@ const (
 
 // StageReport is one line of the build summary.
 type StageReport struct {
-	Stage   *Stage
+	Stage   *plan.Stage
 	Stored  stagesrepo.StageTag
 	Outcome Outcome
 	// Pulled says the stage's parent was pulled into the engine to build
@@ -48,8 +50,8 @@ type StageReport struct {
 
 // Builder builds a plan's stages into the storage.
 type Builder struct {
-	Plan   *Plan
-	Source Source
+	Plan   *plan.Plan
+	Source plan.Source
 	// Storage is where stages are found and stored.
 	Storage Store
 	// Engine builds shell and Dockerfile stages; a build with nothing to
@@ -68,17 +70,17 @@ type Builder struct {
 	temps      []*tempLayer
 	// written holds the images this build wrote itself, so that a stage
 	// built on one reads its config from memory, not the registry.
-	written map[*Stage]v1.Image
-	stored  map[*Stage]stagesrepo.StageTag
+	written map[*plan.Stage]v1.Image
+	stored  map[*plan.Stage]stagesrepo.StageTag
 	reports []StageReport
 	mu      sync.Mutex
 }
 
 // Build makes sure every stage of the plan is in the storage. It answers
 // the stored stage of each stage.
-func (b *Builder) Build(ctx context.Context) (map[*Stage]stagesrepo.StageTag, []StageReport, error) {
-	b.stored = map[*Stage]stagesrepo.StageTag{}
-	b.written = map[*Stage]v1.Image{}
+func (b *Builder) Build(ctx context.Context) (map[*plan.Stage]stagesrepo.StageTag, []StageReport, error) {
+	b.stored = map[*plan.Stage]stagesrepo.StageTag{}
+	b.written = map[*plan.Stage]v1.Image{}
 	defer func() {
 		if b.engine != nil && !b.keepEngine {
 			b.engine.Close()
@@ -137,7 +139,7 @@ func (b *Builder) report(r StageReport) {
 }
 
 // stage makes one stage available in the storage.
-func (b *Builder) stage(ctx context.Context, s *Stage) error {
+func (b *Builder) stage(ctx context.Context, s *plan.Stage) error {
 	start := time.Now()
 	if st, ok, err := b.Storage.Find(ctx, s.Signature); err != nil {
 		return fault.System(err)
@@ -226,7 +228,7 @@ func short(sig string) string {
 }
 
 // labels are the labels of a stage image.
-func (b *Builder) labels(s *Stage) map[string]string {
+func (b *Builder) labels(s *plan.Stage) map[string]string {
 	return map[string]string{
 		stagesrepo.LabelSignature: s.Signature,
 		stagesrepo.LabelStage:     string(s.Name),
@@ -240,12 +242,12 @@ func (b *Builder) labels(s *Stage) map[string]string {
 // it meanwhile: then that copy wins and this one is dropped. Stages that
 // run something (shell, Dockerfile) are built in the engine; the others
 // the storage's way.
-func (b *Builder) build(ctx context.Context, s *Stage) (stagesrepo.StageTag, Outcome, bool, error) {
+func (b *Builder) build(ctx context.Context, s *plan.Stage) (stagesrepo.StageTag, Outcome, bool, error) {
 	var img built
 	var pulled bool
 	var err error
 	switch s.Kind {
-	case KindShell, KindDockerfile:
+	case plan.KindShell, plan.KindDockerfile:
 		img, pulled, err = b.buildInEngine(ctx, s)
 	default:
 		img, err = b.Storage.makeConfigStage(ctx, b, s)
@@ -261,7 +263,7 @@ func (b *Builder) build(ctx context.Context, s *Stage) (stagesrepo.StageTag, Out
 // host without the lock may have stored it meanwhile: its copy wins),
 // write the stage's edge records, store the stage (tag last), then settle
 // on the oldest copy.
-func (b *Builder) store(ctx context.Context, s *Stage, img built) (stagesrepo.StageTag, Outcome, error) {
+func (b *Builder) store(ctx context.Context, s *plan.Stage, img built) (stagesrepo.StageTag, Outcome, error) {
 	if st, ok, err := b.storedMeanwhile(ctx, s); err != nil || ok {
 		return st, OutcomeDiscarded, err
 	}
@@ -291,7 +293,7 @@ const storedPoll = 2 * time.Second
 // stage, each taking the lock in turn only to find the stage stored made
 // dozens of writes to the locks' one ConfigMap, whose conflicts slowed
 // lease renewals until leases expired.
-func (b *Builder) lockOrStored(ctx context.Context, s *Stage) (lease lock.Held, st stagesrepo.StageTag, found, busy bool, err error) {
+func (b *Builder) lockOrStored(ctx context.Context, s *plan.Stage) (lease lock.Held, st stagesrepo.StageTag, found, busy bool, err error) {
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type taken struct {
@@ -340,7 +342,7 @@ func (b *Builder) lockOrStored(ctx context.Context, s *Stage) (lease lock.Held, 
 // before the stage's tag when storing it, so that a stored stage always
 // has them, and when a stage stored by an older stagehand is used, so that
 // cleanup learns its dependencies from names from then on.
-func (b *Builder) ensureEdges(ctx context.Context, s *Stage) error {
+func (b *Builder) ensureEdges(ctx context.Context, s *plan.Stage) error {
 	if err := b.Storage.EnsureRecords(ctx, edgeRecords(s)); err != nil {
 		return fault.System(fmt.Errorf("stage %s: %w", s, err))
 	}
@@ -349,7 +351,7 @@ func (b *Builder) ensureEdges(ctx context.Context, s *Stage) error {
 
 // edgeRecords are the records a stage must have: one per stage it is
 // built on, or the no-dependency record.
-func edgeRecords(s *Stage) []string {
+func edgeRecords(s *plan.Stage) []string {
 	var deps []string
 	if s.Parent != nil {
 		deps = append(deps, s.Parent.Signature)
@@ -369,7 +371,7 @@ func edgeRecords(s *Stage) []string {
 
 // adoptOldest: hosts without a lock may store the same stage at the same
 // time; every reader settles on the oldest copy, and so does the writer.
-func (b *Builder) adoptOldest(ctx context.Context, s *Stage, ours stagesrepo.StageTag) stagesrepo.StageTag {
+func (b *Builder) adoptOldest(ctx context.Context, s *plan.Stage, ours stagesrepo.StageTag) stagesrepo.StageTag {
 	if b.Locker != nil {
 		return ours
 	}
@@ -380,7 +382,7 @@ func (b *Builder) adoptOldest(ctx context.Context, s *Stage, ours stagesrepo.Sta
 }
 
 // storedMeanwhile lists the storage again just before storing.
-func (b *Builder) storedMeanwhile(ctx context.Context, s *Stage) (stagesrepo.StageTag, bool, error) {
+func (b *Builder) storedMeanwhile(ctx context.Context, s *plan.Stage) (stagesrepo.StageTag, bool, error) {
 	if err := b.Storage.Refresh(ctx); err != nil {
 		return stagesrepo.StageTag{}, false, fault.System(err)
 	}
@@ -401,13 +403,13 @@ func (b *Builder) ensureEngine(ctx context.Context) (*Engine, error) {
 
 // buildInEngine builds a shell or Dockerfile stage in the host's engine;
 // a shell stage's parent is pulled first when the engine lacks it.
-func (b *Builder) buildInEngine(ctx context.Context, s *Stage) (built, bool, error) {
+func (b *Builder) buildInEngine(ctx context.Context, s *plan.Stage) (built, bool, error) {
 	e, err := b.ensureEngine(ctx)
 	if err != nil {
 		return built{}, false, err
 	}
 	labels := b.labels(s)
-	if s.Kind == KindDockerfile {
+	if s.Kind == plan.KindDockerfile {
 		var id string
 		// The engine pulls the FROM images itself: a pull the registry
 		// failed for a moment is a build to make again.
@@ -441,7 +443,7 @@ func (b *Builder) buildInEngine(ctx context.Context, s *Stage) (built, bool, err
 		return built{}, pulled, err
 	}
 	defer contextTar.Close()
-	id, err := e.BuildDockerfile(ctx, s.String(), contextTar, &Dockerfile{Path: "Dockerfile"}, labels, parent)
+	id, err := e.BuildDockerfile(ctx, s.String(), contextTar, &config.Dockerfile{Path: "Dockerfile"}, labels, parent)
 	return built{engineID: id, engine: e}, pulled, err
 }
 
@@ -450,7 +452,7 @@ func (b *Builder) buildInEngine(ctx context.Context, s *Stage) (built, bool, err
 // is set, else they are answered for the stage's script to delete. It
 // answers the entries written, the new listing label, the paths to delete
 // and the mapping's owner ids.
-func (b *Builder) mappingPatch(tw *tarWriter, s *Stage, i int, parentLabels map[string]string, whiteouts bool) (n int, listing string, remove []string, uid, gid int, err error) {
+func (b *Builder) mappingPatch(tw *tarWriter, s *plan.Stage, i int, parentLabels map[string]string, whiteouts bool) (n int, listing string, remove []string, uid, gid int, err error) {
 	m := s.Image.Git[i]
 	old, err := decodeListing(parentLabels[stagesrepo.GitListingLabel(i)])
 	if err != nil {
@@ -462,7 +464,7 @@ func (b *Builder) mappingPatch(tw *tarWriter, s *Stage, i int, parentLabels map[
 		gid, err = ownerID(m.Group, "group")
 	}
 	if err != nil {
-		return 0, "", nil, 0, 0, fault.Job(&ConfigError{File: b.Plan.Config.File, Line: m.Line, Msg: err.Error()})
+		return 0, "", nil, 0, 0, fault.Job(&config.ConfigError{File: b.Plan.Config.File, Line: m.Line, Msg: err.Error()})
 	}
 	tw.setOwner(uid, gid, m.To)
 	if err := writeGitFiles(tw, b.Source, patch.Write); err != nil {
@@ -486,7 +488,7 @@ func (b *Builder) mappingPatch(tw *tarWriter, s *Stage, i int, parentLabels map[
 // when the stage brings git files up to date, each mapping's changed files
 // (files removed from the tree are deleted by the script). The new git
 // listings go into labels.
-func (b *Builder) shellContext(ctx context.Context, s *Stage, parent string, labels map[string]string) (io.ReadCloser, error) {
+func (b *Builder) shellContext(ctx context.Context, s *plan.Stage, parent string, labels map[string]string) (io.ReadCloser, error) {
 	parentLabels, parentUser, err := b.engine.imageConfig(ctx, parent)
 	if err != nil {
 		return nil, err
@@ -517,7 +519,7 @@ func (b *Builder) shellContext(ctx context.Context, s *Stage, parent string, lab
 // files that differ from the parent's listing, and puts the new listings
 // into labels. It answers the context's COPY sources and the paths the
 // stage must delete (a Dockerfile cannot express whiteouts).
-func (b *Builder) gitContext(tw *tarWriter, s *Stage, parentLabels, labels map[string]string) ([]contextCopy, []string, error) {
+func (b *Builder) gitContext(tw *tarWriter, s *plan.Stage, parentLabels, labels map[string]string) ([]contextCopy, []string, error) {
 	var copies []contextCopy
 	var remove []string
 	for i := range s.Image.Git {
@@ -539,7 +541,7 @@ func (b *Builder) gitContext(tw *tarWriter, s *Stage, parentLabels, labels map[s
 
 // contextTar is a Dockerfile image's build context: the project's files
 // under its context directory. (Temporary files go when the build ends.)
-func (b *Builder) contextTar(s *Stage) (io.ReadCloser, error) {
+func (b *Builder) contextTar(s *plan.Stage) (io.ReadCloser, error) {
 	ctxDir := strings.Trim(s.Image.Dockerfile.Context, "/")
 	tl, err := b.tempLayer()
 	if err != nil {

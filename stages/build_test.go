@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"gitlab.com/stagehand/stagehand/config"
+	"gitlab.com/stagehand/stagehand/plan"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -180,22 +182,22 @@ func TestLostLeaseStopsTheBuildBeforeStoring(t *testing.T) {
 	o := buildRequest(t, c, dir, repo, c.engines[0].Host)
 
 	// Find the signature of backend/install from a plan of the same tree.
-	cfg, err := stages.LoadConfig(dir, o.Vars)
+	cfg, err := config.LoadConfig(dir, o.Vars)
 	if err != nil {
 		t.Fatal(err)
 	}
-	src, err := stages.OpenSource(dir)
+	src, err := plan.OpenSource(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan, err := stages.NewPlan(cfg, src.Tree(), nil)
+	p, err := plan.NewPlan(cfg, src.Tree(), nil)
 	src.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var install string
-	for _, s := range plan.Image("backend").Stages {
-		if s.Name == stages.StageInstall {
+	for _, s := range p.Image("backend").Stages {
+		if s.Name == plan.StageInstall {
 			install = s.Signature
 		}
 	}

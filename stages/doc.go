@@ -5,7 +5,7 @@
 // The way through a build:
 //
 //   - config.go reads the config (stagehand.yaml or werf.yaml) and
-//     plan.go turns it, with the checkout's tree (tree.go), into a Plan:
+//     go turns it, with the checkout's tree (tree.go), into a Plan:
 //     every image's stages in werf 1.1's order, each with its signature.
 //     Both are pure.
 //   - build.go's Builder makes each stage available in the Store: found

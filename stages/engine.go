@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"gitlab.com/stagehand/stagehand/config"
 	"io"
 	"strings"
 
@@ -137,7 +138,7 @@ func mergeLabels(base, add map[string]string) map[string]string {
 // fault; the engine failing to fetch a FROM image from a flaky registry is
 // the machinery's. from is the image the Dockerfile starts from, when
 // known (see docker.BuildOptions).
-func (e *Engine) BuildDockerfile(ctx context.Context, stage string, contextTar io.Reader, d *Dockerfile, labels map[string]string, from string) (string, error) {
+func (e *Engine) BuildDockerfile(ctx context.Context, stage string, contextTar io.Reader, d *config.Dockerfile, labels map[string]string, from string) (string, error) {
 	args := map[string]string{}
 	for _, a := range d.Args {
 		args[a.Key] = a.Value

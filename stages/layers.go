@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"encoding/base64"
 	"fmt"
+	"gitlab.com/stagehand/stagehand/plan"
 	"io"
 	"os"
 	"path"
@@ -27,7 +28,7 @@ var layerTime = time.Unix(1, 0).UTC()
 // that the next stage's patch is computed without pulling the image.
 type gitListing map[string]string
 
-func listingOf(files []GitFile) gitListing {
+func listingOf(files []plan.GitFile) gitListing {
 	l := gitListing{}
 	for _, f := range files {
 		l[f.Dest] = f.Mode + " " + f.Blob
@@ -84,13 +85,13 @@ func decodeListing(label string) (gitListing, error) {
 // gitPatch is what brings an image's git files (old) up to the current
 // ones: files to write and paths to remove.
 type gitPatch struct {
-	Write  []GitFile
+	Write  []plan.GitFile
 	Remove []string
 }
 
 func (p gitPatch) empty() bool { return len(p.Write) == 0 && len(p.Remove) == 0 }
 
-func diffListing(old gitListing, current []GitFile) gitPatch {
+func diffListing(old gitListing, current []plan.GitFile) gitPatch {
 	var p gitPatch
 	seen := map[string]bool{}
 	for _, f := range current {
@@ -192,10 +193,10 @@ func (t *tarWriter) file(dest, mode string, r io.Reader) error {
 	}
 	h := &tar.Header{Name: t.name(dest), Uid: t.uid, Gid: t.gid, ModTime: layerTime, Format: tar.FormatPAX}
 	switch mode {
-	case ModeSymlink:
+	case plan.ModeSymlink:
 		h.Typeflag, h.Linkname, h.Mode = tar.TypeSymlink, string(b), 0o777
 		return t.tw.WriteHeader(h)
-	case ModeExec:
+	case plan.ModeExec:
 		h.Typeflag, h.Mode, h.Size = tar.TypeReg, 0o755, int64(len(b))
 	default:
 		h.Typeflag, h.Mode, h.Size = tar.TypeReg, 0o644, int64(len(b))
@@ -249,7 +250,7 @@ func (l *tempLayer) Remove() {
 }
 
 // writeGitFiles writes files of one mapping into a layer tar.
-func writeGitFiles(tw *tarWriter, src Source, files []GitFile) error {
+func writeGitFiles(tw *tarWriter, src plan.Source, files []plan.GitFile) error {
 	for _, f := range files {
 		r, err := src.Open(f.TreeEntry)
 		if err != nil {

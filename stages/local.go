@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"gitlab.com/stagehand/stagehand/config"
+	"gitlab.com/stagehand/stagehand/plan"
 	"io"
 	"os"
 	"path/filepath"
@@ -185,7 +187,7 @@ func (b SwitchBlock) Path() string { return b.path() }
 
 // makeConfigStage implements Store: every kind of stage is built in the
 // engine, as a small Dockerfile on the parent stage.
-func (l *LocalStorage) makeConfigStage(ctx context.Context, b *Builder, s *Stage) (built, error) {
+func (l *LocalStorage) makeConfigStage(ctx context.Context, b *Builder, s *plan.Stage) (built, error) {
 	e, err := b.ensureEngine(ctx)
 	if err != nil {
 		return built{}, err
@@ -200,13 +202,13 @@ func (l *LocalStorage) makeConfigStage(ctx context.Context, b *Builder, s *Stage
 		return built{}, err
 	}
 	defer contextTar.Close()
-	id, err := e.BuildDockerfile(ctx, s.String(), contextTar, &Dockerfile{Path: "Dockerfile"}, labels, from)
+	id, err := e.BuildDockerfile(ctx, s.String(), contextTar, &config.Dockerfile{Path: "Dockerfile"}, labels, from)
 	return built{engineID: id, engine: e}, err
 }
 
 // configStageContext writes the Dockerfile (and files) of a stage that a
 // registry storage makes without the engine.
-func (local *LocalStorage) configStageContext(ctx context.Context, b *Builder, s *Stage, labels map[string]string) (io.ReadCloser, error) {
+func (local *LocalStorage) configStageContext(ctx context.Context, b *Builder, s *plan.Stage, labels map[string]string) (io.ReadCloser, error) {
 	tl, err := b.tempLayer()
 	if err != nil {
 		return nil, fault.System(err)
@@ -214,9 +216,9 @@ func (local *LocalStorage) configStageContext(ctx context.Context, b *Builder, s
 	tw := newTarWriter(tl.Writer(), 0, 0, "/")
 	var df strings.Builder
 	switch s.Kind {
-	case KindBase:
+	case plan.KindBase:
 		fmt.Fprintf(&df, "FROM %s\n", s.BaseRef)
-	case KindGitArchive, KindGitPatch:
+	case plan.KindGitArchive, plan.KindGitPatch:
 		parent := local.EngineRef(b.stored[s.Parent])
 		parentLabels, _, err := b.engine.imageConfig(ctx, parent)
 		if err != nil {
@@ -234,11 +236,11 @@ func (local *LocalStorage) configStageContext(ctx context.Context, b *Builder, s
 			run, _ := json.Marshal([]string{"/bin/sh", "-c", shellScript(nil, remove)})
 			fmt.Fprintf(&df, "RUN %s\n", run)
 		}
-	case KindImports:
+	case plan.KindImports:
 		fmt.Fprintf(&df, "FROM %s\n", local.EngineRef(b.stored[s.Parent]))
 		for i, im := range s.Imports {
 			if len(im.IncludePaths) > 0 || len(im.ExcludePaths) > 0 {
-				return nil, fault.Job(&ConfigError{File: b.Plan.Config.File, Line: im.Line, Msg: "import: includePaths/excludePaths need a registry stages storage; the :local storage copies whole paths"})
+				return nil, fault.Job(&config.ConfigError{File: b.Plan.Config.File, Line: im.Line, Msg: "import: includePaths/excludePaths need a registry stages storage; the :local storage copies whole paths"})
 			}
 			uid, err := ownerID(im.Owner, "owner")
 			gid := 0
@@ -246,11 +248,11 @@ func (local *LocalStorage) configStageContext(ctx context.Context, b *Builder, s
 				gid, err = ownerID(im.Group, "group")
 			}
 			if err != nil {
-				return nil, fault.Job(&ConfigError{File: b.Plan.Config.File, Line: im.Line, Msg: err.Error()})
+				return nil, fault.Job(&config.ConfigError{File: b.Plan.Config.File, Line: im.Line, Msg: err.Error()})
 			}
 			fmt.Fprintf(&df, "COPY --from=%s --chown=%d:%d %s %s\n", local.EngineRef(b.stored[s.ImportSource[i]]), uid, gid, im.Add, im.To)
 		}
-	case KindDocker:
+	case plan.KindDocker:
 		fmt.Fprintf(&df, "FROM %s\n", local.EngineRef(b.stored[s.Parent]))
 		df.WriteString(dockerInstructions(s.Image.Docker))
 	}
@@ -264,7 +266,7 @@ func (local *LocalStorage) configStageContext(ctx context.Context, b *Builder, s
 }
 
 // dockerInstructions writes docker: directives as Dockerfile lines.
-func dockerInstructions(d Docker) string {
+func dockerInstructions(d config.Docker) string {
 	var b strings.Builder
 	q := func(v string) string { j, _ := json.Marshal(v); return string(j) }
 	for _, kv := range d.Env {

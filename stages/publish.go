@@ -3,6 +3,7 @@ package stages
 import (
 	"context"
 	"fmt"
+	"gitlab.com/stagehand/stagehand/plan"
 	"io"
 	"strings"
 
@@ -18,7 +19,7 @@ import (
 
 // PublishTags are the tags an image is published under: the strategy's,
 // then the commit's.
-func PublishTags(req request.Build, final *Stage) ([]string, error) {
+func PublishTags(req request.Build, final *plan.Stage) ([]string, error) {
 	var first string
 	switch req.TagStrategy {
 	case "", gitlab.TagStagesSignature:
@@ -63,7 +64,7 @@ func imagesRepo(base, image string) string {
 // publish gives an image its tags, each after its publication record, so
 // that a tag stagehand published always has one. Manifests carry what
 // cleanup needs to know of the image (see stagesrepo's annotations).
-func publish(ctx context.Context, req request.Build, storage Store, st stagesrepo.StageTag, ip *ImagePlan, trace io.Writer) (Published, error) {
+func publish(ctx context.Context, req request.Build, storage Store, st stagesrepo.StageTag, ip *plan.ImagePlan, trace io.Writer) (Published, error) {
 	final := ip.Final
 	tags, err := PublishTags(req, final)
 	if err != nil {
@@ -79,7 +80,7 @@ func publish(ctx context.Context, req request.Build, storage Store, st stagesrep
 		stagesrepo.AnnotationCommitTime: req.CommitTime,
 		stagesrepo.AnnotationImage:      ip.Image.Name,
 		stagesrepo.AnnotationStage:      st.String(),
-		stagesrepo.AnnotationStages:     strings.Join(NeededStages(final), ","),
+		stagesrepo.AnnotationStages:     strings.Join(plan.NeededStages(final), ","),
 	}
 	switch {
 	case req.Ref.Tag != "":
@@ -91,7 +92,7 @@ func publish(ctx context.Context, req request.Build, storage Store, st stagesrep
 	for i, tag := range tags {
 		record := stagesrepo.PublicationRecord(publicationKind(req, i), repo.String(), tag, final.Signature)
 		if err := storage.EnsureRecords(ctx, []string{record}); err != nil {
-			return Published{}, fault.System(fmt.Errorf("publish %s: %w", ip.Image.describe(), err))
+			return Published{}, fault.System(fmt.Errorf("publish %s: %w", ip.Image.Describe(), err))
 		}
 		var d v1.Hash
 		err := registry.Retry(ctx, trace, "publishing "+repo.Tag(tag).String(), func() (err error) {
@@ -99,11 +100,11 @@ func publish(ctx context.Context, req request.Build, storage Store, st stagesrep
 			return err
 		})
 		if err != nil {
-			return Published{}, fault.System(fmt.Errorf("publish %s: %w", ip.Image.describe(), err))
+			return Published{}, fault.System(fmt.Errorf("publish %s: %w", ip.Image.Describe(), err))
 		}
 		p.Digest = d.String()
 	}
-	fmt.Fprintf(trace, "Published %s as %s (%s)\n", ip.Image.describe(), strings.Join(prefixTags(repoName, tags), ", "), p.Digest)
+	fmt.Fprintf(trace, "Published %s as %s (%s)\n", ip.Image.Describe(), strings.Join(prefixTags(repoName, tags), ", "), p.Digest)
 	return p, nil
 }
 
@@ -112,28 +113,5 @@ func prefixTags(repo string, tags []string) []string {
 	for i, t := range tags {
 		out[i] = repo + ":" + t
 	}
-	return out
-}
-
-// NeededStages lists the signatures an image needs kept: its own chain of
-// stages and the chains of the images its stages import from, final
-// stage first, each once.
-func NeededStages(final *Stage) []string {
-	var out []string
-	seen := map[string]bool{}
-	var walk func(s *Stage)
-	walk = func(s *Stage) {
-		for ; s != nil; s = s.Parent {
-			if seen[s.Signature] {
-				return
-			}
-			seen[s.Signature] = true
-			out = append(out, s.Signature)
-			for _, src := range s.ImportSource {
-				walk(src)
-			}
-		}
-	}
-	walk(final)
 	return out
 }

@@ -2,6 +2,7 @@ package stages
 
 import (
 	"fmt"
+	"gitlab.com/stagehand/stagehand/plan"
 	"reflect"
 	"sort"
 	"testing"
@@ -14,17 +15,17 @@ import (
 func sig(i int) string { return fmt.Sprintf("%056x", i) }
 
 func TestEdgeRecordsMatchNeededStages(t *testing.T) {
-	art := &Stage{Signature: sig(4)}
-	artFinal := &Stage{Signature: sig(5), Parent: art}
-	first := &Stage{Signature: sig(1)}
-	second := &Stage{Signature: sig(2), Parent: first}
-	final := &Stage{Signature: sig(3), Parent: second, ImportSource: []*Stage{artFinal}}
+	art := &plan.Stage{Signature: sig(4)}
+	artFinal := &plan.Stage{Signature: sig(5), Parent: art}
+	first := &plan.Stage{Signature: sig(1)}
+	second := &plan.Stage{Signature: sig(2), Parent: first}
+	final := &plan.Stage{Signature: sig(3), Parent: second, ImportSource: []*plan.Stage{artFinal}}
 	var names []string
-	for _, s := range []*Stage{art, artFinal, first, second, final} {
+	for _, s := range []*plan.Stage{art, artFinal, first, second, final} {
 		names = append(names, edgeRecords(s)...)
 	}
 	got, ok := stagesrepo.ParseRecords(names).Closure(final.Signature)
-	want := NeededStages(final)
+	want := plan.NeededStages(final)
 	sort.Strings(got)
 	sort.Strings(want)
 	if !ok || !reflect.DeepEqual(got, want) {

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"gitlab.com/stagehand/stagehand/config"
+	"gitlab.com/stagehand/stagehand/plan"
 	"io"
 	"path"
 	"strings"
@@ -24,7 +26,7 @@ import (
 // written straight to the registry, their layers and config on top of the
 // parent's layers, which are never downloaded. Made from reads alone, a
 // failed attempt stored nothing, so the whole stage may be tried again.
-func (s *Storage) makeConfigStage(ctx context.Context, b *Builder, st *Stage) (built, error) {
+func (s *Storage) makeConfigStage(ctx context.Context, b *Builder, st *plan.Stage) (built, error) {
 	var img v1.Image
 	err := registry.Retry(ctx, b.Trace, "building stage "+st.String(), func() (err error) {
 		img, err = s.buildRemote(ctx, b, st)
@@ -34,7 +36,7 @@ func (s *Storage) makeConfigStage(ctx context.Context, b *Builder, st *Stage) (b
 }
 
 // parentImage opens the stored parent of s (nil for a first stage).
-func (r *Storage) parentImage(ctx context.Context, b *Builder, s *Stage) (v1.Image, error) {
+func (r *Storage) parentImage(ctx context.Context, b *Builder, s *plan.Stage) (v1.Image, error) {
 	st, ok := b.stored[s.Parent]
 	if !ok {
 		return nil, fmt.Errorf("stage %s: its parent %s is not built", s, s.Parent)
@@ -51,18 +53,18 @@ func (r *Storage) parentImage(ctx context.Context, b *Builder, s *Stage) (v1.Ima
 // buildRemote makes the stages that need no container: their layers and
 // configs are written straight to the registry, on top of the parent's
 // layers, which are never downloaded.
-func (r *Storage) buildRemote(ctx context.Context, b *Builder, s *Stage) (v1.Image, error) {
+func (r *Storage) buildRemote(ctx context.Context, b *Builder, s *plan.Stage) (v1.Image, error) {
 	var img v1.Image
 	var err error
-	if s.Kind == KindBase {
+	if s.Kind == plan.KindBase {
 		ref, perr := name.ParseReference(s.BaseRef)
 		if perr != nil {
-			return nil, fault.Jobf("%s: from: %q is not an image reference: %v", s.Image.describe(), s.BaseRef, perr)
+			return nil, fault.Jobf("%s: from: %q is not an image reference: %v", s.Image.Describe(), s.BaseRef, perr)
 		}
 		img, err = remote.Image(ref, append(r.opts, remote.WithContext(ctx))...)
 		if err != nil {
 			if registry.IsNotFound(err) {
-				return nil, fault.Jobf("%s: base image %s not found (check from: in %s)", s.Image.describe(), s.BaseRef, b.Plan.Config.File)
+				return nil, fault.Jobf("%s: base image %s not found (check from: in %s)", s.Image.Describe(), s.BaseRef, b.Plan.Config.File)
 			}
 			return nil, fault.System(fmt.Errorf("read base image %s: %w", s.BaseRef, err))
 		}
@@ -79,7 +81,7 @@ func (r *Storage) buildRemote(ctx context.Context, b *Builder, s *Stage) (v1.Ima
 	labels := b.labels(s)
 
 	switch s.Kind {
-	case KindGitArchive, KindGitPatch:
+	case plan.KindGitArchive, plan.KindGitPatch:
 		layer, listings, err := b.gitLayer(s, cf.Config.Labels)
 		if err != nil {
 			return nil, err
@@ -92,7 +94,7 @@ func (r *Storage) buildRemote(ctx context.Context, b *Builder, s *Stage) (v1.Ima
 		for k, v := range listings {
 			labels[k] = v
 		}
-	case KindImports:
+	case plan.KindImports:
 		layer, err := r.importLayer(ctx, b, s)
 		if err != nil {
 			return nil, err
@@ -100,7 +102,7 @@ func (r *Storage) buildRemote(ctx context.Context, b *Builder, s *Stage) (v1.Ima
 		if img, cf, err = appendLayer(img, layer, s); err != nil {
 			return nil, err
 		}
-	case KindDocker:
+	case plan.KindDocker:
 		applyDocker(&cf.Config, s.Image.Docker)
 	}
 	cf.Config.Labels = mergeLabels(cf.Config.Labels, labels)
@@ -109,7 +111,7 @@ func (r *Storage) buildRemote(ctx context.Context, b *Builder, s *Stage) (v1.Ima
 
 // appendLayer puts a stage's layer on img and answers the new image with a
 // copy of its config to change.
-func appendLayer(img v1.Image, layer v1.Layer, s *Stage) (v1.Image, *v1.ConfigFile, error) {
+func appendLayer(img v1.Image, layer v1.Layer, s *plan.Stage) (v1.Image, *v1.ConfigFile, error) {
 	img, err := mutate.Append(img, mutate.Addendum{Layer: layer, MediaType: types.DockerLayer,
 		History: v1.History{CreatedBy: "stagehand " + string(s.Name), Created: v1.Time{Time: layerTime}}})
 	if err != nil {
@@ -125,7 +127,7 @@ func appendLayer(img v1.Image, layer v1.Layer, s *Stage) (v1.Image, *v1.ConfigFi
 // gitLayer writes the layer that brings the image's git files (as its
 // labels list them) up to the current tree, and the new listing labels.
 // nil layer: nothing changed.
-func (b *Builder) gitLayer(s *Stage, parentLabels map[string]string) (v1.Layer, map[string]string, error) {
+func (b *Builder) gitLayer(s *plan.Stage, parentLabels map[string]string) (v1.Layer, map[string]string, error) {
 	tl, err := b.tempLayer()
 	if err != nil {
 		return nil, nil, fault.System(err)
@@ -145,7 +147,7 @@ func (b *Builder) gitLayer(s *Stage, parentLabels map[string]string) (v1.Layer, 
 // gitPatchInto writes, for every git mapping of the image, the files that
 // differ from the listing in parentLabels, and whiteouts for removed files.
 // It answers the number of entries and the new listing labels.
-func (b *Builder) gitPatchInto(tw *tarWriter, s *Stage, parentLabels map[string]string) (int, map[string]string, error) {
+func (b *Builder) gitPatchInto(tw *tarWriter, s *plan.Stage, parentLabels map[string]string) (int, map[string]string, error) {
 	listings := map[string]string{}
 	total := 0
 	for i := range s.Image.Git {
@@ -163,7 +165,7 @@ func (b *Builder) gitPatchInto(tw *tarWriter, s *Stage, parentLabels map[string]
 // import key when an earlier build made it (a new parent does not change
 // the imported files), else made from the source stages, which downloads
 // their layers, and stored.
-func (r *Storage) importLayer(ctx context.Context, b *Builder, s *Stage) (v1.Layer, error) {
+func (r *Storage) importLayer(ctx context.Context, b *Builder, s *plan.Stage) (v1.Layer, error) {
 	if l, ok, err := r.ImportLayer(ctx, s.ImportKey); err != nil {
 		return nil, fault.System(err)
 	} else if ok {
@@ -181,7 +183,7 @@ func (r *Storage) importLayer(ctx context.Context, b *Builder, s *Stage) (v1.Lay
 }
 
 // extractImports copies the imported paths out of the source stages.
-func (r *Storage) extractImports(ctx context.Context, b *Builder, s *Stage) (v1.Layer, error) {
+func (r *Storage) extractImports(ctx context.Context, b *Builder, s *plan.Stage) (v1.Layer, error) {
 	tl, err := b.tempLayer()
 	if err != nil {
 		return nil, fault.System(err)
@@ -200,14 +202,14 @@ func (r *Storage) extractImports(ctx context.Context, b *Builder, s *Stage) (v1.
 			tw.setOwner(uid, gid, im.To)
 		}
 		if err != nil {
-			return nil, fault.Job(&ConfigError{File: b.Plan.Config.File, Line: im.Line, Msg: err.Error()})
+			return nil, fault.Job(&config.ConfigError{File: b.Plan.Config.File, Line: im.Line, Msg: err.Error()})
 		}
 		n, err := copyImport(tw, mutate.Extract(img), im)
 		if err != nil {
 			return nil, fault.System(fmt.Errorf("stage %s: import %s from %s: %w", s, im.Add, s.ImportSource[i], err))
 		}
 		if n == 0 {
-			return nil, fault.Jobf("%s:%d: import: nothing at %s in %s", b.Plan.Config.File, im.Line, im.Add, s.ImportSource[i].Image.describe())
+			return nil, fault.Jobf("%s:%d: import: nothing at %s in %s", b.Plan.Config.File, im.Line, im.Add, s.ImportSource[i].Image.Describe())
 		}
 	}
 	if err := tw.Close(); err != nil {
@@ -218,7 +220,7 @@ func (r *Storage) extractImports(ctx context.Context, b *Builder, s *Stage) (v1.
 
 // copyImport writes the entries of a flattened filesystem that lie under
 // im.Add (and pass its path filters) at im.To.
-func copyImport(tw *tarWriter, fs io.ReadCloser, im Import) (int, error) {
+func copyImport(tw *tarWriter, fs io.ReadCloser, im config.Import) (int, error) {
 	defer fs.Close()
 	tr := tar.NewReader(fs)
 	add := path.Clean(im.Add)
@@ -231,7 +233,7 @@ func copyImport(tw *tarWriter, fs io.ReadCloser, im Import) (int, error) {
 		if err != nil {
 			return n, err
 		}
-		rel, ok := im.selection().match(h.Name)
+		rel, ok := im.Selection().Match(h.Name)
 		if !ok {
 			continue
 		}
@@ -273,7 +275,7 @@ func copyImport(tw *tarWriter, fs io.ReadCloser, im Import) (int, error) {
 }
 
 // applyDocker applies the docker: directives to an image config.
-func applyDocker(c *v1.Config, d Docker) {
+func applyDocker(c *v1.Config, d config.Docker) {
 	for _, kv := range d.Env {
 		prefix := kv.Key + "="
 		replaced := false

@@ -3,6 +3,8 @@ package stages
 import (
 	"context"
 	"fmt"
+	"gitlab.com/stagehand/stagehand/config"
+	"gitlab.com/stagehand/stagehand/plan"
 	"io"
 	"net/http"
 	"text/tabwriter"
@@ -92,23 +94,23 @@ func Build(ctx context.Context, req request.Build, trace io.Writer, opts ...Opti
 		}
 	}
 
-	cfg, err := LoadConfig(req.Dir, req.Vars)
+	cfg, err := config.LoadConfig(req.Dir, req.Vars)
 	if err != nil {
 		return nil, fault.Job(err)
 	}
 	for _, img := range cfg.Images {
 		if !img.Artifact && img.Name == "stages" {
-			return nil, fault.Job(&ConfigError{File: cfg.File, Line: img.Line, Msg: `image name "stages" is taken by the stages storage ($CI_REGISTRY_IMAGE/stages): rename the image`})
+			return nil, fault.Job(&config.ConfigError{File: cfg.File, Line: img.Line, Msg: `image name "stages" is taken by the stages storage ($CI_REGISTRY_IMAGE/stages): rename the image`})
 		}
 	}
-	src, err := OpenSource(req.Dir)
+	src, err := plan.OpenSource(req.Dir)
 	if err != nil {
 		return nil, fault.System(err)
 	}
 	defer src.Close()
 
 	regOpts := registry.Options(ctx, req.Engine.DockerConfig, o.transport)
-	bases := BaseDigests{}
+	bases := plan.BaseDigests{}
 	for _, ref := range cfg.LatestBases() {
 		r, err := name.ParseReference(ref)
 		if err != nil {
@@ -120,7 +122,7 @@ func Build(ctx context.Context, req request.Build, trace io.Writer, opts ...Opti
 		}
 		bases[ref] = d.Digest.String()
 	}
-	plan, err := NewPlan(cfg, src.Tree(), bases)
+	plan, err := plan.NewPlan(cfg, src.Tree(), bases)
 	if err != nil {
 		return nil, fault.Job(err)
 	}
@@ -165,7 +167,7 @@ func Build(ctx context.Context, req request.Build, trace io.Writer, opts ...Opti
 	return res, nil
 }
 
-func countStages(p *Plan) int {
+func countStages(p *plan.Plan) int {
 	n := 0
 	for _, ip := range p.Images {
 		n += len(ip.Stages)

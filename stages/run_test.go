@@ -1,6 +1,7 @@
 package stages
 
 import (
+	"gitlab.com/stagehand/stagehand/plan"
 	"reflect"
 	"strings"
 	"testing"
@@ -11,7 +12,7 @@ import (
 )
 
 func TestPublishTags(t *testing.T) {
-	final := &Stage{Signature: strings.Repeat("a", 56)}
+	final := &plan.Stage{Signature: strings.Repeat("a", 56)}
 	commit := strings.Repeat("c", 40)
 	cases := []struct {
 		name    string
@@ -56,17 +57,17 @@ func TestAnnotateKeepsTheManifestAndSortsKeys(t *testing.T) {
 }
 
 func TestGitListingRoundTripAndDiff(t *testing.T) {
-	files := []GitFile{
-		{TreeEntry: TreeEntry{Path: "a", Mode: ModeFile, Blob: BlobID([]byte("1"))}, Dest: "/app/a"},
-		{TreeEntry: TreeEntry{Path: "b c", Mode: ModeExec, Blob: BlobID([]byte("2"))}, Dest: "/app/b c"},
+	files := []plan.GitFile{
+		{TreeEntry: plan.TreeEntry{Path: "a", Mode: plan.ModeFile, Blob: plan.BlobID([]byte("1"))}, Dest: "/app/a"},
+		{TreeEntry: plan.TreeEntry{Path: "b c", Mode: plan.ModeExec, Blob: plan.BlobID([]byte("2"))}, Dest: "/app/b c"},
 	}
 	l, err := decodeListing(listingOf(files).encode())
 	if err != nil || !reflect.DeepEqual(l, listingOf(files)) {
 		t.Fatalf("round trip: %v %v", l, err)
 	}
-	now := []GitFile{
-		{TreeEntry: TreeEntry{Path: "a", Mode: ModeFile, Blob: BlobID([]byte("changed"))}, Dest: "/app/a"},
-		{TreeEntry: TreeEntry{Path: "d", Mode: ModeFile, Blob: BlobID([]byte("new"))}, Dest: "/app/d"},
+	now := []plan.GitFile{
+		{TreeEntry: plan.TreeEntry{Path: "a", Mode: plan.ModeFile, Blob: plan.BlobID([]byte("changed"))}, Dest: "/app/a"},
+		{TreeEntry: plan.TreeEntry{Path: "d", Mode: plan.ModeFile, Blob: plan.BlobID([]byte("new"))}, Dest: "/app/d"},
 	}
 	p := diffListing(l, now)
 	if len(p.Write) != 2 || !reflect.DeepEqual(p.Remove, []string{"/app/b c"}) {

@@ -2,6 +2,7 @@ package stages
 
 import (
 	"context"
+	"gitlab.com/stagehand/stagehand/plan"
 	"sort"
 	"sync"
 
@@ -32,7 +33,7 @@ type Store interface {
 
 	// makeConfigStage makes a stage that runs nothing — a base image,
 	// git files, imports, docker: directives — the storage's way.
-	makeConfigStage(ctx context.Context, b *Builder, s *Stage) (built, error)
+	makeConfigStage(ctx context.Context, b *Builder, s *plan.Stage) (built, error)
 	// put stores a built stage as a new copy of sig: blobs first, the
 	// tag last, so that no half stage is ever visible.
 	put(ctx context.Context, sig string, img built) (stagesrepo.StageTag, error)

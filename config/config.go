@@ -1,4 +1,4 @@
-package stages
+package config
 
 // This file reads the stage config: stagehand.yaml, or werf.yaml.
 
@@ -922,4 +922,38 @@ func (img *Image) dependencies() []string {
 		deps = append(deps, im.Image+im.Artifact)
 	}
 	return deps
+}
+
+// LatestBases lists the base references whose digests NewPlan needs.
+func (c *Config) LatestBases() []string {
+	var out []string
+	for _, img := range c.Images {
+		if img.FromLatest && img.From != "" {
+			out = append(out, img.From)
+		}
+	}
+	return out
+}
+
+// Describe names an image for messages: `image "backend"`, `artifact "x"`
+// or "the unnamed image".
+func (img *Image) Describe() string {
+	kind := "image"
+	if img.Artifact {
+		kind = "artifact"
+	}
+	if img.Name == "" {
+		return "the unnamed image"
+	}
+	return fmt.Sprintf("%s %q", kind, img.Name)
+}
+
+// Find is the image (or, with artifact, the artifact) of a name.
+func (c *Config) Find(name string, artifact bool) *Image {
+	for _, img := range c.Images {
+		if img.Name == name && img.Artifact == artifact {
+			return img
+		}
+	}
+	return nil
 }

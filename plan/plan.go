@@ -1,6 +1,8 @@
-package stages
+package plan
 
 import (
+	"gitlab.com/stagehand/stagehand/config"
+
 	"crypto/sha3"
 	"encoding/hex"
 	"fmt"
@@ -55,7 +57,7 @@ const signatureFormat = "stagehand-stage/1"
 
 // Stage is one stage of an image in a build plan.
 type Stage struct {
-	Image     *Image
+	Image     *config.Image
 	Name      StageName
 	Kind      StageKind
 	Signature string
@@ -68,7 +70,7 @@ type Stage struct {
 	// Commands of a KindShell stage.
 	Commands []string
 	// Imports of a KindImports stage, with the final stages they copy from.
-	Imports      []Import
+	Imports      []config.Import
 	ImportSource []*Stage
 	// ImportKey identifies the files a KindImports stage adds, whatever
 	// its parent: the layer is made once and reused (see Storage.ImportLayer).
@@ -89,7 +91,7 @@ func (s *Stage) String() string {
 
 // ImagePlan is the stages of one image or artifact, in build order.
 type ImagePlan struct {
-	Image  *Image
+	Image  *config.Image
 	Stages []*Stage
 	// Final is the stage the image is published from. For an image that
 	// only names another (fromImage with nothing else) it is that image's
@@ -99,12 +101,12 @@ type ImagePlan struct {
 
 // Plan is the stages of every image of a config, for one tree.
 type Plan struct {
-	Config *Config
+	Config *config.Config
 	// Images in dependency order: an image comes after those it is built
 	// from or imports from.
 	Images []*ImagePlan
 	// Git holds, per image, the files each git mapping puts in the image.
-	Git map[*Image][][]GitFile
+	Git map[*config.Image][][]GitFile
 }
 
 // GitFile is a project file as a git mapping puts it in an image.
@@ -120,30 +122,19 @@ type GitFile struct {
 // images, by reference: with fromLatest, a new base rebuilds the image.
 type BaseDigests map[string]string
 
-// LatestBases lists the base references whose digests NewPlan needs.
-func (c *Config) LatestBases() []string {
-	var out []string
-	for _, img := range c.Images {
-		if img.FromLatest && img.From != "" {
-			out = append(out, img.From)
-		}
-	}
-	return out
-}
-
 // NewPlan computes every image's stages and signatures. It is pure: the
 // tree and the base digests are all it reads.
-func NewPlan(cfg *Config, tree Tree, bases BaseDigests) (*Plan, error) {
-	p := &Plan{Config: cfg, Git: map[*Image][][]GitFile{}}
+func NewPlan(cfg *config.Config, tree Tree, bases BaseDigests) (*Plan, error) {
+	p := &Plan{Config: cfg, Git: map[*config.Image][][]GitFile{}}
 	byName := map[string]*ImagePlan{}
-	var add func(img *Image) (*ImagePlan, error)
-	add = func(img *Image) (*ImagePlan, error) {
+	var add func(img *config.Image) (*ImagePlan, error)
+	add = func(img *config.Image) (*ImagePlan, error) {
 		if ip, ok := byName[key(img)]; ok {
 			return ip, nil
 		}
 		deps := map[string]*ImagePlan{}
 		for _, dep := range dependencies(img) {
-			target := cfg.find(dep.name, dep.artifact)
+			target := cfg.Find(dep.name, dep.artifact)
 			if target == nil {
 				return nil, fmt.Errorf("%s: no image %q", cfg.File, dep.name)
 			}
@@ -196,7 +187,7 @@ type dependency struct {
 	artifact bool
 }
 
-func dependencies(img *Image) []dependency {
+func dependencies(img *config.Image) []dependency {
 	var out []dependency
 	if img.FromImage != "" {
 		out = append(out, dependency{img.FromImage, false})
@@ -214,23 +205,14 @@ func dependencies(img *Image) []dependency {
 	return out
 }
 
-func key(img *Image) string {
+func key(img *config.Image) string {
 	if img.Artifact {
 		return "artifact:" + img.Name
 	}
 	return "image:" + img.Name
 }
 
-func (c *Config) find(name string, artifact bool) *Image {
-	for _, img := range c.Images {
-		if img.Name == name && img.Artifact == artifact {
-			return img
-		}
-	}
-	return nil
-}
-
-func (p *Plan) planImage(img *Image, tree Tree, bases BaseDigests, deps map[string]*ImagePlan) (*ImagePlan, error) {
+func (p *Plan) planImage(img *config.Image, tree Tree, bases BaseDigests, deps map[string]*ImagePlan) (*ImagePlan, error) {
 	ip := &ImagePlan{Image: img}
 	push := func(s *Stage, inputs ...string) {
 		s.Image = img
@@ -273,7 +255,7 @@ func (p *Plan) planImage(img *Image, tree Tree, bases BaseDigests, deps map[stri
 		if img.FromLatest {
 			digest, ok := bases[img.From]
 			if !ok || digest == "" {
-				return nil, fmt.Errorf("%s: the digest of %s (fromLatest) is not known", img.describe(), img.From)
+				return nil, fmt.Errorf("%s: the digest of %s (fromLatest) is not known", img.Describe(), img.From)
 			}
 			inputs = append(inputs, "digest="+digest)
 		}
@@ -287,7 +269,7 @@ func (p *Plan) planImage(img *Image, tree Tree, bases BaseDigests, deps map[stri
 	p.Git[img] = git
 	hasGit := len(img.Git) > 0
 
-	shell := func(name StageName, cmds []string, stageVersion string, deps func(StageDependencies) []string, afterGit bool) {
+	shell := func(name StageName, cmds []string, stageVersion string, deps func(config.StageDependencies) []string, afterGit bool) {
 		if len(cmds) == 0 {
 			return
 		}
@@ -301,7 +283,7 @@ func (p *Plan) planImage(img *Image, tree Tree, bases BaseDigests, deps map[stri
 				}
 				inputs = append(inputs, fmt.Sprintf("git[%d]", i))
 				for _, f := range git[i] {
-					if anyGlob(globs, f.Rel) {
+					if config.AnyGlob(globs, f.Rel) {
 						inputs = append(inputs, f.Mode+" "+f.Blob+" "+f.Dest)
 					}
 				}
@@ -310,7 +292,7 @@ func (p *Plan) planImage(img *Image, tree Tree, bases BaseDigests, deps map[stri
 		push(&Stage{Name: name, Kind: KindShell, Commands: cmds, SyncGit: afterGit && hasGit}, inputs...)
 	}
 	imports := func(name StageName, before, after string) {
-		var ims []Import
+		var ims []config.Import
 		var srcs []*Stage
 		var inputs []string
 		for _, im := range img.Imports {
@@ -342,11 +324,11 @@ func (p *Plan) planImage(img *Image, tree Tree, bases BaseDigests, deps map[stri
 		}
 		push(&Stage{Name: StageGitArchive, Kind: KindGitArchive}, inputs...)
 	}
-	shell(StageInstall, sh.Install, sh.InstallCacheVersion, func(d StageDependencies) []string { return d.Install }, true)
+	shell(StageInstall, sh.Install, sh.InstallCacheVersion, func(d config.StageDependencies) []string { return d.Install }, true)
 	imports(StageImportsAfterInstall, "", "install")
-	shell(StageBeforeSetup, sh.BeforeSetup, sh.BeforeSetupCacheVersion, func(d StageDependencies) []string { return d.BeforeSetup }, true)
+	shell(StageBeforeSetup, sh.BeforeSetup, sh.BeforeSetupCacheVersion, func(d config.StageDependencies) []string { return d.BeforeSetup }, true)
 	imports(StageImportsBeforeSetup, "setup", "")
-	shell(StageSetup, sh.Setup, sh.SetupCacheVersion, func(d StageDependencies) []string { return d.Setup }, true)
+	shell(StageSetup, sh.Setup, sh.SetupCacheVersion, func(d config.StageDependencies) []string { return d.Setup }, true)
 	imports(StageImportsAfterSetup, "", "setup")
 	if hasGit {
 		var inputs []string
@@ -358,25 +340,14 @@ func (p *Plan) planImage(img *Image, tree Tree, bases BaseDigests, deps map[stri
 		}
 		push(&Stage{Name: StageGitLatestPatch, Kind: KindGitPatch, SyncGit: true}, inputs...)
 	}
-	if d := img.Docker.inputs(); len(d) > 0 {
+	if d := dockerInputs(img.Docker); len(d) > 0 {
 		push(&Stage{Name: StageDockerInstructions, Kind: KindDocker}, d...)
 	}
 	return ip, nil
 }
 
-func (img *Image) describe() string {
-	kind := "image"
-	if img.Artifact {
-		kind = "artifact"
-	}
-	if img.Name == "" {
-		return "the unnamed image"
-	}
-	return fmt.Sprintf("%s %q", kind, img.Name)
-}
-
-// inputs serialises the directives in a fixed order.
-func (d Docker) inputs() []string {
+// dockerInputs serialises the docker: directives in a fixed order.
+func dockerInputs(d config.Docker) []string {
 	var out []string
 	for _, kv := range d.Env {
 		out = append(out, "ENV "+kv.Key+"="+kv.Value)
@@ -406,11 +377,11 @@ func (d Docker) inputs() []string {
 }
 
 // selectGit lists the files a git mapping puts in the image.
-func selectGit(m GitMapping, tree Tree) []GitFile {
-	sel := m.selection()
+func selectGit(m config.GitMapping, tree Tree) []GitFile {
+	sel := m.Selection()
 	var out []GitFile
 	for _, e := range tree {
-		rel, ok := sel.match(e.Path)
+		rel, ok := sel.Match(e.Path)
 		if !ok {
 			continue
 		}
@@ -431,4 +402,27 @@ func signature(parts ...string) string {
 		h.Write([]byte(":::"))
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// NeededStages lists the signatures an image needs kept: its own chain of
+// stages and the chains of the images its stages import from, final
+// stage first, each once.
+func NeededStages(final *Stage) []string {
+	var out []string
+	seen := map[string]bool{}
+	var walk func(s *Stage)
+	walk = func(s *Stage) {
+		for ; s != nil; s = s.Parent {
+			if seen[s.Signature] {
+				return
+			}
+			seen[s.Signature] = true
+			out = append(out, s.Signature)
+			for _, src := range s.ImportSource {
+				walk(src)
+			}
+		}
+	}
+	walk(final)
+	return out
 }

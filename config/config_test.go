@@ -1,4 +1,4 @@
-package stages
+package config
 
 import (
 	"errors"
@@ -272,6 +272,32 @@ func TestParseConfigCleanupPolicies(t *testing.T) {
 		var ce *ConfigError
 		if !errors.As(err, &ce) || ce.Line == 0 {
 			t.Errorf("%q: err = %v, want a ConfigError with its line", bad, err)
+		}
+	}
+}
+
+func TestGlobMatch(t *testing.T) {
+	cases := []struct {
+		glob, path string
+		want       bool
+	}{
+		{"src", "src/main.go", true},
+		{"src", "srcs/main.go", false},
+		{"*.py", "main.py", true},
+		{"*.py", "pkg/main.py", false},
+		{"**/*.py", "pkg/sub/main.py", true},
+		{"**/*.py", "main.py", true},
+		{"migrations/**", "migrations/0001.sql", true},
+		{"migrations/**", "other/0001.sql", false},
+		{"a/*/c", "a/b/c/d", true},
+		{"requirements.txt", "requirements.txt", true},
+		{"/requirements.txt", "requirements.txt", true},
+		{"[ab].txt", "c.txt", false},
+		{"", "anything", true},
+	}
+	for _, c := range cases {
+		if got := globMatch(c.glob, c.path); got != c.want {
+			t.Errorf("globMatch(%q, %q) = %v, want %v", c.glob, c.path, got, c.want)
 		}
 	}
 }

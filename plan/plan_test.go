@@ -1,10 +1,12 @@
-package stages
+package plan
 
 import (
 	"reflect"
 	"sort"
 	"strings"
 	"testing"
+
+	"gitlab.com/stagehand/stagehand/config"
 )
 
 const planYAML = `project: shop
@@ -64,7 +66,7 @@ func planTree() Tree {
 
 func mustPlan(t *testing.T, src string, tree Tree) *Plan {
 	t.Helper()
-	cfg, err := ParseConfig("werf.yaml", []byte(src), nil)
+	cfg, err := config.ParseConfig("werf.yaml", []byte(src), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +240,7 @@ func TestSignaturesChangeWithTheirInputs(t *testing.T) {
 
 func TestFromLatestNeedsTheBaseDigest(t *testing.T) {
 	src := "project: p\nconfigVersion: 1\n---\nimage: ~\nfrom: base:1\nfromLatest: true\n"
-	cfg, err := ParseConfig("werf.yaml", []byte(src), nil)
+	cfg, err := config.ParseConfig("werf.yaml", []byte(src), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,39 +257,13 @@ func TestFromLatestNeedsTheBaseDigest(t *testing.T) {
 	}
 }
 
-func TestGlobMatch(t *testing.T) {
-	cases := []struct {
-		glob, path string
-		want       bool
-	}{
-		{"src", "src/main.go", true},
-		{"src", "srcs/main.go", false},
-		{"*.py", "main.py", true},
-		{"*.py", "pkg/main.py", false},
-		{"**/*.py", "pkg/sub/main.py", true},
-		{"**/*.py", "main.py", true},
-		{"migrations/**", "migrations/0001.sql", true},
-		{"migrations/**", "other/0001.sql", false},
-		{"a/*/c", "a/b/c/d", true},
-		{"requirements.txt", "requirements.txt", true},
-		{"/requirements.txt", "requirements.txt", true},
-		{"[ab].txt", "c.txt", false},
-		{"", "anything", true},
-	}
-	for _, c := range cases {
-		if got := globMatch(c.glob, c.path); got != c.want {
-			t.Errorf("globMatch(%q, %q) = %v, want %v", c.glob, c.path, got, c.want)
-		}
-	}
-}
-
 func TestSelectGit(t *testing.T) {
 	tree := planTree()
-	got := selectGit(GitMapping{Add: "/app", To: "/srv", IncludePaths: []string{"*.py", "migrations"}, ExcludePaths: []string{"migrations/0001.sql"}}, tree)
+	got := selectGit(config.GitMapping{Add: "/app", To: "/srv", IncludePaths: []string{"*.py", "migrations"}, ExcludePaths: []string{"migrations/0001.sql"}}, tree)
 	if len(got) != 1 || got[0].Dest != "/srv/main.py" || got[0].Rel != "main.py" {
 		t.Fatalf("selectGit = %+v", got)
 	}
-	one := selectGit(GitMapping{Add: "/README.md", To: "/etc/readme"}, tree)
+	one := selectGit(config.GitMapping{Add: "/README.md", To: "/etc/readme"}, tree)
 	if len(one) != 1 || one[0].Dest != "/etc/readme" {
 		t.Fatalf("single file mapping = %+v", one)
 	}

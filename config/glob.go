@@ -1,24 +1,24 @@
-package stages
+package config
 
 import (
 	"path"
 	"strings"
 )
 
-// selection is what an add:/includePaths/excludePaths triple selects, for
+// Selection is what an add:/includePaths/excludePaths triple selects, for
 // git mappings (paths of the project) and imports (paths of an image).
-type selection struct {
+type Selection struct {
 	Add              string
 	Include, Exclude []string
 }
 
-func (m GitMapping) selection() selection { return selection{m.Add, m.IncludePaths, m.ExcludePaths} }
-func (im Import) selection() selection    { return selection{im.Add, im.IncludePaths, im.ExcludePaths} }
+func (m GitMapping) Selection() Selection { return Selection{m.Add, m.IncludePaths, m.ExcludePaths} }
+func (im Import) Selection() Selection    { return Selection{im.Add, im.IncludePaths, im.ExcludePaths} }
 
-// match tells whether the path p (slash-separated; a leading slash or
+// Match tells whether the path p (slash-separated; a leading slash or
 // none) is selected, and answers it relative to add: ("" when p is add:
 // itself, a single file or the directory). Globs match the relative path.
-func (sel selection) match(p string) (rel string, ok bool) {
+func (sel Selection) Match(p string) (rel string, ok bool) {
 	add := strings.Trim(path.Clean("/"+sel.Add), "/")
 	p = strings.Trim(path.Clean("/"+p), "/")
 	switch {
@@ -32,10 +32,10 @@ func (sel selection) match(p string) (rel string, ok bool) {
 		return "", false
 	}
 	if rel != "" {
-		if len(sel.Include) > 0 && !anyGlob(sel.Include, rel) {
+		if len(sel.Include) > 0 && !AnyGlob(sel.Include, rel) {
 			return "", false
 		}
-		if anyGlob(sel.Exclude, rel) {
+		if AnyGlob(sel.Exclude, rel) {
 			return "", false
 		}
 	}
@@ -78,8 +78,8 @@ func matchElems(pat, elems []string) bool {
 	return true
 }
 
-// anyGlob tells whether any of the globs selects p.
-func anyGlob(globs []string, p string) bool {
+// AnyGlob tells whether any of the globs selects p.
+func AnyGlob(globs []string, p string) bool {
 	for _, g := range globs {
 		if globMatch(g, p) {
 			return true
