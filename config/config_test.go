@@ -99,7 +99,7 @@ func TestParseConfig(t *testing.T) {
 	if worker.FromImage != "backend" || worker.Line != 41 {
 		t.Errorf("worker %+v", worker)
 	}
-	wantWeb := &Dockerfile{Path: "web/Dockerfile", Context: ".", Target: "prod", Args: []KeyValue{{"VERSION", "1"}}}
+	wantWeb := &Dockerfile{Path: "web/Dockerfile", Context: "", Target: "prod", Args: []KeyValue{{"VERSION", "1"}}}
 	if !reflect.DeepEqual(web.Dockerfile, wantWeb) {
 		t.Errorf("web dockerfile %+v", web.Dockerfile)
 	}
@@ -120,9 +120,13 @@ func TestParseConfigErrors(t *testing.T) {
 		{"config version", "project: p\nconfigVersion: 2\n---\nimage: a\nfrom: x\n", "werf.yaml:2: configVersion: must be 1"},
 		{"no images", "project: p\nconfigVersion: 1\n", "werf.yaml: no image: or artifact: document"},
 		{"image first", "image: a\nfrom: x\n", "werf.yaml:1: the first document must be the project document"},
-		{"deploy section", "project: p\nconfigVersion: 1\ndeploy:\n  namespace: x\n---\nimage: a\nfrom: x\n", `werf.yaml:3: deploy: is not read`},
+		{"deploy empty namespace", "project: p\nconfigVersion: 1\ndeploy:\n  namespace: ''\n---\nimage: a\nfrom: x\n", `werf.yaml:4: deploy: namespace: is empty`},
+		{"deploy unknown key", "project: p\nconfigVersion: 1\ndeploy:\n  helmChartDir: x\n---\nimage: a\nfrom: x\n", `werf.yaml:4: deploy: unknown key "helmChartDir"`},
+		{"config version as a string", "project: p\nconfigVersion: '1'\n---\nimage: a\nfrom: x\n", "werf.yaml:2: configVersion: must be 1"},
 		{"ansible", head + "image: a\nfrom: x\nansible:\n  install: []\n", `werf.yaml:6: image "a": "ansible" is not supported: stagehand runs shell stages only`},
-		{"mount", head + "image: a\nfrom: x\nmount:\n- from: tmp_dir\n  to: /tmp\n", `werf.yaml:6: image "a": "mount" is not supported`},
+		{"mount from", head + "image: a\nfrom: x\nmount:\n- from: home_dir\n  to: /tmp\n", `werf.yaml:7: image "a" mount: from: is build_dir or tmp_dir, not "home_dir"`},
+		{"mount both", head + "image: a\nfrom: x\nmount:\n- from: tmp_dir\n  fromPath: /x\n  to: /tmp\n", `werf.yaml:7: image "a" mount: give one of from: or fromPath:`},
+		{"mount twice", head + "image: a\nfrom: x\nmount:\n- from: tmp_dir\n  to: /tmp\n- from: build_dir\n  to: /tmp/\n", `werf.yaml:9: image "a" mount: /tmp is mounted twice`},
 		{"unknown key", head + "image: a\nfrom: x\nshel:\n  install: [x]\n", `werf.yaml:6: image "a": unknown key "shel"`},
 		{"unknown shell key", head + "image: a\nfrom: x\nshell:\n  instal: [x]\n", `werf.yaml:7: image "a" shell: unknown key "instal"`},
 		{"two bases", head + "image: a\nfrom: x\nfromImage: b\n", `werf.yaml:4: image "a": give exactly one of from:`},
@@ -131,9 +135,14 @@ func TestParseConfigErrors(t *testing.T) {
 		{"duplicate name", head + "image: a\nfrom: x\n---\nimage: a\nfrom: y\n", `werf.yaml:7: name "a" is already used at line 4`},
 		{"duplicate key", head + "image: a\nfrom: x\nfrom: y\n", `werf.yaml:6: image "a": key "from" is given twice`},
 		{"git relative to", head + "image: a\nfrom: x\ngit:\n- add: /src\n  to: app\n", `werf.yaml:7: image "a" git: to: must be an absolute path`},
-		{"git remote", head + "image: a\nfrom: x\ngit:\n- url: https://example.com/x.git\n  to: /x\n", `werf.yaml:7: image "a" git: "url" is not supported`},
+		{"git branch of the project", head + "image: a\nfrom: x\ngit:\n- branch: main\n  to: /x\n", `werf.yaml:7: image "a" git: branch:, tag: and commit: belong to a remote repository`},
+		{"git remote two refs", head + "image: a\nfrom: x\ngit:\n- url: https://example.com/x.git\n  branch: main\n  tag: v1\n  to: /x\n", `werf.yaml:7: image "a" git: give one of branch:, tag: or commit:`},
 		{"stage dependency on beforeInstall", head + "image: a\nfrom: x\ngit:\n- to: /app\n  stageDependencies:\n    beforeInstall: ['*']\n", "werf.yaml:9: image \"a\" git: beforeInstall cannot depend on files"},
-		{"docker directive", head + "image: a\nfrom: x\ndocker:\n  HEALTHCHECK: x\n", `werf.yaml:7: image "a" docker: "HEALTHCHECK" is not supported`},
+		{"docker directive", head + "image: a\nfrom: x\ndocker:\n  STOPSIGNAL: x\n", `werf.yaml:7: image "a" docker: "STOPSIGNAL" is not supported`},
+		{"import stage", head + "artifact: b\nfrom: x\n---\nimage: a\nfrom: x\nimport:\n- artifact: b\n  add: /x\n  after: install\n  stage: gitArchive\n", `werf.yaml:10: image "a" import: stage: is beforeInstall, install, beforeSetup or setup`},
+		{"keepPolicies operator", "project: p\nconfigVersion: 1\ncleanup:\n  keepPolicies:\n  - references:\n      branch: /.*/\n      limit: {last: 2, operator: Xor}\n---\nimage: a\nfrom: x\n", `werf.yaml:7: keepPolicies references limit operator: is And or Or, not "Xor"`},
+		{"keepPolicies regexp", "project: p\nconfigVersion: 1\ncleanup:\n  keepPolicies:\n  - references:\n      tag: /v[/\n---\nimage: a\nfrom: x\n", `werf.yaml:5: cleanup keepPolicies: /v[/ is not a regexp`},
+		{"both fromArtifact spellings", head + "image: a\nfromArtifact: b\nfromImageArtifact: b\n", `werf.yaml:6: image "a": give one of fromArtifact: or fromImageArtifact:`},
 		{"docker on artifact", head + "artifact: a\nfrom: x\ndocker:\n  CMD: x\n", `werf.yaml:6: artifact "a": docker: directives apply to images only`},
 		{"import unknown artifact", head + "image: a\nfrom: x\nimport:\n- artifact: nope\n  add: /x\n  after: install\n", `werf.yaml:7: no artifact named "nope"`},
 		{"import without stage", head + "artifact: b\nfrom: x\n---\nimage: a\nfrom: x\nimport:\n- artifact: b\n  add: /x\n", `werf.yaml:10: image "a" import: give exactly one of before: or after:`},
@@ -145,9 +154,9 @@ func TestParseConfigErrors(t *testing.T) {
 		{"self reference", head + "image: a\nfromImage: a\n", `werf.yaml:4: image "a" refers to itself`},
 		{"dockerfile with shell", head + "image: a\ndockerfile: Dockerfile\nshell:\n  install: [x]\n", `werf.yaml:6: image "a": "shell" cannot be combined with dockerfile:`},
 		{"dockerfile outside", head + "image: a\ndockerfile: ../Dockerfile\n", `werf.yaml:5: image "a": dockerfile: "../Dockerfile" leaves the project`},
-		{"context without dockerfile", head + "image: a\nfrom: x\ncontext: web\n", `werf.yaml:6: image "a": context:, target: and args: belong to Dockerfile images`},
+		{"context without dockerfile", head + "image: a\nfrom: x\ncontext: web\n", `werf.yaml:6: image "a": context:, target:, args: and addHost: belong to Dockerfile images`},
 		{"artifact dockerfile", head + "artifact: a\ndockerfile: Dockerfile\n", `werf.yaml:5: artifact "a": an artifact cannot be built from a Dockerfile`},
-		{"image name list", head + "image: [a, b]\nfrom: x\n", "werf.yaml:4: image: takes one name"},
+		{"image name list of lists", head + "image: [[a], b]\nfrom: x\n", "werf.yaml:4: image: each name of the list is a single value"},
 		{"not a mapping", head + "- image: a\n", "werf.yaml:4: a document must be a mapping"},
 		{"bad fromLatest", head + "image: a\nfrom: x\nfromLatest: sometimes\n", "werf.yaml:6: fromLatest: takes true or false"},
 	}
@@ -222,9 +231,15 @@ func FuzzRenderTemplate(f *testing.F) {
 	f.Add(`{{ define "x" }}{{ template "x" }}{{ end }}{{ template "x" }}`, "A", "b")
 	f.Add(`{{ range 20000000 }}0123456789{{ end }}`, "A", "b")
 	f.Add("{{ if }}\n\n{{", "", "")
+	f.Add(`{{ repeat 100000000 "x" }}`, "A", "b")
+	f.Add(`{{ include "x" . }}{{ define "x" }}{{ include "x" . }}{{ end }}`, "A", "b")
+	f.Add(`{{ tpl "{{ tpl .T . }}" (dict "T" "{{ tpl .T . }}") }}`, "A", "b")
+	f.Add(`{{ indent 99999999 "x" }}{{ until 99999999 }}`, "A", "b")
+	f.Add(`{{ .Files.Get "../../etc/passwd" }}`, "A", "b")
+	f.Add(`{{ $_ := set . "k" "v" }}{{ .k }} {{ sha256sum "x" }} {{ list 1 2 | toJson }}`, "A", "b")
 	f.Fuzz(func(t *testing.T, src, key, value string) {
 		env := map[string]string{key: value}
-		out, err := render("werf.yaml", []byte(src), env)
+		r, err := Render(Source{File: "werf.yaml", Text: []byte(src)}, env)
 		if err != nil {
 			var ce *ConfigError
 			if !errors.As(err, &ce) || ce.File != "werf.yaml" || ce.Msg == "" {
@@ -232,12 +247,12 @@ func FuzzRenderTemplate(f *testing.F) {
 			}
 			return
 		}
-		if len(out) > maxRenderedConfig {
-			t.Fatalf("rendered %d bytes", len(out))
+		if len(r.Text) > maxRenderedConfig {
+			t.Fatalf("rendered %d bytes", len(r.Text))
 		}
-		got, err := render("werf.yaml", []byte(`{{ env `+strconv.Quote(key)+` }}`), env)
-		if err != nil || string(got) != value {
-			t.Fatalf("env %q rendered %q, %v; want the value as it is", key, got, err)
+		got, err := Render(Source{File: "werf.yaml", Text: []byte(`{{ env ` + strconv.Quote(key) + ` }}`)}, env)
+		if err != nil || string(got.Text) != value {
+			t.Fatalf("env %q rendered %+v, %v; want the value as it is", key, got, err)
 		}
 	})
 }
