@@ -54,6 +54,8 @@ func New(version string, code *int) *cobra.Command {
 		stagesCommand(),
 		dismissCommand(),
 		cleanupCommand(),
+		configCommand(),
+		planCommand(),
 	)
 	envDefaults(root)
 	return root

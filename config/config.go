@@ -375,3 +375,17 @@ func relativePath(s string) error {
 	}
 	return nil
 }
+
+// Naming is what the config says of its environments' names: werf's
+// (werf.yaml's project: and deploy:). A stagehand.yaml without deploy:
+// says nothing: its environments are named after the GitLab project.
+func (c *Config) Naming() *gitlab.Naming {
+	if c.Deploy == nil && !strings.HasPrefix(c.File, "werf.") {
+		return nil
+	}
+	n := &gitlab.Naming{Project: c.Project, NamespaceSlug: true, ReleaseSlug: true, File: c.File}
+	if d := c.Deploy; d != nil {
+		n.Namespace, n.Release, n.NamespaceSlug, n.ReleaseSlug = d.Namespace, d.Release, d.NamespaceSlug, d.ReleaseSlug
+	}
+	return n
+}

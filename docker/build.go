@@ -21,6 +21,8 @@ type BuildOptions struct {
 	Args       map[string]string
 	Target     string
 	Labels     map[string]string
+	// ExtraHosts are host:ip entries of the build's containers.
+	ExtraHosts []string
 	// Network is the network mode of the build's RUN containers ("" for
 	// the engine's default).
 	Network string
@@ -65,6 +67,7 @@ func (e *Engine) Build(ctx context.Context, o BuildOptions) (id string, err erro
 		Remove:      true,
 		ForceRemove: true,
 		NetworkMode: o.Network,
+		ExtraHosts:  o.ExtraHosts,
 		AuthConfigs: auths,
 	})
 	if err != nil {

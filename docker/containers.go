@@ -1,10 +1,12 @@
 package docker
 
 import (
+	"archive/tar"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"path"
 	"time"
 
 	"github.com/moby/moby/api/pkg/stdcopy"
@@ -12,7 +14,7 @@ import (
 	"github.com/moby/moby/client"
 )
 
-// ContainerSpec is a container to run to its end.
+// ContainerSpec is a container to create.
 type ContainerSpec struct {
 	Name  string
 	Image string
@@ -21,31 +23,48 @@ type ContainerSpec struct {
 	Entrypoint []string
 	Cmd        []string
 	Env        []string
+	// User runs the process ("" the image's); WorkingDir likewise.
+	User       string
+	WorkingDir string
 	Labels     map[string]string
 	// Binds are host:container[:ro] mounts.
 	Binds   []string
 	Network string
-	// StopTimeout is how long the container gets after SIGTERM, when ctx
-	// ends, before SIGKILL.
+	// StopTimeout is how long the container gets after SIGTERM, when the
+	// context of Wait ends, before SIGKILL.
 	StopTimeout time.Duration
 }
 
-// Run runs a container to its end, with its output copied to stdout and
-// stderr, and removes it. It answers the exit status. When ctx ends the
-// container is stopped (SIGTERM, then SIGKILL after StopTimeout) and the
-// error wraps ctx's cause. A container of the same name left by an
+// ImageConfig is the part of an image's config stagehand sets when it
+// commits a container (see Commit).
+type ImageConfig struct {
+	User       string
+	Env        []string
+	Entrypoint []string
+	Cmd        []string
+	WorkingDir string
+	Labels     map[string]string
+}
+
+// Container is a created container.
+type Container struct {
+	e    *Engine
+	ID   string
+	spec ContainerSpec
+}
+
+// Create creates a container; a container of the same name left by an
 // earlier attempt is removed first.
-func (e *Engine) Run(ctx context.Context, s ContainerSpec, stdout, stderr io.Writer) (int, error) {
-	cli := e.cli
-	// Removal must happen even when the job is being cancelled.
-	keep := context.WithoutCancel(ctx)
+func (e *Engine) Create(ctx context.Context, s ContainerSpec) (*Container, error) {
 	if s.Name != "" {
-		_, _ = cli.ContainerRemove(keep, s.Name, client.ContainerRemoveOptions{Force: true})
+		_, _ = e.cli.ContainerRemove(context.WithoutCancel(ctx), s.Name, client.ContainerRemoveOptions{Force: true})
 	}
 	cfg := &container.Config{
 		Image:        s.Image,
 		Cmd:          s.Cmd,
 		Env:          s.Env,
+		User:         s.User,
+		WorkingDir:   s.WorkingDir,
 		AttachStdout: true,
 		AttachStderr: true,
 		Labels:       s.Labels,
@@ -53,22 +72,70 @@ func (e *Engine) Run(ctx context.Context, s ContainerSpec, stdout, stderr io.Wri
 	if s.Entrypoint != nil {
 		cfg.Entrypoint = s.Entrypoint
 	}
-	created, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{
+	created, err := e.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name:       s.Name,
 		Config:     cfg,
 		HostConfig: &container.HostConfig{Binds: s.Binds, NetworkMode: container.NetworkMode(s.Network)},
 	})
 	if err != nil {
-		return -1, fmt.Errorf("create container %s from %s: %w", s.Name, s.Image, err)
+		return nil, fmt.Errorf("create container %s from %s: %w", s.Name, s.Image, err)
 	}
-	id := created.ID
-	defer func() {
-		_, _ = cli.ContainerRemove(keep, id, client.ContainerRemoveOptions{Force: true})
-	}()
+	return &Container{e: e, ID: created.ID, spec: s}, nil
+}
 
-	att, err := cli.ContainerAttach(ctx, id, client.ContainerAttachOptions{Stream: true, Stdout: true, Stderr: true})
+// Remove removes the container, even when ctx has ended.
+func (c *Container) Remove(ctx context.Context) {
+	_, _ = c.e.cli.ContainerRemove(context.WithoutCancel(ctx), c.ID, client.ContainerRemoveOptions{Force: true})
+}
+
+// CopyTo unpacks a tar into the container at dir. The owners of the tar's
+// entries are kept.
+func (c *Container) CopyTo(ctx context.Context, dir string, content io.Reader) error {
+	_, err := c.e.cli.CopyToContainer(ctx, c.ID, client.CopyToContainerOptions{DestinationPath: dir, Content: content})
 	if err != nil {
-		return -1, fmt.Errorf("attach to container %s: %w", s.Name, err)
+		return fmt.Errorf("copy into container %s: %w", c.spec.Name, err)
+	}
+	return nil
+}
+
+// ReadFile reads a regular file of the container's filesystem (of a
+// created container too: nothing runs); ok is false when it has none.
+func (c *Container) ReadFile(ctx context.Context, p string) (data []byte, ok bool, err error) {
+	res, err := c.e.cli.CopyFromContainer(ctx, c.ID, client.CopyFromContainerOptions{SourcePath: p})
+	if IsNotFound(err) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("read %s of container %s: %w", p, c.spec.Name, err)
+	}
+	defer res.Content.Close()
+	tr := tar.NewReader(res.Content)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil, false, nil
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("read %s of container %s: %w", p, c.spec.Name, err)
+		}
+		if h.Typeflag == tar.TypeReg && path.Base(h.Name) == path.Base(p) {
+			b, err := io.ReadAll(io.LimitReader(tr, 16<<20))
+			return b, err == nil, err
+		}
+	}
+}
+
+// Wait starts the container with its output copied to stdout and stderr
+// and answers its exit status. When ctx ends the container is stopped
+// (SIGTERM, then SIGKILL after the spec's StopTimeout) and the error
+// wraps ctx's cause.
+func (c *Container) Wait(ctx context.Context, stdout, stderr io.Writer) (int, error) {
+	cli := c.e.cli
+	keep := context.WithoutCancel(ctx)
+	name := c.spec.Name
+	att, err := cli.ContainerAttach(ctx, c.ID, client.ContainerAttachOptions{Stream: true, Stdout: true, Stderr: true})
+	if err != nil {
+		return -1, fmt.Errorf("attach to container %s: %w", name, err)
 	}
 	defer att.Close()
 	copied := make(chan struct{})
@@ -77,11 +144,10 @@ func (e *Engine) Run(ctx context.Context, s ContainerSpec, stdout, stderr io.Wri
 		_, _ = stdcopy.StdCopy(stdout, stderr, att.Reader)
 	}()
 
-	waited := cli.ContainerWait(keep, id, client.ContainerWaitOptions{Condition: container.WaitConditionNextExit})
-	if _, err := cli.ContainerStart(ctx, id, client.ContainerStartOptions{}); err != nil {
-		return -1, fmt.Errorf("start container %s: %w", s.Name, err)
+	waited := cli.ContainerWait(keep, c.ID, client.ContainerWaitOptions{Condition: container.WaitConditionNextExit})
+	if _, err := cli.ContainerStart(ctx, c.ID, client.ContainerStartOptions{}); err != nil {
+		return -1, fmt.Errorf("start container %s: %w", name, err)
 	}
-
 	stopped := false
 	var cause error
 	for {
@@ -89,24 +155,56 @@ func (e *Engine) Run(ctx context.Context, s ContainerSpec, stdout, stderr io.Wri
 		case res := <-waited.Result:
 			<-copied
 			if stopped {
-				return -1, fmt.Errorf("%s stopped: %w", s.Name, cause)
+				return -1, fmt.Errorf("%s stopped: %w", name, cause)
 			}
 			if res.Error != nil && res.Error.Message != "" {
-				return -1, fmt.Errorf("container %s: %s", s.Name, res.Error.Message)
+				return -1, fmt.Errorf("container %s: %s", name, res.Error.Message)
 			}
 			return int(res.StatusCode), nil
 		case err := <-waited.Error:
-			return -1, fmt.Errorf("wait for container %s: %w", s.Name, err)
+			return -1, fmt.Errorf("wait for container %s: %w", name, err)
 		case <-ctx.Done():
 			if stopped {
 				continue
 			}
 			stopped, cause = true, context.Cause(ctx)
-			secs := int(s.StopTimeout.Seconds())
-			_, _ = cli.ContainerStop(keep, id, client.ContainerStopOptions{Timeout: &secs})
+			secs := int(c.spec.StopTimeout.Seconds())
+			_, _ = cli.ContainerStop(keep, c.ID, client.ContainerStopOptions{Timeout: &secs})
 			ctx = keep
 		}
 	}
+}
+
+// Commit makes an image of the container's filesystem with exactly cfg as
+// its config's user, environment, entrypoint, command, working directory
+// and labels (nothing of how the container was run leaks into it), the
+// rest of the config coming from the container's image. It answers the
+// image id.
+func (c *Container) Commit(ctx context.Context, cfg ImageConfig) (string, error) {
+	conf := &container.Config{
+		User: cfg.User, Env: cfg.Env, Cmd: cfg.Cmd, WorkingDir: cfg.WorkingDir, Labels: cfg.Labels,
+		// An empty (not nil) entrypoint is kept as it is by the engine,
+		// which would otherwise take the container's.
+		Entrypoint: cfg.Entrypoint,
+	}
+	if conf.Entrypoint == nil {
+		conf.Entrypoint = []string{}
+	}
+	res, err := c.e.cli.ContainerCommit(ctx, c.ID, client.ContainerCommitOptions{Config: conf, NoPause: true})
+	if err != nil {
+		return "", fmt.Errorf("commit container %s: %w", c.spec.Name, err)
+	}
+	return res.ID, nil
+}
+
+// Run runs a container to its end and removes it: Create, Wait, Remove.
+func (e *Engine) Run(ctx context.Context, s ContainerSpec, stdout, stderr io.Writer) (int, error) {
+	c, err := e.Create(ctx, s)
+	if err != nil {
+		return -1, err
+	}
+	defer c.Remove(ctx)
+	return c.Wait(ctx, stdout, stderr)
 }
 
 // RemoveContainers removes every container, running or not, whose label

@@ -15,6 +15,7 @@ type ImageInfo struct {
 	// User, Entrypoint and Cmd are the image's config: builds keep the
 	// parent's user, job containers its entrypoint.
 	User       string
+	WorkingDir string
 	Entrypoint []string
 	Cmd        []string
 	Env        []string
@@ -45,7 +46,7 @@ func (e *Engine) Inspect(ctx context.Context, ref string) (info ImageInfo, ok bo
 		info.Size = res.Size
 	}
 	if c := res.Config; c != nil {
-		info.Labels, info.User, info.Entrypoint, info.Cmd, info.Env = c.Labels, c.User, c.Entrypoint, c.Cmd, c.Env
+		info.Labels, info.User, info.WorkingDir, info.Entrypoint, info.Cmd, info.Env = c.Labels, c.User, c.WorkingDir, c.Entrypoint, c.Cmd, c.Env
 		for p := range c.ExposedPorts {
 			info.ExposedPorts = append(info.ExposedPorts, string(p))
 		}

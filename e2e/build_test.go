@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -55,7 +56,11 @@ func newBuildProject(t *testing.T) *buildProject {
 	}
 	t.Cleanup(proxy.Close)
 	p := &buildProject{gs: gs, proxy: proxy, project: fmt.Sprintf("stagehand/sample-%d", time.Now().UnixNano())}
-	if p.repo, err = gs.CreateRepo(p.project, sampleFiles(t)); err != nil {
+	// werf.yaml's project: names the environments' namespaces and
+	// releases (as in werf 1.1), so each test's project has its own.
+	files := sampleFiles(t)
+	files["werf.yaml"] = strings.Replace(files["werf.yaml"], "project: sample\n", "project: "+path.Base(p.project)+"\n", 1)
+	if p.repo, err = gs.CreateRepo(p.project, files); err != nil {
 		t.Fatal(err)
 	}
 	// The base image through the proxy too, so that the stages repository

@@ -19,6 +19,7 @@ import (
 	"gitlab.com/stagehand/stagehand/fault"
 	"gitlab.com/stagehand/stagehand/gitlab"
 	"gitlab.com/stagehand/stagehand/request"
+	"gitlab.com/stagehand/stagehand/trace"
 	"gitlab.com/stagehand/stagehand/worker"
 )
 
@@ -118,7 +119,7 @@ func ptr[T any](v T) *T { return &v }
 // (prepare_exec).
 func (e *Executor) Prepare(ctx context.Context) error {
 	start := time.Now()
-	fmt.Fprintf(e.Trace, "%sstagehand %s on %s%s\n", ansiBold, e.Version, hostname(), ansiReset)
+	fmt.Fprintf(e.Trace, "%sstagehand %s on %s%s\n", trace.Bold, e.Version, hostname(), trace.Reset)
 	env, err := e.derive()
 	if err != nil {
 		return err
@@ -204,10 +205,47 @@ func envMap(env gitlab.Env) map[string]string {
 	return m
 }
 
+// deriveNamed is the job's ci-env with its environment's names as the
+// project's config gives them (werf.yaml's project: and deploy:), read
+// from the checkout: the user's stages run after it. Before the checkout
+// (config, prepare) the names are the GitLab project's.
+func (e *Executor) deriveNamed(ctx context.Context) (gitlab.Env, error) {
+	env, err := e.derive()
+	if err != nil || env.Environment == "" {
+		return env, err
+	}
+	dir := e.Job.Vars["CI_PROJECT_DIR"]
+	if dir == "" {
+		return env, nil
+	}
+	c := worker.Client{Path: worker.ConfigPath(e.Settings.Worker), Trace: e.Trace, StopGrace: 5 * time.Second}
+	res, err := worker.Call[request.NamesResult](ctx, c, request.ConfigNames{Dir: dir, Vars: e.Job.Vars})
+	switch {
+	case err == nil && res.Naming == nil:
+		return env, nil
+	case err != nil:
+		// The names of an environment a job deploys or stops must be the
+		// project's; other jobs keep the GitLab project's.
+		if kind, _ := ChooseAction(e.Job.Vars); kind == ActionDeploy || kind == ActionDismiss {
+			return env, fault.Jobf("the environment's names come from the project's config, which does not read: %w", err)
+		}
+		e.Log.Warnf("The project's config does not read (%v): the environment's names are the GitLab project's", err)
+		return env, nil
+	}
+	named, err := gitlab.DeriveEnv(gitlab.Input{Vars: e.Job.Vars, DockerConfig: e.Job.DockerConfigDir(), Naming: res.Naming})
+	if err != nil {
+		return env, fault.Jobf("deriving the CI environment: %w", err)
+	}
+	return named, nil
+}
+
 // Run runs the runner's script for one stage (run_exec), performing the
 // job's action first when the stage is the user's main script.
 func (e *Executor) Run(ctx context.Context, scriptPath, stage string) error {
 	env, err := e.derive()
+	if userStage(stage) {
+		env, err = e.deriveNamed(ctx)
+	}
 	if err != nil {
 		return err
 	}
@@ -256,7 +294,10 @@ func (e *Executor) perform(ctx context.Context, env gitlab.Env) (map[string]stri
 		return nil, err
 	}
 	var exports map[string]string
-	err = Section(e.Trace, "stagehand_"+string(kind), "stagehand "+string(kind), func() error {
+	// A build's and a deploy's trace is the job's main news: open; the
+	// others' collapsed.
+	open := kind == ActionBuild || kind == ActionDeploy
+	err = trace.Section(e.Trace, "stagehand_"+string(kind), "stagehand "+string(kind), !open, func() error {
 		ac := e.actionContext(env)
 		var err error
 		exports, err = action.Perform(ctx, ac)

@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"text/template"
 )
 
 // Names of the variables stagehand derives. They are part of the public
@@ -89,12 +90,32 @@ type Env struct {
 	Policies Policies
 }
 
-// Input is what DeriveEnv reads: the job's variables (CI_* and overrides)
-// and the per-job docker config directory.
+// Input is what DeriveEnv reads: the job's variables (CI_* and overrides),
+// the per-job docker config directory, and what the project's config says
+// of its names.
 type Input struct {
 	Vars         map[string]string
 	DockerConfig string
+	// Naming, when set, is the project's werf.yaml (or stagehand.yaml)
+	// project: and deploy: — werf's names. Without it the project is the
+	// GitLab project's name.
+	Naming *Naming
 }
+
+// Naming is what a project's config says of its environments' names, as
+// werf 1.1 read werf.yaml: the project, and deploy:'s templates of the
+// namespace and release ("[[ project ]]-[[ env ]]" by default) and
+// whether werf's slug applies to them (by default it does).
+type Naming struct {
+	Project                    string
+	Namespace, Release         string
+	NamespaceSlug, ReleaseSlug bool
+	// File names the config in errors.
+	File string
+}
+
+// DefaultNameTemplate is werf's namespace and release template.
+const DefaultNameTemplate = "[[ project ]]-[[ env ]]"
 
 // VarError says which variable is missing or malformed.
 type VarError struct {
@@ -131,9 +152,9 @@ func DeriveEnv(in Input) (Env, error) {
 	case TagStagesSignature:
 	case TagOrBranch:
 		if tag := in.Vars["CI_COMMIT_TAG"]; tag != "" {
-			env.TagGitTag = Slug(tag, TagSlugLimit)
+			env.TagGitTag = DockerTag(tag)
 		} else {
-			env.TagGitBranch = Slug(d.required("CI_COMMIT_REF_NAME"), TagSlugLimit)
+			env.TagGitBranch = DockerTag(d.required("CI_COMMIT_REF_NAME"))
 		}
 		env.TagGitTag = d.override(VarTagGitTag, env.TagGitTag)
 		env.TagGitBranch = d.override(VarTagGitBranch, env.TagGitBranch)
@@ -143,9 +164,7 @@ func DeriveEnv(in Input) (Env, error) {
 
 	env.Environment = d.override(VarEnv, in.Vars["CI_ENVIRONMENT_SLUG"])
 	if env.Environment != "" {
-		name := project + "-" + env.Environment
-		env.Namespace = Slug(name, NamespaceSlugLimit)
-		env.Release = Slug(name, ReleaseSlugLimit)
+		env.Namespace, env.Release = d.names(in.Naming, project, env.Environment)
 	}
 	env.Namespace = d.namespace(VarAppNamespace, env.Namespace)
 	env.Namespace = d.namespace(VarNamespace, env.Namespace)
@@ -183,6 +202,62 @@ func DeriveEnv(in Input) (Env, error) {
 		return Env{}, d.err
 	}
 	return env, nil
+}
+
+// names are an environment's namespace and release: werf's, from the
+// project's config when it has one (its project:, deploy: templates and
+// slugs), else <GitLab project name>-<env> through werf's slugs.
+func (d *deriver) names(n *Naming, gitlabProject, env string) (namespace, release string) {
+	if n == nil {
+		name := gitlabProject + "-" + env
+		namespace = KubernetesNamespace(name)
+		// A GitLab project's name may hold dots, which werf's project:
+		// could not: a namespace is a DNS label.
+		if !IsDNS1123Label(namespace) {
+			namespace = slugWithHash(name, NamespaceSlugLimit)
+		}
+		return namespace, HelmRelease(name)
+	}
+	render := func(what, tmpl string, slug bool, fn func(string) string) string {
+		if tmpl == "" {
+			tmpl = DefaultNameTemplate
+		}
+		out, err := renderName(tmpl, n.Project, env)
+		if err != nil {
+			d.fail(n.File+" deploy."+what, err.Error())
+			return ""
+		}
+		if slug {
+			return fn(out)
+		}
+		return out
+	}
+	namespace = render("namespace", n.Namespace, n.NamespaceSlug, KubernetesNamespace)
+	release = render("helmRelease", n.Release, n.ReleaseSlug, HelmRelease)
+	if namespace != "" && !IsDNS1123Label(namespace) {
+		d.fail(n.File+" deploy.namespace", fmt.Sprintf("gives %q, which is not a valid namespace name (lowercase letters, digits and '-', at most %d characters): set namespaceSlug: true or change the template", namespace, NamespaceSlugLimit))
+	}
+	if release != "" && (len(release) > ReleaseSlugLimit || !isDNS1123Subdomain(release)) {
+		d.fail(n.File+" deploy.helmRelease", fmt.Sprintf("gives %q, which is not a valid Helm release name: set helmReleaseSlug: true or change the template", release))
+	}
+	return namespace, release
+}
+
+// renderName renders a deploy: template as werf 1.1 did: [[ project ]]
+// and [[ env ]] between [[ ]] delimiters.
+func renderName(tmpl, project, env string) (string, error) {
+	t, err := template.New("name").Delims("[[", "]]").Funcs(template.FuncMap{
+		"project": func() string { return project },
+		"env":     func() string { return env },
+	}).Option("missingkey=error").Parse(tmpl)
+	if err != nil {
+		return "", fmt.Errorf("template %q: %v", tmpl, err)
+	}
+	var b strings.Builder
+	if err := t.Execute(&b, nil); err != nil {
+		return "", fmt.Errorf("template %q: %v", tmpl, err)
+	}
+	return strings.TrimSpace(b.String()), nil
 }
 
 // deriver reads variables and keeps the first error, so DeriveEnv reads

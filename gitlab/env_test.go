@@ -2,10 +2,13 @@ package gitlab
 
 import (
 	"errors"
+	"fmt"
 	"os/exec"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/spaolacci/murmur3"
 )
 
 const sha = "0123456789abcdef0123456789abcdef01234567"
@@ -43,6 +46,9 @@ func defaultAnnotations() []Annotation {
 	}
 }
 
+// werfHash is werf's hash suffix: murmur3 in hex, no leading zeros.
+func werfHash(s string) string { return fmt.Sprintf("%x", murmur3.Sum32([]byte(s))) }
+
 func baseEnv() Env {
 	return Env{
 		DockerConfig:  "/tmp/job/docker",
@@ -73,15 +79,16 @@ func TestDeriveEnv(t *testing.T) {
 			e.Namespace = "sample-review-feature-x"
 			e.Release = "sample-review-feature-x"
 		}},
-		{"long environment is cropped and hashed", with("CI_ENVIRONMENT_SLUG", strings.Repeat("e", 60)), func(e *Env) {
+		{"long environment is cropped and hashed (werf's slug)", with("CI_ENVIRONMENT_SLUG", strings.Repeat("e", 60)), func(e *Env) {
 			name := "sample-" + strings.Repeat("e", 60)
+			h := werfHash(name)
 			e.Environment = strings.Repeat("e", 60)
-			e.Namespace = name[:54] + "-" + hashOf(name)
-			e.Release = name[:44] + "-" + hashOf(name)
+			e.Namespace = name[:63-len(h)-1] + "-" + h
+			e.Release = name[:53-len(h)-1] + "-" + h
 		}},
 		{"project name with capitals", with("CI_PROJECT_NAME", "My_App", "CI_ENVIRONMENT_SLUG", "production"), func(e *Env) {
 			e.Environment = "production"
-			e.Namespace = "my-app-production-" + hashOf("My_App-production")
+			e.Namespace = "my-app-production-" + werfHash("My_App-production")
 			e.Release = e.Namespace
 		}},
 		{"APP_NAMESPACE overrides", with("CI_ENVIRONMENT_SLUG", "production", "APP_NAMESPACE", "shop"), func(e *Env) {
@@ -96,11 +103,20 @@ func TestDeriveEnv(t *testing.T) {
 		}},
 		{"tag-or-branch on a branch", with(VarTagStrategy, TagOrBranch, "CI_COMMIT_REF_NAME", "Feature/X"), func(e *Env) {
 			e.TagStrategy = TagOrBranch
-			e.TagGitBranch = "feature-x-" + hashOf("Feature/X")
+			e.TagGitBranch = "feature-x-" + werfHash("Feature/X")
 		}},
-		{"tag-or-branch on a tag", with(VarTagStrategy, TagOrBranch, "CI_COMMIT_TAG", "v1.0"), func(e *Env) {
+		{"tag-or-branch keeps a valid tag (werf's DockerTag)", with(VarTagStrategy, TagOrBranch, "CI_COMMIT_TAG", "v1.0"), func(e *Env) {
 			e.TagStrategy = TagOrBranch
-			e.TagGitTag = "v1-0-" + hashOf("v1.0")
+			e.TagGitTag = "v1.0"
+		}},
+		{"tag-or-branch keeps Feature_Login", with(VarTagStrategy, TagOrBranch, "CI_COMMIT_REF_NAME", "Feature_Login"), func(e *Env) {
+			e.TagStrategy = TagOrBranch
+			e.TagGitBranch = "Feature_Login"
+		}},
+		{"a GitLab project name with a dot makes a label", with("CI_PROJECT_NAME", "docs.example", "CI_ENVIRONMENT_SLUG", "review"), func(e *Env) {
+			e.Environment = "review"
+			e.Namespace = "docs-example-review-" + werfHash("docs.example-review")
+			e.Release = "docs.example-review"
 		}},
 		{"overrides of derived values", with(VarStagesStorage, "other/stages", VarImagesRepo, "other", VarEnv, "staging", VarRelease, "rel"), func(e *Env) {
 			e.StagesStorage, e.ImagesRepo = "other/stages", "other"
@@ -259,4 +275,41 @@ func FuzzDeriveEnv(f *testing.F) {
 			t.Fatalf("environment %q gave no namespace", envSlug)
 		}
 	})
+}
+
+// TestWerfNaming: with the project's werf.yaml, an environment's names are
+// werf 1.1's: its project:, its deploy: templates and slugs.
+func TestWerfNaming(t *testing.T) {
+	vars := with("CI_PROJECT_NAME", "GitLab-Name", "CI_ENVIRONMENT_SLUG", "review-login")
+	for _, c := range []struct {
+		name           string
+		naming         Naming
+		wantNS, wantRl string
+		err            string
+	}{
+		{"werf.yaml's project", Naming{Project: "shop", NamespaceSlug: true, ReleaseSlug: true}, "shop-review-login", "shop-review-login", ""},
+		{"deploy templates", Naming{Project: "shop", Namespace: "apps-[[ env ]]", Release: "[[ project ]]-[[ env ]]-v1", NamespaceSlug: true, ReleaseSlug: true}, "apps-review-login", "shop-review-login-v1", ""},
+		{"slugged", Naming{Project: "shop", Namespace: "Shop_[[ env ]]", NamespaceSlug: true, ReleaseSlug: true}, "shop-review-login-" + werfHash("Shop_review-login"), "shop-review-login", ""},
+		{"slug off, valid", Naming{Project: "shop", Namespace: "fixed-ns", Release: "fixed", NamespaceSlug: false, ReleaseSlug: false}, "fixed-ns", "fixed", ""},
+		{"slug off, invalid", Naming{Project: "shop", Namespace: "Bad_NS", NamespaceSlug: false, ReleaseSlug: true, File: "werf.yaml"}, "", "", "werf.yaml deploy.namespace"},
+		{"bad template", Naming{Project: "shop", Namespace: "[[ nope ]]", NamespaceSlug: true, ReleaseSlug: true, File: "werf.yaml"}, "", "", "werf.yaml deploy.namespace"},
+	} {
+		n := c.naming
+		env, err := DeriveEnv(Input{Vars: vars, Naming: &n})
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%s: err %v, want %q", c.name, err, c.err)
+			}
+			continue
+		}
+		if err != nil || env.Namespace != c.wantNS || env.Release != c.wantRl {
+			t.Errorf("%s: %q %q %v, want %q %q", c.name, env.Namespace, env.Release, err, c.wantNS, c.wantRl)
+		}
+	}
+	// Overrides still win.
+	n := Naming{Project: "shop", NamespaceSlug: true, ReleaseSlug: true}
+	env, err := DeriveEnv(Input{Vars: with("CI_ENVIRONMENT_SLUG", "production", VarNamespace, "store"), Naming: &n})
+	if err != nil || env.Namespace != "store" || env.Release != "shop-production" {
+		t.Errorf("override: %+v %v", env, err)
+	}
 }

@@ -78,6 +78,11 @@ type Stage struct {
 	// SyncGit is set on stages that bring the image's git files up to the
 	// current tree first (shell stages after gitArchive, gitLatestPatch).
 	SyncGit bool
+	// DockerfileEntry and Context are a Dockerfile stage's Dockerfile and
+	// build context (the files below the context directory that its
+	// .dockerignore leaves in).
+	DockerfileEntry TreeEntry
+	Context         []GitFile
 }
 
 // String names the stage for the trace: "backend/install".
@@ -107,6 +112,10 @@ type Plan struct {
 	Images []*ImagePlan
 	// Git holds, per image, the files each git mapping puts in the image.
 	Git map[*config.Image][][]GitFile
+	// Unresolved are the remote repositories (RemoteKey) whose trees the
+	// inputs lacked: the stages that map their files have signatures of
+	// the ref, not of the files, and cannot be built.
+	Unresolved []string
 }
 
 // GitFile is a project file as a git mapping puts it in an image.
@@ -122,9 +131,51 @@ type GitFile struct {
 // images, by reference: with fromLatest, a new base rebuilds the image.
 type BaseDigests map[string]string
 
-// NewPlan computes every image's stages and signatures. It is pure: the
-// tree and the base digests are all it reads.
+// Inputs are what a plan reads besides the config.
+type Inputs struct {
+	// Tree is the project's files.
+	Tree Tree
+	// Bases are the digests of fromLatest base images.
+	Bases BaseDigests
+	// DockerIgnore are the .dockerignore files of Dockerfile images, by
+	// context directory ("" the project's root).
+	DockerIgnore map[string]DockerIgnore
+	// Remotes are the trees of remote git mappings, by RemoteKey; a
+	// mapping whose tree is missing is planned unresolved (see
+	// Plan.Unresolved).
+	Remotes map[string]RemoteTree
+}
+
+// RemoteTree is a remote repository's tree at the commit a mapping's ref
+// resolved to.
+type RemoteTree struct {
+	Commit string
+	Tree   Tree
+}
+
+// RemoteKey names a remote mapping's repository and ref.
+func RemoteKey(m config.GitMapping) string {
+	ref := "HEAD"
+	switch {
+	case m.Commit != "":
+		ref = m.Commit
+	case m.Tag != "":
+		ref = "refs/tags/" + m.Tag
+	case m.Branch != "":
+		ref = "refs/heads/" + m.Branch
+	}
+	return m.URL + "@" + ref
+}
+
+// NewPlan computes every image's stages and signatures from the project's
+// tree and the base digests (no remote mapping, no .dockerignore).
 func NewPlan(cfg *config.Config, tree Tree, bases BaseDigests) (*Plan, error) {
+	return New(cfg, Inputs{Tree: tree, Bases: bases})
+}
+
+// New computes every image's stages and signatures. It is pure: the
+// inputs are all it reads.
+func New(cfg *config.Config, in Inputs) (*Plan, error) {
 	p := &Plan{Config: cfg, Git: map[*config.Image][][]GitFile{}}
 	byName := map[string]*ImagePlan{}
 	var add func(img *config.Image) (*ImagePlan, error)
@@ -144,7 +195,7 @@ func NewPlan(cfg *config.Config, tree Tree, bases BaseDigests) (*Plan, error) {
 			}
 			deps[key(target)] = ip
 		}
-		ip, err := p.planImage(img, tree, bases, deps)
+		ip, err := p.planImage(img, in, deps)
 		if err != nil {
 			return nil, err
 		}
@@ -212,7 +263,8 @@ func key(img *config.Image) string {
 	return "image:" + img.Name
 }
 
-func (p *Plan) planImage(img *config.Image, tree Tree, bases BaseDigests, deps map[string]*ImagePlan) (*ImagePlan, error) {
+func (p *Plan) planImage(img *config.Image, in Inputs, deps map[string]*ImagePlan) (*ImagePlan, error) {
+	tree, bases := in.Tree, in.Bases
 	ip := &ImagePlan{Image: img}
 	push := func(s *Stage, inputs ...string) {
 		s.Image = img
@@ -231,17 +283,30 @@ func (p *Plan) planImage(img *config.Image, tree Tree, bases BaseDigests, deps m
 	}
 
 	if d := img.Dockerfile; d != nil {
+		s := &Stage{Name: StageDockerfile, Kind: KindDockerfile}
 		inputs := []string{"dockerfile=" + d.Path, "context=" + d.Context, "target=" + d.Target}
 		for _, a := range d.Args {
 			inputs = append(inputs, "arg="+a.Key+"="+a.Value)
 		}
-		ctx := strings.Trim(d.Context, "/")
+		for _, h := range d.AddHost {
+			inputs = append(inputs, "addHost="+h)
+		}
+		// werf 1.1 read dockerfile: from the project's root, whatever the
+		// context: it enters the signature by its contents.
 		for _, e := range tree {
-			if ctx == "" || e.Path == ctx || strings.HasPrefix(e.Path, ctx+"/") {
-				inputs = append(inputs, e.Mode+" "+e.Blob+" "+e.Path)
+			if e.Path == d.Path {
+				s.DockerfileEntry = e
 			}
 		}
-		push(&Stage{Name: StageDockerfile, Kind: KindDockerfile}, inputs...)
+		if s.DockerfileEntry.Blob == "" {
+			return nil, fmt.Errorf("%s: %s: dockerfile: %s is not in the project", p.Config.File, img.Describe(), d.Path)
+		}
+		inputs = append(inputs, "dockerfile-blob="+s.DockerfileEntry.Blob)
+		s.Context = ContextFiles(d.Context, tree, in.DockerIgnore[d.Context])
+		for _, f := range s.Context {
+			inputs = append(inputs, f.Mode+" "+f.Blob+" "+f.Rel)
+		}
+		push(s, inputs...)
 		return ip, nil
 	}
 
@@ -264,7 +329,15 @@ func (p *Plan) planImage(img *config.Image, tree Tree, bases BaseDigests, deps m
 
 	git := make([][]GitFile, len(img.Git))
 	for i, m := range img.Git {
-		git[i] = selectGit(m, tree)
+		if m.URL == "" {
+			git[i] = selectGit(m, tree)
+			continue
+		}
+		remote, ok := in.Remotes[RemoteKey(m)]
+		if !ok {
+			p.unresolved(RemoteKey(m))
+		}
+		git[i] = selectGit(m, remote.Tree)
 	}
 	p.Git[img] = git
 	hasGit := len(img.Git) > 0
@@ -291,6 +364,7 @@ func (p *Plan) planImage(img *config.Image, tree Tree, bases BaseDigests, deps m
 		}
 		push(&Stage{Name: name, Kind: KindShell, Commands: cmds, SyncGit: afterGit && hasGit}, inputs...)
 	}
+	var importErr error
 	imports := func(name StageName, before, after string) {
 		var ims []config.Import
 		var srcs []*Stage
@@ -301,9 +375,14 @@ func (p *Plan) planImage(img *config.Image, tree Tree, bases BaseDigests, deps m
 				if im.Artifact != "" {
 					src = deps["artifact:"+im.Artifact]
 				}
+				from, err := importedStage(src, im.Stage)
+				if err != nil {
+					importErr = fmt.Errorf("%s:%d: import: %w", p.Config.File, im.Line, err)
+					return
+				}
 				ims = append(ims, im)
-				srcs = append(srcs, src.Final)
-				inputs = append(inputs, src.Final.Signature, im.Add, im.To, im.Owner, im.Group,
+				srcs = append(srcs, from)
+				inputs = append(inputs, from.Signature, im.Add, im.To, im.Owner, im.Group,
 					"include="+strings.Join(im.IncludePaths, ","), "exclude="+strings.Join(im.ExcludePaths, ","))
 			}
 		}
@@ -319,6 +398,9 @@ func (p *Plan) planImage(img *config.Image, tree Tree, bases BaseDigests, deps m
 	if hasGit {
 		var inputs []string
 		for _, m := range img.Git {
+			if m.URL != "" {
+				inputs = append(inputs, "remote="+RemoteKey(m))
+			}
 			inputs = append(inputs, m.Add, m.To, m.Owner, m.Group,
 				"include="+strings.Join(m.IncludePaths, ","), "exclude="+strings.Join(m.ExcludePaths, ","))
 		}
@@ -332,13 +414,19 @@ func (p *Plan) planImage(img *config.Image, tree Tree, bases BaseDigests, deps m
 	imports(StageImportsAfterSetup, "", "setup")
 	if hasGit {
 		var inputs []string
-		for i := range img.Git {
+		for i, m := range img.Git {
 			inputs = append(inputs, fmt.Sprintf("git[%d]", i))
+			if m.URL != "" && p.isUnresolved(RemoteKey(m)) {
+				inputs = append(inputs, "unresolved")
+			}
 			for _, f := range git[i] {
 				inputs = append(inputs, f.Mode+" "+f.Blob+" "+f.Dest)
 			}
 		}
 		push(&Stage{Name: StageGitLatestPatch, Kind: KindGitPatch, SyncGit: true}, inputs...)
+	}
+	if importErr != nil {
+		return nil, importErr
 	}
 	if d := dockerInputs(img.Docker); len(d) > 0 {
 		push(&Stage{Name: StageDockerInstructions, Kind: KindDocker}, d...)
@@ -425,4 +513,80 @@ func NeededStages(final *Stage) []string {
 	}
 	walk(final)
 	return out
+}
+
+func (p *Plan) unresolved(key string) {
+	if !p.isUnresolved(key) {
+		p.Unresolved = append(p.Unresolved, key)
+	}
+}
+
+func (p *Plan) isUnresolved(key string) bool {
+	for _, k := range p.Unresolved {
+		if k == key {
+			return true
+		}
+	}
+	return false
+}
+
+// ContextFiles are the files of a Dockerfile image's build context: those
+// below dir ("" the project's root) that ignore leaves in, by their path
+// relative to dir (Rel).
+func ContextFiles(dir string, tree Tree, ignore DockerIgnore) []GitFile {
+	var out []GitFile
+	for _, e := range tree {
+		rel := e.Path
+		if dir != "" {
+			r, ok := strings.CutPrefix(e.Path, dir+"/")
+			if !ok {
+				continue
+			}
+			rel = r
+		}
+		if ignore.Excluded(rel) {
+			continue
+		}
+		out = append(out, GitFile{TreeEntry: e, Dest: "/" + rel, Rel: rel})
+	}
+	return out
+}
+
+// stageOrder is werf 1.1's order of a stapel image's stages.
+var stageOrder = []StageName{StageFrom, StageBeforeInstall, StageImportsBeforeInstall, StageGitArchive, StageInstall,
+	StageImportsAfterInstall, StageBeforeSetup, StageImportsBeforeSetup, StageSetup, StageImportsAfterSetup,
+	StageGitLatestPatch, StageDockerInstructions}
+
+func orderOf(n StageName) int {
+	for i, s := range stageOrder {
+		if s == n {
+			return i
+		}
+	}
+	return len(stageOrder)
+}
+
+// importedStage is what an import takes its files from: the source's
+// final stage, or, with stage:, the source as it was after that stage
+// (its latest stage up to it, as werf imported from a stage).
+func importedStage(src *ImagePlan, stage string) (*Stage, error) {
+	if stage == "" {
+		return src.Final, nil
+	}
+	if src.Image.Dockerfile != nil {
+		return nil, fmt.Errorf("stage: %s: %s is built from a Dockerfile and has no stapel stages", stage, src.Image.Describe())
+	}
+	var from *Stage
+	for _, s := range src.Stages {
+		if orderOf(s.Name) <= orderOf(StageName(stage)) {
+			from = s
+		}
+	}
+	if from == nil && len(src.Stages) > 0 {
+		from = src.Stages[0].Parent // the image it was built from
+	}
+	if from == nil {
+		return nil, fmt.Errorf("stage: %s: %s has no stage up to %s", stage, src.Image.Describe(), stage)
+	}
+	return from, nil
 }

@@ -47,7 +47,7 @@ import:
   after: setup
 ---
 image: tool
-dockerfile: Dockerfile
+dockerfile: tools/Dockerfile
 context: tools
 `
 

@@ -11,11 +11,14 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+
+	"gitlab.com/stagehand/stagehand/config"
 )
 
 // Git file modes, as git writes them.
@@ -241,3 +244,35 @@ func (s *dirSource) Open(e TreeEntry) (io.ReadCloser, error) {
 }
 
 func (s *dirSource) Close() error { return nil }
+
+// DockerIgnores reads the .dockerignore files of the config's Dockerfile
+// images from the source: each image's context directory's own.
+func DockerIgnores(cfg *config.Config, src Source) (map[string]DockerIgnore, error) {
+	out := map[string]DockerIgnore{}
+	for _, img := range cfg.Images {
+		d := img.Dockerfile
+		if d == nil {
+			continue
+		}
+		if _, done := out[d.Context]; done {
+			continue
+		}
+		want := path.Join(d.Context, ".dockerignore")
+		for _, e := range src.Tree() {
+			if e.Path != want {
+				continue
+			}
+			r, err := src.Open(e)
+			if err != nil {
+				return nil, err
+			}
+			b, err := io.ReadAll(io.LimitReader(r, 1<<20))
+			r.Close()
+			if err != nil {
+				return nil, err
+			}
+			out[d.Context] = ParseDockerIgnore(string(b))
+		}
+	}
+	return out, nil
+}

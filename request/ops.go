@@ -37,10 +37,24 @@ type Build struct {
 	Locks       Locks
 	// BlockDir holds switch-from-local block files.
 	BlockDir string
+	// Mounts are where the config's mount: directories may come from.
+	Mounts Mounts
+	// Debug shows the engine's own output (STAGEHAND_LOG_LEVEL=debug).
+	Debug bool
 }
 
 // Op names the operation in the worker protocol.
 func (Build) Op() string { return "build" }
+
+// Mounts are the runner's settings of werf's mount: directories.
+type Mounts struct {
+	// Dir holds the build_dir directories, one per project and target,
+	// kept between builds.
+	Dir string
+	// AllowedPaths are the host paths (and what is below them) a
+	// fromPath mount may bind; none by default.
+	AllowedPaths []string
+}
 
 // Image is one image a build published.
 type Image struct {

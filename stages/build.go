@@ -7,7 +7,7 @@ import (
 	"gitlab.com/stagehand/stagehand/config"
 	"gitlab.com/stagehand/stagehand/plan"
 	"io"
-	"strings"
+	"os"
 	"sync"
 	"time"
 
@@ -16,6 +16,7 @@ import (
 	"gitlab.com/stagehand/stagehand/fault"
 	"gitlab.com/stagehand/stagehand/lock"
 	"gitlab.com/stagehand/stagehand/registry"
+	"gitlab.com/stagehand/stagehand/request"
 	"gitlab.com/stagehand/stagehand/stagesrepo"
 )
 
@@ -52,6 +53,8 @@ type StageReport struct {
 type Builder struct {
 	Plan   *plan.Plan
 	Source plan.Source
+	// Remotes are the sources of remote git mappings, by plan.RemoteKey.
+	Remotes map[string]plan.Source
 	// Storage is where stages are found and stored.
 	Storage Store
 	// Engine builds shell and Dockerfile stages; a build with nothing to
@@ -63,8 +66,14 @@ type Builder struct {
 	Project string
 	Commit  string
 	Trace   io.Writer
+	// Mounts are the runner's settings of mount: directories.
+	Mounts request.Mounts
+	// Debug shows the engine's own output.
+	Debug bool
 
 	engine *Engine
+	// tmp holds this build's tmp_dir mounts.
+	tmp string
 	// keepEngine: the engine belongs to the caller (:local storage).
 	keepEngine bool
 	temps      []*tempLayer
@@ -87,6 +96,9 @@ func (b *Builder) Build(ctx context.Context) (map[*plan.Stage]stagesrepo.StageTa
 		}
 		for _, tl := range b.temps {
 			tl.Remove()
+		}
+		if b.tmp != "" {
+			os.RemoveAll(b.tmp)
 		}
 	}()
 	if b.Locker != nil {
@@ -414,12 +426,19 @@ func (b *Builder) buildInEngine(ctx context.Context, s *plan.Stage) (built, bool
 		// The engine pulls the FROM images itself: a pull the registry
 		// failed for a moment is a build to make again.
 		err := registry.Retry(ctx, b.Trace, "building stage "+s.String(), func() (err error) {
-			contextTar, err := b.contextTar(s)
+			if s.Image.Dockerfile.SSH != "" {
+				return fault.Job(&config.ConfigError{File: b.Plan.Config.File, Line: s.Image.Line, Msg: "ssh: needs BuildKit, which the engine's classic builder stagehand uses does not have: fetch what needs SSH in an earlier image and import it"})
+			}
+			contextTar, dockerfile, err := b.contextTar(s)
 			if err != nil {
 				return err
 			}
 			defer contextTar.Close()
-			id, err = e.BuildDockerfile(ctx, s.String(), contextTar, s.Image.Dockerfile, labels, "")
+			d := s.Image.Dockerfile
+			id, err = e.BuildDockerfile(ctx, dockerfileBuild{
+				Stage: s.String(), Context: contextTar, Dockerfile: dockerfile,
+				Args: d.Args, Target: d.Target, AddHost: d.AddHost, Labels: labels,
+			}, b.Debug)
 			return err
 		})
 		return built{engineID: id, engine: e}, false, err
@@ -438,13 +457,23 @@ func (b *Builder) buildInEngine(ctx context.Context, s *plan.Stage) (built, bool
 		pulled = true
 		fmt.Fprintf(b.Trace, "Pulled %s to build on it (%s)\n", parent, time.Since(start).Round(time.Millisecond))
 	}
-	contextTar, err := b.shellContext(ctx, s, parent, labels)
-	if err != nil {
-		return built{}, pulled, err
+	img, err := b.runShellStage(ctx, e, s, parent, labels)
+	return img, pulled, err
+}
+
+// tmpDir is this build's directory of tmp_dir mounts, made on first use
+// and removed when the build ends.
+func (b *Builder) tmpDir() (string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.tmp == "" {
+		dir, err := os.MkdirTemp("", "stagehand-mounts-")
+		if err != nil {
+			return "", err
+		}
+		b.tmp = dir
 	}
-	defer contextTar.Close()
-	id, err := e.BuildDockerfile(ctx, s.String(), contextTar, &config.Dockerfile{Path: "Dockerfile"}, labels, parent)
-	return built{engineID: id, engine: e}, pulled, err
+	return b.tmp, nil
 }
 
 // mappingPatch writes the files of git mapping i that differ from the
@@ -452,23 +481,21 @@ func (b *Builder) buildInEngine(ctx context.Context, s *plan.Stage) (built, bool
 // is set, else they are answered for the stage's script to delete. It
 // answers the entries written, the new listing label, the paths to delete
 // and the mapping's owner ids.
-func (b *Builder) mappingPatch(tw *tarWriter, s *plan.Stage, i int, parentLabels map[string]string, whiteouts bool) (n int, listing string, remove []string, uid, gid int, err error) {
+func (b *Builder) mappingPatch(tw *tarWriter, s *plan.Stage, i int, parentLabels map[string]string, whiteouts bool, owners Owners) (n int, listing string, remove []string, err error) {
 	m := s.Image.Git[i]
 	old, err := decodeListing(parentLabels[stagesrepo.GitListingLabel(i)])
 	if err != nil {
-		return 0, "", nil, 0, 0, fault.System(fmt.Errorf("stage %s: the parent's %w", s, err))
+		return 0, "", nil, fault.System(fmt.Errorf("stage %s: the parent's %w", s, err))
 	}
 	files := b.Plan.Git[s.Image][i]
 	patch := diffListing(old, files)
-	if uid, err = ownerID(m.Owner, "owner"); err == nil {
-		gid, err = ownerID(m.Group, "group")
-	}
+	uid, gid, err := owners.IDs(m.Owner, m.Group)
 	if err != nil {
-		return 0, "", nil, 0, 0, fault.Job(&config.ConfigError{File: b.Plan.Config.File, Line: m.Line, Msg: err.Error()})
+		return 0, "", nil, fault.Job(&config.ConfigError{File: b.Plan.Config.File, Line: m.Line, Msg: err.Error()})
 	}
 	tw.setOwner(uid, gid, m.To)
-	if err := writeGitFiles(tw, b.Source, patch.Write); err != nil {
-		return 0, "", nil, 0, 0, fault.System(fmt.Errorf("stage %s: %w", s, err))
+	if err := writeGitFiles(tw, b.sourceOf(m), patch.Write); err != nil {
+		return 0, "", nil, fault.System(fmt.Errorf("stage %s: %w", s, err))
 	}
 	n = len(patch.Write)
 	for _, r := range patch.Remove {
@@ -477,97 +504,86 @@ func (b *Builder) mappingPatch(tw *tarWriter, s *plan.Stage, i int, parentLabels
 			continue
 		}
 		if err := tw.whiteout(r); err != nil {
-			return 0, "", nil, 0, 0, err
+			return 0, "", nil, err
 		}
 		n++
 	}
-	return n, listingOf(files).encode(), remove, uid, gid, nil
+	return n, listingOf(files).encode(), remove, nil
 }
 
-// shellContext is the build context of a shell stage: its Dockerfile and,
-// when the stage brings git files up to date, each mapping's changed files
-// (files removed from the tree are deleted by the script). The new git
-// listings go into labels.
-func (b *Builder) shellContext(ctx context.Context, s *plan.Stage, parent string, labels map[string]string) (io.ReadCloser, error) {
-	parentLabels, parentUser, err := b.engine.imageConfig(ctx, parent)
-	if err != nil {
-		return nil, err
+// sourceOf is where a git mapping's files come from: the project, or
+// its remote repository.
+func (b *Builder) sourceOf(m config.GitMapping) plan.Source {
+	if m.URL != "" {
+		return b.Remotes[plan.RemoteKey(m)]
 	}
+	return b.Source
+}
+
+// dockerfileInContext is where a Dockerfile image's Dockerfile goes in its
+// build context when it is not one of the context's own files (werf 1.1
+// read dockerfile: from the project's root, wherever the context is).
+const dockerfileInContext = ".stagehand.Dockerfile"
+
+// contextTar is a Dockerfile image's build context: the files the plan
+// chose (below the context directory, less what .dockerignore leaves
+// out), and the Dockerfile. It answers the Dockerfile's path in it.
+// (Temporary files go when the build ends.)
+func (b *Builder) contextTar(s *plan.Stage) (io.ReadCloser, string, error) {
 	tl, err := b.tempLayer()
 	if err != nil {
-		return nil, fault.System(err)
+		return nil, "", fault.System(err)
 	}
 	tw := newTarWriter(tl.Writer(), 0, 0, "/")
-	var copies []contextCopy
-	var remove []string
-	if s.SyncGit {
-		if copies, remove, err = b.gitContext(tw, s, parentLabels, labels); err != nil {
-			return nil, err
+	dockerfile := ""
+	for _, f := range s.Context {
+		if f.TreeEntry == s.DockerfileEntry {
+			dockerfile = f.Rel
+		}
+		if err := b.writeEntry(tw, "/"+f.Rel, f.TreeEntry); err != nil {
+			return nil, "", err
 		}
 	}
-	dockerfile := shellDockerfile(parent, parentUser, shellScript(s.Commands, remove), copies)
-	if err := tw.raw("Dockerfile", []byte(dockerfile)); err != nil {
-		return nil, err
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	return tl.Reader()
-}
-
-// gitContext writes into a build context, under git<i>/, each mapping's
-// files that differ from the parent's listing, and puts the new listings
-// into labels. It answers the context's COPY sources and the paths the
-// stage must delete (a Dockerfile cannot express whiteouts).
-func (b *Builder) gitContext(tw *tarWriter, s *plan.Stage, parentLabels, labels map[string]string) ([]contextCopy, []string, error) {
-	var copies []contextCopy
-	var remove []string
-	for i := range s.Image.Git {
-		dir := fmt.Sprintf("git%d", i)
-		tw.setPrefix(dir + "/")
-		n, listing, rm, uid, gid, err := b.mappingPatch(tw, s, i, parentLabels, false)
-		if err != nil {
-			return nil, nil, err
+	if dockerfile == "" {
+		// Outside the context: added under a name of its own, which
+		// the engine removes from the context once it has read it (it
+		// is listed in the context's .dockerignore).
+		dockerfile = dockerfileInContext
+		if err := b.writeEntry(tw, "/"+dockerfile, s.DockerfileEntry); err != nil {
+			return nil, "", err
 		}
-		if n > 0 {
-			copies = append(copies, contextCopy{Dir: dir, UID: uid, GID: gid})
-		}
-		remove = append(remove, rm...)
-		labels[stagesrepo.GitListingLabel(i)] = listing
-	}
-	tw.setPrefix("")
-	return copies, remove, nil
-}
-
-// contextTar is a Dockerfile image's build context: the project's files
-// under its context directory. (Temporary files go when the build ends.)
-func (b *Builder) contextTar(s *plan.Stage) (io.ReadCloser, error) {
-	ctxDir := strings.Trim(s.Image.Dockerfile.Context, "/")
-	tl, err := b.tempLayer()
-	if err != nil {
-		return nil, fault.System(err)
-	}
-	tw := newTarWriter(tl.Writer(), 0, 0, "/")
-	for _, e := range b.Source.Tree() {
-		rel := e.Path
-		if ctxDir != "" {
-			if !strings.HasPrefix(e.Path, ctxDir+"/") {
-				continue
+		ignore := dockerfileInContext + "\n"
+		for _, f := range s.Context {
+			if f.Rel == ".dockerignore" {
+				r, err := b.Source.Open(f.TreeEntry)
+				if err != nil {
+					return nil, "", fault.System(err)
+				}
+				old, _ := io.ReadAll(r)
+				r.Close()
+				ignore = string(old) + "\n" + ignore
 			}
-			rel = e.Path[len(ctxDir)+1:]
 		}
-		r, err := b.Source.Open(e)
-		if err != nil {
-			return nil, fault.System(err)
-		}
-		err = tw.file("/"+rel, e.Mode, r)
-		r.Close()
-		if err != nil {
-			return nil, fault.System(err)
+		if err := tw.raw(".dockerignore", []byte(ignore)); err != nil {
+			return nil, "", fault.System(err)
 		}
 	}
 	if err := tw.Close(); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return tl.Reader()
+	r, err := tl.Reader()
+	return r, dockerfile, err
+}
+
+// writeEntry writes one file of the project into a tar.
+func (b *Builder) writeEntry(tw *tarWriter, dest string, e plan.TreeEntry) error {
+	r, err := b.Source.Open(e)
+	if err != nil {
+		return fault.System(err)
+	}
+	defer r.Close()
+	if err := tw.file(dest, e.Mode, r); err != nil {
+		return fault.System(err)
+	}
+	return nil
 }

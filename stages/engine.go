@@ -2,17 +2,18 @@ package stages
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"gitlab.com/stagehand/stagehand/config"
 	"io"
+	"regexp"
 	"strings"
 
+	"gitlab.com/stagehand/stagehand/config"
 	"gitlab.com/stagehand/stagehand/docker"
 	"gitlab.com/stagehand/stagehand/fault"
 	"gitlab.com/stagehand/stagehand/registry"
 	"gitlab.com/stagehand/stagehand/request"
+	"gitlab.com/stagehand/stagehand/trace"
 )
 
 // Engine is the runner host's Docker Engine as the builder uses it: the
@@ -72,56 +73,6 @@ func (e *Engine) imageConfig(ctx context.Context, ref string) (map[string]string
 	return info.Labels, info.User, nil
 }
 
-// shellScript is how a shell stage's commands run: under sh -e, after
-// removing the git files the stage's patch deletes.
-func shellScript(commands, remove []string) string {
-	var b strings.Builder
-	b.WriteString("set -e\n")
-	for _, p := range remove {
-		b.WriteString("rm -rf -- " + shellQuote(p) + "\n")
-	}
-	for _, c := range commands {
-		b.WriteString(c + "\n")
-	}
-	return b.String()
-}
-
-func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
-
-// shellDockerfile is the Dockerfile of a shell stage: the engine's builder
-// runs the commands as root on the parent and commits the result with the
-// parent's config intact (a container commit would merge the build
-// container's entrypoint into it). copies are the context directories
-// holding each git mapping's changed files, with their owners.
-func shellDockerfile(parent, parentUser, script string, copies []contextCopy) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "FROM %s\n", parent)
-	switched := parentUser != "" && parentUser != "root" && parentUser != "0" && parentUser != "0:0"
-	if switched {
-		b.WriteString("USER root\n")
-	}
-	for _, c := range copies {
-		b.WriteString(c.instruction())
-	}
-	run, _ := json.Marshal([]string{"/bin/sh", "-c", script})
-	fmt.Fprintf(&b, "RUN %s\n", run)
-	if switched {
-		fmt.Fprintf(&b, "USER %s\n", parentUser)
-	}
-	return b.String()
-}
-
-// contextCopy is one COPY of a stage's Dockerfile: a context directory
-// laid out as the image's root, with its files' owner.
-type contextCopy struct {
-	Dir      string
-	UID, GID int
-}
-
-func (c contextCopy) instruction() string {
-	return fmt.Sprintf("COPY --chown=%d:%d %s/ /\n", c.UID, c.GID, c.Dir)
-}
-
 func mergeLabels(base, add map[string]string) map[string]string {
 	out := map[string]string{}
 	for k, v := range base {
@@ -133,29 +84,54 @@ func mergeLabels(base, add map[string]string) map[string]string {
 	return out
 }
 
-// BuildDockerfile builds a Dockerfile from a context tar with the engine
-// (Dockerfile images and shell stages). A failing build step is the job's
-// fault; the engine failing to fetch a FROM image from a flaky registry is
-// the machinery's. from is the image the Dockerfile starts from, when
-// known (see docker.BuildOptions).
-func (e *Engine) BuildDockerfile(ctx context.Context, stage string, contextTar io.Reader, d *config.Dockerfile, labels map[string]string, from string) (string, error) {
+// dockerfileBuild is one build of a Dockerfile with the engine.
+type dockerfileBuild struct {
+	Stage   string
+	Context io.Reader
+	// Dockerfile is its path in Context.
+	Dockerfile string
+	Args       []config.KeyValue
+	Target     string
+	AddHost    []string
+	Labels     map[string]string
+	// From is the image the Dockerfile starts from, when known (see
+	// docker.BuildOptions).
+	From string
+}
+
+// engineChatter are the classic builder's lines about itself, which the
+// trace leaves out unless debugging: the user reads what their commands
+// print.
+var engineChatter = regexp.MustCompile(`^(Step \d+/\d+ : |\s*---> |Removing intermediate container |Successfully (built|tagged) )`)
+
+// BuildDockerfile builds a Dockerfile (a Dockerfile image, or a :local
+// stage). What its steps print goes to the trace, each line marked as the
+// stage's; the engine's own lines only with debug. A failing step is the
+// job's fault; the engine failing to fetch a FROM image from a flaky
+// registry is the machinery's.
+func (e *Engine) BuildDockerfile(ctx context.Context, d dockerfileBuild, debug bool) (string, error) {
 	args := map[string]string{}
 	for _, a := range d.Args {
 		args[a.Key] = a.Value
 	}
+	out := trace.NewLines(e.Trace, keepLines)
+	if !debug {
+		out.Drop = engineChatter.MatchString
+	}
 	id, err := e.Build(ctx, docker.BuildOptions{
-		Context: contextTar, Dockerfile: d.Path, Args: args, Target: d.Target, Labels: labels,
-		Network: e.Network, DockerConfig: e.DockerConfig, From: from, Output: e.Trace,
+		Context: d.Context, Dockerfile: d.Dockerfile, Args: args, Target: d.Target, Labels: d.Labels, ExtraHosts: d.AddHost,
+		Network: e.Network, DockerConfig: e.DockerConfig, From: d.From, Output: out,
 	})
+	out.Flush()
 	var step *docker.StepError
 	switch {
 	case errors.As(err, &step):
 		if msg := step.Message; !strings.HasPrefix(msg, "The command ") && registry.Transient(errors.New(msg)) {
-			return "", fault.System(fmt.Errorf("stage %s: the engine could not fetch what the build needs: %s", stage, msg))
+			return "", fault.System(fmt.Errorf("stage %s: the engine could not fetch what the build needs: %s", d.Stage, msg))
 		}
-		return "", fault.Jobf("stage %s failed: %s", stage, step.Message)
+		return "", fault.Job(&StageFailure{Stage: d.Stage, Message: step.Message, Last: out.Last()})
 	case err != nil:
-		return "", fmt.Errorf("build %s: %w", stage, err)
+		return "", fmt.Errorf("build %s: %w", d.Stage, err)
 	}
 	return id, nil
 }

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -107,21 +106,6 @@ func diffListing(old gitListing, current []plan.GitFile) gitPatch {
 	}
 	sort.Strings(p.Remove)
 	return p
-}
-
-// ownerID reads a git mapping's or import's owner/group. Names other than
-// root would need the image's /etc/passwd, which stagehand does not pull
-// to add files, so ids are numeric.
-func ownerID(v, what string) (int, error) {
-	switch v {
-	case "", "root":
-		return 0, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("%s %q: give a numeric id (or root): stagehand adds files without running the image, so it cannot look names up", what, v)
-	}
-	return n, nil
 }
 
 // tarWriter writes a layer's tar with the fixed time and owner, adding

@@ -186,7 +186,8 @@ func (b SwitchBlock) Write(to string) error {
 func (b SwitchBlock) Path() string { return b.path() }
 
 // makeConfigStage implements Store: every kind of stage is built in the
-// engine, as a small Dockerfile on the parent stage.
+// engine: git files as a shell stage without commands, the others as a
+// small Dockerfile on the parent stage.
 func (l *LocalStorage) makeConfigStage(ctx context.Context, b *Builder, s *plan.Stage) (built, error) {
 	e, err := b.ensureEngine(ctx)
 	if err != nil {
@@ -197,18 +198,21 @@ func (l *LocalStorage) makeConfigStage(ctx context.Context, b *Builder, s *plan.
 	if s.Parent != nil {
 		from = l.EngineRef(b.stored[s.Parent])
 	}
-	contextTar, err := l.configStageContext(ctx, b, s, labels)
+	if s.Kind == plan.KindGitArchive || s.Kind == plan.KindGitPatch {
+		return b.runStage(ctx, e, s, from, labels, nil, true)
+	}
+	contextTar, err := l.configStageContext(ctx, b, s)
 	if err != nil {
 		return built{}, err
 	}
 	defer contextTar.Close()
-	id, err := e.BuildDockerfile(ctx, s.String(), contextTar, &config.Dockerfile{Path: "Dockerfile"}, labels, from)
+	id, err := e.BuildDockerfile(ctx, dockerfileBuild{Stage: s.String(), Context: contextTar, Dockerfile: "Dockerfile", Labels: labels, From: from}, b.Debug)
 	return built{engineID: id, engine: e}, err
 }
 
 // configStageContext writes the Dockerfile (and files) of a stage that a
 // registry storage makes without the engine.
-func (local *LocalStorage) configStageContext(ctx context.Context, b *Builder, s *plan.Stage, labels map[string]string) (io.ReadCloser, error) {
+func (local *LocalStorage) configStageContext(ctx context.Context, b *Builder, s *plan.Stage) (io.ReadCloser, error) {
 	tl, err := b.tempLayer()
 	if err != nil {
 		return nil, fault.System(err)
@@ -218,35 +222,20 @@ func (local *LocalStorage) configStageContext(ctx context.Context, b *Builder, s
 	switch s.Kind {
 	case plan.KindBase:
 		fmt.Fprintf(&df, "FROM %s\n", s.BaseRef)
-	case plan.KindGitArchive, plan.KindGitPatch:
-		parent := local.EngineRef(b.stored[s.Parent])
-		parentLabels, _, err := b.engine.imageConfig(ctx, parent)
-		if err != nil {
-			return nil, err
-		}
-		copies, remove, err := b.gitContext(tw, s, parentLabels, labels)
-		if err != nil {
-			return nil, err
-		}
-		fmt.Fprintf(&df, "FROM %s\n", parent)
-		for _, c := range copies {
-			df.WriteString(c.instruction())
-		}
-		if len(remove) > 0 {
-			run, _ := json.Marshal([]string{"/bin/sh", "-c", shellScript(nil, remove)})
-			fmt.Fprintf(&df, "RUN %s\n", run)
-		}
 	case plan.KindImports:
-		fmt.Fprintf(&df, "FROM %s\n", local.EngineRef(b.stored[s.Parent]))
+		parent := local.EngineRef(b.stored[s.Parent])
+		fmt.Fprintf(&df, "FROM %s\n", parent)
+		owners := Owners{}
+		if importsNeedOwners(s.Imports) {
+			if owners, err = engineOwners(ctx, b.engine, parent); err != nil {
+				return nil, fault.System(err)
+			}
+		}
 		for i, im := range s.Imports {
 			if len(im.IncludePaths) > 0 || len(im.ExcludePaths) > 0 {
 				return nil, fault.Job(&config.ConfigError{File: b.Plan.Config.File, Line: im.Line, Msg: "import: includePaths/excludePaths need a registry stages storage; the :local storage copies whole paths"})
 			}
-			uid, err := ownerID(im.Owner, "owner")
-			gid := 0
-			if err == nil {
-				gid, err = ownerID(im.Group, "group")
-			}
+			uid, gid, err := owners.IDs(im.Owner, im.Group)
 			if err != nil {
 				return nil, fault.Job(&config.ConfigError{File: b.Plan.Config.File, Line: im.Line, Msg: err.Error()})
 			}

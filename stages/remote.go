@@ -3,6 +3,8 @@ package stages
 import (
 	"archive/tar"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"gitlab.com/stagehand/stagehand/config"
@@ -82,7 +84,13 @@ func (r *Storage) buildRemote(ctx context.Context, b *Builder, s *plan.Stage) (v
 
 	switch s.Kind {
 	case plan.KindGitArchive, plan.KindGitPatch:
-		layer, listings, err := b.gitLayer(s, cf.Config.Labels)
+		owners := Owners{}
+		if needsOwners(s.Image) {
+			if owners, err = imageOwners(img); err != nil {
+				return nil, fault.System(fmt.Errorf("stage %s: read the users of its parent: %w", s, err))
+			}
+		}
+		layer, listings, err := b.gitLayer(s, cf.Config.Labels, owners)
 		if err != nil {
 			return nil, err
 		}
@@ -95,7 +103,13 @@ func (r *Storage) buildRemote(ctx context.Context, b *Builder, s *plan.Stage) (v
 			labels[k] = v
 		}
 	case plan.KindImports:
-		layer, err := r.importLayer(ctx, b, s)
+		owners := Owners{}
+		if importsNeedOwners(s.Imports) {
+			if owners, err = imageOwners(img); err != nil {
+				return nil, fault.System(fmt.Errorf("stage %s: read the users of its parent: %w", s, err))
+			}
+		}
+		layer, err := r.importLayer(ctx, b, s, owners)
 		if err != nil {
 			return nil, err
 		}
@@ -127,13 +141,13 @@ func appendLayer(img v1.Image, layer v1.Layer, s *plan.Stage) (v1.Image, *v1.Con
 // gitLayer writes the layer that brings the image's git files (as its
 // labels list them) up to the current tree, and the new listing labels.
 // nil layer: nothing changed.
-func (b *Builder) gitLayer(s *plan.Stage, parentLabels map[string]string) (v1.Layer, map[string]string, error) {
+func (b *Builder) gitLayer(s *plan.Stage, parentLabels map[string]string, owners Owners) (v1.Layer, map[string]string, error) {
 	tl, err := b.tempLayer()
 	if err != nil {
 		return nil, nil, fault.System(err)
 	}
 	tw := newTarWriter(tl.Writer(), 0, 0, "/")
-	n, listings, err := b.gitPatchInto(tw, s, parentLabels)
+	n, listings, err := b.gitPatchInto(tw, s, parentLabels, owners)
 	if err == nil {
 		err = tw.Close()
 	}
@@ -147,11 +161,11 @@ func (b *Builder) gitLayer(s *plan.Stage, parentLabels map[string]string) (v1.La
 // gitPatchInto writes, for every git mapping of the image, the files that
 // differ from the listing in parentLabels, and whiteouts for removed files.
 // It answers the number of entries and the new listing labels.
-func (b *Builder) gitPatchInto(tw *tarWriter, s *plan.Stage, parentLabels map[string]string) (int, map[string]string, error) {
+func (b *Builder) gitPatchInto(tw *tarWriter, s *plan.Stage, parentLabels map[string]string, owners Owners) (int, map[string]string, error) {
 	listings := map[string]string{}
 	total := 0
 	for i := range s.Image.Git {
-		n, listing, _, _, _, err := b.mappingPatch(tw, s, i, parentLabels, true)
+		n, listing, _, err := b.mappingPatch(tw, s, i, parentLabels, true, owners)
 		if err != nil {
 			return 0, nil, err
 		}
@@ -165,25 +179,36 @@ func (b *Builder) gitPatchInto(tw *tarWriter, s *plan.Stage, parentLabels map[st
 // import key when an earlier build made it (a new parent does not change
 // the imported files), else made from the source stages, which downloads
 // their layers, and stored.
-func (r *Storage) importLayer(ctx context.Context, b *Builder, s *plan.Stage) (v1.Layer, error) {
-	if l, ok, err := r.ImportLayer(ctx, s.ImportKey); err != nil {
+func (r *Storage) importLayer(ctx context.Context, b *Builder, s *plan.Stage, owners Owners) (v1.Layer, error) {
+	ids, err := importOwners(s, owners, b.Plan.Config.File)
+	if err != nil {
+		return nil, err
+	}
+	// Owners named in the config are ids of the image the files go into:
+	// the layer is kept by those ids too.
+	key := s.ImportKey
+	if importsNeedOwners(s.Imports) {
+		sum := sha256.Sum256([]byte(fmt.Sprint(key, ids)))
+		key = hex.EncodeToString(sum[:28])
+	}
+	if l, ok, err := r.ImportLayer(ctx, key); err != nil {
 		return nil, fault.System(err)
 	} else if ok {
 		fmt.Fprintf(b.Trace, "Reusing the import layer of %s (%s)\n", s, short(s.ImportKey))
 		return l, nil
 	}
-	l, err := r.extractImports(ctx, b, s)
+	l, err := r.extractImports(ctx, b, s, ids)
 	if err != nil {
 		return nil, err
 	}
-	if err := r.PutImportLayer(ctx, s.ImportKey, l); err != nil {
+	if err := r.PutImportLayer(ctx, key, l); err != nil {
 		return nil, fault.System(err)
 	}
 	return l, nil
 }
 
 // extractImports copies the imported paths out of the source stages.
-func (r *Storage) extractImports(ctx context.Context, b *Builder, s *plan.Stage) (v1.Layer, error) {
+func (r *Storage) extractImports(ctx context.Context, b *Builder, s *plan.Stage, ids [][2]int) (v1.Layer, error) {
 	tl, err := b.tempLayer()
 	if err != nil {
 		return nil, fault.System(err)
@@ -195,15 +220,7 @@ func (r *Storage) extractImports(ctx context.Context, b *Builder, s *plan.Stage)
 		if err != nil {
 			return nil, fault.System(err)
 		}
-		uid, err := ownerID(im.Owner, "owner")
-		if err == nil {
-			var gid int
-			gid, err = ownerID(im.Group, "group")
-			tw.setOwner(uid, gid, im.To)
-		}
-		if err != nil {
-			return nil, fault.Job(&config.ConfigError{File: b.Plan.Config.File, Line: im.Line, Msg: err.Error()})
-		}
+		tw.setOwner(ids[i][0], ids[i][1], im.To)
 		n, err := copyImport(tw, mutate.Extract(img), im)
 		if err != nil {
 			return nil, fault.System(fmt.Errorf("stage %s: import %s from %s: %w", s, im.Add, s.ImportSource[i], err))
@@ -324,4 +341,72 @@ func applyDocker(c *v1.Config, d config.Docker) {
 	if d.Cmd != nil {
 		c.Cmd = d.Cmd
 	}
+}
+
+// importOwners resolves every import's owner and group.
+func importOwners(s *plan.Stage, owners Owners, file string) ([][2]int, error) {
+	out := make([][2]int, len(s.Imports))
+	for i, im := range s.Imports {
+		uid, gid, err := owners.IDs(im.Owner, im.Group)
+		if err != nil {
+			return nil, fault.Job(&config.ConfigError{File: file, Line: im.Line, Msg: err.Error()})
+		}
+		out[i] = [2]int{uid, gid}
+	}
+	return out, nil
+}
+
+// maxUserFiles bounds what is read of an /etc/passwd or /etc/group.
+const maxUserFiles = 4 << 20
+
+// imageOwners reads the users and groups of an image in the registry:
+// its /etc/passwd and /etc/group, from the top layer down, stopping at
+// the first that has (or deletes) each. Only the layers down to them are
+// read; the image is never run.
+func imageOwners(img v1.Image) (Owners, error) {
+	layers, err := img.Layers()
+	if err != nil {
+		return Owners{}, err
+	}
+	files := map[string][]byte{}
+	done := map[string]bool{}
+	for i := len(layers) - 1; i >= 0 && (!done["etc/passwd"] || !done["etc/group"]); i-- {
+		rc, err := layers[i].Uncompressed()
+		if err != nil {
+			return Owners{}, err
+		}
+		tr := tar.NewReader(rc)
+		for {
+			h, err := tr.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				rc.Close()
+				return Owners{}, err
+			}
+			name := strings.TrimPrefix(path.Clean("/"+h.Name), "/")
+			for _, want := range []string{"etc/passwd", "etc/group"} {
+				if done[want] {
+					continue
+				}
+				switch name {
+				case want:
+					if h.Typeflag == tar.TypeReg {
+						b, err := io.ReadAll(io.LimitReader(tr, maxUserFiles))
+						if err != nil {
+							rc.Close()
+							return Owners{}, err
+						}
+						files[want] = b
+					}
+					done[want] = true
+				case path.Join(path.Dir(want), ".wh."+path.Base(want)):
+					done[want] = true
+				}
+			}
+		}
+		rc.Close()
+	}
+	return ParseOwners(files["etc/passwd"], files["etc/group"]), nil
 }

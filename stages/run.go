@@ -122,13 +122,20 @@ func Build(ctx context.Context, req request.Build, trace io.Writer, opts ...Opti
 		}
 		bases[ref] = d.Digest.String()
 	}
-	plan, err := plan.NewPlan(cfg, src.Tree(), bases)
+	ignores, err := plan.DockerIgnores(cfg, src)
+	if err != nil {
+		return nil, fault.System(err)
+	}
+	pl, err := plan.New(cfg, plan.Inputs{Tree: src.Tree(), Bases: bases, DockerIgnore: ignores})
 	if err != nil {
 		return nil, fault.Job(err)
 	}
+	for _, n := range append(cfg.Warnings, cfg.Notes...) {
+		fmt.Fprintf(trace, "%s: %s\n", cfg.File, n)
+	}
 	b := &Builder{
-		Plan: plan, Source: src, Locker: locker,
-		Project: req.Project, Commit: req.Commit, Trace: trace,
+		Plan: pl, Source: src, Locker: locker,
+		Project: req.Project, Commit: req.Commit, Trace: trace, Mounts: req.Mounts, Debug: req.Debug,
 		Engine: func(ctx context.Context) (*Engine, error) { return NewEngine(ctx, req.Engine, trace) },
 	}
 	if req.StagesStorage == LocalStorageName {
@@ -149,14 +156,14 @@ func Build(ctx context.Context, req request.Build, trace io.Writer, opts ...Opti
 		}
 		b.Storage = storage
 	}
-	fmt.Fprintf(trace, "Stages storage %s; %d images, %d stages in %s\n", b.Storage, len(plan.Images), countStages(plan), cfg.File)
+	fmt.Fprintf(trace, "Stages storage %s; %d images, %d stages in %s\n", b.Storage, len(pl.Images), countStages(pl), cfg.File)
 
 	stored, reports, err := b.Build(ctx)
 	res := &Result{Reports: reports}
 	if err != nil {
 		return res, err
 	}
-	for _, ip := range plan.Published() {
+	for _, ip := range pl.Published() {
 		p, err := publish(ctx, req, b.Storage, stored[ip.Final], ip, trace)
 		if err != nil {
 			return res, err

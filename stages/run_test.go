@@ -2,6 +2,9 @@ package stages
 
 import (
 	"gitlab.com/stagehand/stagehand/plan"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -78,14 +81,27 @@ func TestGitListingRoundTripAndDiff(t *testing.T) {
 	}
 }
 
-func TestShellDockerfile(t *testing.T) {
-	df := shellDockerfile("reg/stages:x", "app", shellScript([]string{"make"}, []string{"/app/it's gone"}), []contextCopy{{Dir: "git0", UID: 1000, GID: 1000}})
-	for _, want := range []string{"FROM reg/stages:x\nUSER root\nCOPY --chown=1000:1000 git0/ /\nRUN [", `rm -rf -- '/app/it'\\''s gone'`, "\nUSER app\n"} {
-		if !strings.Contains(df, want) {
-			t.Errorf("Dockerfile lacks %q:\n%s", want, df)
-		}
+// TestShellScript runs a stage's script with sh: removed git files go
+// (quotes and all), commands run under -e, and a failing command is named
+// on a line of its own.
+func TestShellScript(t *testing.T) {
+	dir := t.TempDir()
+	gone := filepath.Join(dir, "it's gone")
+	if err := os.WriteFile(gone, nil, 0o644); err != nil {
+		t.Fatal(err)
 	}
-	if df := shellDockerfile("p", "", "true", nil); strings.Contains(df, "USER") {
-		t.Errorf("a root parent needs no USER lines:\n%s", df)
+	out, err := exec.Command("sh", "-c", shellScript([]string{"echo one", "false", "echo never"}, []string{gone})).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "one\n") || strings.Contains(string(out), "never") {
+		t.Errorf("-e: %v %q", err, out)
+	}
+	if !strings.Contains(string(out), failedMark+"false\n") {
+		t.Errorf("the failing command is not named: %q", out)
+	}
+	if _, err := os.Stat(gone); !os.IsNotExist(err) {
+		t.Errorf("%s is still there: %v", gone, err)
+	}
+	out, err = exec.Command("sh", "-c", shellScript([]string{"echo ok", "cat <<EOF\nmulti\nEOF"}, nil)).CombinedOutput()
+	if err != nil || strings.Contains(string(out), failedMark) || !strings.Contains(string(out), "multi") {
+		t.Errorf("a script that succeeds: %v %q", err, out)
 	}
 }
