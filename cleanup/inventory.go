@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"regexp"
 	"strings"
 	"sync"
@@ -31,6 +32,9 @@ type Inventory struct {
 	// NameReads counts the manifests read to name gone refs (see
 	// NameGoneRefs).
 	NameReads int
+	// ConfigReads counts the image configs read of tags with no
+	// stagehand annotation, to tell werf 1.1's images by their labels.
+	ConfigReads int
 	// repoIDs maps a repository's location to its API id.
 	repoIDs map[string]int64
 	// sizes of manifests by reference (config and layers), for the report.
@@ -73,6 +77,45 @@ func classify(repo, tag, digest string, ann map[string]string) Tag {
 		t.Kind = KindForeign
 	}
 	return t
+}
+
+// werf 1.1's labels on the images it published.
+const (
+	werfLabelImage       = "werf-image"
+	werfLabelTagStrategy = "werf-tag-strategy"
+	werfLabelImageTag    = "werf-image-tag"
+	werfLabelStage       = "werf-stage-signature"
+)
+
+// classifyWerf reads what an image werf 1.1 published is from its labels
+// (its config's): ok is false for anything else. Its tag under werf's
+// strategy is werf-image-tag (the registry tag also has the image's name
+// before it in werf's monorepo mode); its age is its creation, as werf
+// 1.1's cleanup reckoned it.
+func classifyWerf(repo, tag, digest string, labels map[string]string, created time.Time) (Tag, bool) {
+	if labels[werfLabelImage] != "true" || labels[werfLabelTagStrategy] == "" {
+		return Tag{}, false
+	}
+	meta := labels[werfLabelImageTag]
+	if meta == "" {
+		meta = tag
+	}
+	t := Tag{Repo: repo, Name: tag, Digest: digest, Werf: true, Time: created}
+	switch labels[werfLabelTagStrategy] {
+	case "git-branch":
+		t.Kind, t.Ref = KindBranch, meta
+	case "git-tag":
+		t.Kind, t.Ref = KindGitTag, meta
+	case "git-commit":
+		// werf 1.1 took the tag for a commit id; one that is not a full
+		// SHA names no commit (werf deleted it as gone, as does this).
+		t.Kind, t.Commit = KindCommit, meta
+	case "stages-signature":
+		t.Kind = KindSignature
+	default:
+		t.Kind = KindWerfCustom
+	}
+	return t, true
 }
 
 // fromRecord is a published tag as its one publication record tells it;
@@ -141,6 +184,9 @@ func ReadInventory(ctx context.Context, gl *api.Client, stagesRepo string, regOp
 		unknown = append(unknown, p)
 	}
 	inv.ManifestReads = len(unknown)
+	foreign := map[published]Tag{}
+	configs := map[published]string{}
+	var labelled []published
 	err = readManifests(ctx, unknown, regOpts, func(j published, digest string, m manifest) {
 		t := classify(j.repo, j.tag, digest, m.Annotations)
 		inv.sizes[t.Reference()] = m.size()
@@ -148,9 +194,58 @@ func ReadInventory(ctx context.Context, gl *api.Client, stagesRepo string, regOp
 		// it is not stagehand's any more).
 		st, _ := stagesrepo.ParseStageTag(m.Annotations[stagesrepo.AnnotationStage])
 		inv.current[stagesrepo.PublicationKey(j.repo, j.tag)] = st.Signature
+		if t.Kind == KindForeign && m.Config.Digest != "" {
+			// Perhaps werf 1.1's: its labels are in the config.
+			foreign[j], configs[j] = t, m.Config.Digest
+			labelled = append(labelled, j)
+			return
+		}
+		inv.Tags = append(inv.Tags, t)
+	})
+	if err != nil {
+		return inv, err
+	}
+	inv.ConfigReads = len(labelled)
+	err = readConfigs(ctx, labelled, configs, regOpts, func(j published, c imageConfig) {
+		t := foreign[j]
+		if w, ok := classifyWerf(j.repo, j.tag, t.Digest, c.Config.Labels, c.Created); ok {
+			t = w
+		}
 		inv.Tags = append(inv.Tags, t)
 	})
 	return inv, err
+}
+
+// imageConfig is what cleanup reads of an image's config: werf 1.1's
+// labels and the creation time.
+type imageConfig struct {
+	Created time.Time
+	Config  struct{ Labels map[string]string }
+}
+
+// readConfigs reads the image configs of tags (16 at a time, each a small
+// blob) and gives each to found, one at a time. A config that cannot be
+// read or parsed gives an empty one: the tag then stays "not ours".
+func readConfigs(ctx context.Context, tags []published, digests map[published]string, regOpts []remote.Option, found func(j published, c imageConfig)) error {
+	return parallel(ctx, tags, regOpts, func(j published, opts []remote.Option) (func(), error) {
+		ref, err := name.NewDigest(j.repo + "@" + digests[j])
+		if err != nil {
+			return func() { found(j, imageConfig{}) }, nil
+		}
+		l, err := remote.Layer(ref, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("read the config of %s:%s: %w", j.repo, j.tag, err)
+		}
+		rc, err := l.Compressed()
+		if err != nil {
+			return nil, fmt.Errorf("read the config of %s:%s: %w", j.repo, j.tag, err)
+		}
+		defer rc.Close()
+		var c imageConfig
+		// An image config is small; a bigger one is not an image's.
+		_ = json.NewDecoder(io.LimitReader(rc, 4<<20)).Decode(&c)
+		return func() { found(j, c) }, nil
+	})
 }
 
 // published is a published tag of a repository.
@@ -159,8 +254,11 @@ type published struct{ repo, tag string }
 // manifest is what cleanup reads of a published tag's manifest.
 type manifest struct {
 	Annotations map[string]string
-	Config      struct{ Size int64 }
-	Layers      []struct{ Size int64 }
+	Config      struct {
+		Size   int64
+		Digest string
+	}
+	Layers []struct{ Size int64 }
 }
 
 func (m manifest) size() int64 {
@@ -174,15 +272,33 @@ func (m manifest) size() int64 {
 // readManifests reads the manifests of tags (16 at a time; manifests only,
 // never a layer) and gives each to found, one at a time.
 func readManifests(ctx context.Context, tags []published, regOpts []remote.Option, found func(j published, digest string, m manifest)) error {
+	return parallel(ctx, tags, regOpts, func(j published, opts []remote.Option) (func(), error) {
+		ref, err := name.NewTag(j.repo + ":" + j.tag)
+		if err != nil {
+			return nil, nil
+		}
+		desc, err := remote.Get(ref, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", ref, err)
+		}
+		var m manifest
+		_ = json.Unmarshal(desc.Manifest, &m)
+		return func() { found(j, desc.Digest.String(), m) }, nil
+	})
+}
+
+// parallel reads tags 16 at a time through one puller (one registry
+// handshake, kept connections); what each read answers runs one at a
+// time. The first error wins.
+func parallel(ctx context.Context, tags []published, regOpts []remote.Option, read func(j published, opts []remote.Option) (func(), error)) error {
 	if len(tags) == 0 {
 		return nil
 	}
-	// One puller for every read: one registry handshake, kept connections.
 	puller, err := remote.NewPuller(append(regOpts, remote.WithContext(ctx))...)
 	if err != nil {
 		return err
 	}
-	regOpts = append(regOpts, remote.Reuse(puller))
+	opts := append(regOpts, remote.Reuse(puller), remote.WithContext(ctx))
 	var mu sync.Mutex
 	var firstErr error
 	sem := make(chan struct{}, 16)
@@ -192,22 +308,15 @@ func readManifests(ctx context.Context, tags []published, regOpts []remote.Optio
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			ref, err := name.NewTag(j.repo + ":" + j.tag)
-			if err != nil {
-				return
-			}
-			desc, err := remote.Get(ref, append(regOpts, remote.WithContext(ctx))...)
+			done, err := read(j, opts)
 			mu.Lock()
 			defer mu.Unlock()
-			if err != nil {
-				if firstErr == nil {
-					firstErr = fmt.Errorf("read %s: %w", ref, err)
-				}
-				return
+			if err != nil && firstErr == nil {
+				firstErr = err
 			}
-			var m manifest
-			_ = json.Unmarshal(desc.Manifest, &m)
-			found(j, desc.Digest.String(), m)
+			if err == nil && done != nil {
+				done()
+			}
 		}()
 	}
 	wg.Wait()
@@ -262,15 +371,19 @@ func normalRepo(location string) string {
 	return location
 }
 
-// Resolve completes the tags known from records with the git state: the
-// branch or git tag a slugged tag name stands for, and the commit's time
-// (from the API) as a commit image's age; a stages-signature image's age
-// is when its final stage was stored.
+// Resolve completes the tags known from records, and werf 1.1's, with the
+// git state: the branch or git tag a tag (werf's DockerTag of the name)
+// stands for; for recorded tags the commit's time (from the API) as a
+// commit image's age, and when its final stage was stored as a
+// stages-signature image's.
 func (inv *Inventory) Resolve(git Git, commitTimes map[string]time.Time) {
 	bySlug := func(names map[string]bool) map[string]string {
-		out := make(map[string]string, len(names))
+		out := make(map[string]string, 2*len(names))
 		for n := range names {
+			// Earlier stagehand versions tagged with a slug of their own:
+			// their images of live refs are still those refs'.
 			out[gitlab.Slug(n, gitlab.TagSlugLimit)] = n
+			out[gitlab.DockerTag(n)] = n
 		}
 		return out
 	}
@@ -284,18 +397,23 @@ func (inv *Inventory) Resolve(git Git, commitTimes map[string]time.Time) {
 	}
 	for i := range inv.Tags {
 		t := &inv.Tags[i]
-		if !t.Recorded {
+		if !t.Recorded && !t.Werf {
 			continue
 		}
 		switch t.Kind {
 		case KindBranch:
-			if raw, ok := branches[t.Name]; ok {
+			if raw, ok := branches[t.Ref]; ok {
 				t.Ref = raw
 			}
 		case KindGitTag:
-			if raw, ok := gitTags[t.Name]; ok {
+			if raw, ok := gitTags[t.Ref]; ok {
 				t.Ref = raw
 			}
+		}
+		if t.Werf {
+			continue
+		}
+		switch t.Kind {
 		case KindCommit:
 			t.Time = commitTimes[t.Commit]
 		case KindSignature:

@@ -42,8 +42,15 @@ func recordedInventory(t *testing.T, repo string, published map[string]stagesrep
 func TestInventoryFromRecordsDecidesLikeAnnotations(t *testing.T) {
 	repo := "registry.example.com/shop"
 	commit := func(i int) string { return fmt.Sprintf("%040x", i) }
-	branch := "Feature/Émoji" // slugged with a hash suffix in its tag
-	slug := gitlab.Slug(branch, gitlab.TagSlugLimit)
+	branch := "Feature/Émoji" // werf's DockerTag: slugged with a hash suffix
+	slug := gitlab.DockerTag(branch)
+	// An earlier stagehand tagged with a slug of its own; its image of a
+	// live branch is still that branch's.
+	older := "Release_2"
+	olderSlug := gitlab.Slug(older, gitlab.TagSlugLimit)
+	if olderSlug == gitlab.DockerTag(older) {
+		t.Fatalf("the two slugs of %s agree: the case tests nothing", older)
+	}
 	old := now.Add(-3 * time.Hour).UnixMilli()
 	stageTags := []string{
 		fmt.Sprintf("%s-%d", sig(1), old), fmt.Sprintf("%s-%d", sig(2), old), fmt.Sprintf("%s-%d", sig(3), old),
@@ -55,13 +62,13 @@ func TestInventoryFromRecordsDecidesLikeAnnotations(t *testing.T) {
 	}
 	published := map[string]stagesrepo.PublicationKind{
 		commit(1): stagesrepo.PublishedCommit, commit(2): stagesrepo.PublishedCommit, commit(3): stagesrepo.PublishedCommit,
-		slug: stagesrepo.PublishedBranch, "gone-branch": stagesrepo.PublishedBranch, "v1": stagesrepo.PublishedGitTag,
+		slug: stagesrepo.PublishedBranch, olderSlug: stagesrepo.PublishedBranch, "gone-branch": stagesrepo.PublishedBranch, "v1": stagesrepo.PublishedGitTag,
 		sig(2): stagesrepo.PublishedSignature,
 	}
-	finals := map[string]string{commit(1): sig(2), commit(2): sig(2), commit(3): sig(3), slug: sig(2), "gone-branch": sig(3), "v1": sig(2), sig(2): sig(2)}
+	finals := map[string]string{commit(1): sig(2), commit(2): sig(2), commit(3): sig(3), slug: sig(2), olderSlug: sig(2), "gone-branch": sig(3), "v1": sig(2), sig(2): sig(2)}
 	inv := recordedInventory(t, repo, published, finals, stageTags, edges...)
 	git := Git{
-		Branches: map[string]bool{branch: true},
+		Branches: map[string]bool{branch: true, older: true},
 		Tags:     map[string]bool{"v1": true},
 		Commits:  map[string]bool{commit(1): true, commit(2): true},
 	}
@@ -73,6 +80,7 @@ func TestInventoryFromRecordsDecidesLikeAnnotations(t *testing.T) {
 		repo + ":" + commit(2):     "delete beyond the commit policy's limit of 1",
 		repo + ":" + commit(3):     "delete commit " + commit(3)[:8] + " is gone",
 		repo + ":" + slug:          "keep branch " + branch + " exists",
+		repo + ":" + olderSlug:     "keep branch " + older + " exists",
 		repo + ":" + "gone-branch": "delete branch gone-branch is gone",
 		repo + ":" + "v1":          "keep git tag v1 exists",
 		repo + ":" + sig(2):        "keep within the signature policy",
@@ -103,7 +111,7 @@ func TestInventoryFromRecordsDecidesLikeAnnotations(t *testing.T) {
 			t.Errorf("the record of deleted %s stays", tag)
 		}
 	}
-	for _, tag := range []string{commit(1), slug, "v1", sig(2)} {
+	for _, tag := range []string{commit(1), slug, olderSlug, "v1", sig(2)} {
 		if gone[stagesrepo.PublicationRecord(published[tag], repo, tag, finals[tag])] {
 			t.Errorf("the record of kept %s goes", tag)
 		}

@@ -21,7 +21,10 @@ const (
 	KindGitTag    Kind = "git-tag"   // tag-or-branch on a git tag
 	KindCommit    Kind = "commit"    // the commit SHA tag
 	KindSignature Kind = "signature" // the stages-signature tag
-	KindForeign   Kind = "not ours"  // no stagehand annotations
+	KindForeign   Kind = "not ours"  // no stagehand annotations, not werf's
+	// KindWerfCustom is a werf 1.1 image published with --tag-custom:
+	// werf 1.1 never removed those, and neither does stagehand.
+	KindWerfCustom Kind = "werf custom tag"
 )
 
 // Tag is one published tag with what its manifest's annotations say.
@@ -39,6 +42,10 @@ type Tag struct {
 	// Digest is then unknown unless a workload pins its repository by
 	// digest).
 	Recorded bool
+	// Werf: published by werf 1.1 (its labels); Ref is then the slug werf
+	// tagged it with until Resolve finds the branch or git tag, and Time
+	// the image's creation, as werf 1.1's cleanup used.
+	Werf bool
 }
 
 // Ref is repo:name.
@@ -91,7 +98,8 @@ func (p Plan) filter(del bool) []Decision {
 
 // Decide plans the cleanup of published tags. Rules, in order:
 //   - a tag whose image a workload uses is kept (by reference or digest);
-//   - a tag not published by stagehand is kept;
+//   - a tag not published by stagehand is kept; werf 1.1's images count
+//     as stagehand's (by their labels), but for werf's custom tags;
 //   - a branch image goes with its branch;
 //   - a git tag image goes with its tag, and is kept while the tag exists;
 //   - a commit image goes with its commit, then when older than the commit
@@ -120,6 +128,8 @@ func Decide(tags []Tag, git Git, inUse InUse, pol gitlab.Policies, now time.Time
 		switch t.Kind {
 		case KindForeign:
 			d.Reason = "not published by stagehand"
+		case KindWerfCustom:
+			d.Reason = "werf 1.1 custom tag (werf 1.1 never removed those either)"
 		case KindBranch:
 			if git.Branches[t.Ref] {
 				d.Reason = "branch " + t.Ref + " exists"

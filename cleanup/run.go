@@ -164,8 +164,14 @@ func Run(ctx context.Context, req request.Cleanup, trace io.Writer, opts ...Opti
 	if err := inv.FillDigests(ctx, inUse.Pinned, regOpts); err != nil {
 		return nil, fault.System(err)
 	}
-	fmt.Fprintf(trace, "Found %d published tags (%d manifests read) and %d stage tags (%s), %d branches, %d git tags and %d of %d commits (%s), %d images in use (%s)\n",
-		len(inv.Tags), inv.ManifestReads, len(inv.StageTags), tInventory.Round(time.Millisecond), len(git.Branches), len(git.Tags), len(git.Commits), len(shas),
+	werf := 0
+	for _, t := range inv.Tags {
+		if t.Werf {
+			werf++
+		}
+	}
+	fmt.Fprintf(trace, "Found %d published tags, %d of them werf 1.1's (%d manifests read, %d image configs read) and %d stage tags (%s), %d branches, %d git tags and %d of %d commits (%s), %d images in use (%s)\n",
+		len(inv.Tags), werf, inv.ManifestReads, inv.ConfigReads, len(inv.StageTags), tInventory.Round(time.Millisecond), len(git.Branches), len(git.Tags), len(git.Commits), len(shas),
 		tGit.Round(time.Millisecond), len(inUse.ByRef)+len(inUse.ByDigest), time.Since(t0).Round(time.Millisecond))
 
 	rep.Plan = Decide(inv.Tags, git, inUse, pols, o.now)
@@ -365,7 +371,11 @@ func WritePlan(w io.Writer, p Plan, st []StageDecision) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "IMAGE TAG\tKIND\tACTION\tWHY")
 	for _, d := range p.Tags {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", d.Tag.Reference(), d.Tag.Kind, action(d.Delete), d.Reason)
+		kind := string(d.Tag.Kind)
+		if d.Tag.Werf && d.Tag.Kind != KindWerfCustom {
+			kind = "werf " + kind
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", d.Tag.Reference(), kind, action(d.Delete), d.Reason)
 	}
 	tw.Flush()
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

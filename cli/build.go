@@ -17,6 +17,8 @@ import (
 // buildFlags are `stagehand build`'s own.
 type buildFlags struct {
 	dir, repo, stagesStorage, tagStrategy, project string
+	// debug shows the engine's own output of each step.
+	debug bool
 }
 
 func buildCommand() *cobra.Command {
@@ -56,7 +58,9 @@ func buildCommand() *cobra.Command {
 	f.StringVar(&b.stagesStorage, "stages-storage", "", "stages storage: a repository (default REPO/stages) or :local")
 	f.StringVar(&b.tagStrategy, "tag-strategy", gitlab.TagStagesSignature, "stages-signature or tag-or-branch")
 	f.StringVar(&b.project, "project", "", "the project's GitLab path (group/name), which names its locks (default: REPO's path)")
+	f.BoolVar(&b.debug, "debug", false, "show the Docker Engine's own output of each build step")
 	engineFlags(f, s)
+	buildDirFlags(f, s)
 	workerFlags(f, s)
 	syncFlags(f, s)
 	localStagesFlags(f, s)
@@ -104,9 +108,10 @@ func shellBuildRequest(s *executor.Settings, b buildFlags) (request.Build, error
 		Dir: b.dir, Vars: vars, Project: l.Project,
 		StagesStorage: stages, ImagesRepo: b.repo,
 		Commit: commit, CommitTime: when, Ref: ref,
-		RefSlug:     gitlab.Slug(ref.Name(), gitlab.TagSlugLimit),
+		RefSlug:     gitlab.DockerTag(ref.Name()),
 		TagStrategy: b.tagStrategy,
 		Engine:      engine(s), Locks: l, BlockDir: s.BlockDir,
+		Mounts: s.Mounts(), Debug: b.debug,
 	}, nil
 }
 

@@ -23,6 +23,7 @@ func hookCommand(version string, code *int) *cobra.Command {
 	f := hook.PersistentFlags()
 	jobFlags(f, s)
 	engineFlags(f, s)
+	buildDirFlags(f, s)
 	workerFlags(f, s)
 	syncFlags(f, s)
 	localStagesFlags(f, s)

@@ -29,6 +29,14 @@ func engineFlags(f *pflag.FlagSet, s *executor.Settings) {
 	f.StringVar(&s.DockerNetwork, "docker-network", s.DockerNetwork, "network mode of job and build containers (empty: the engine's default)")
 }
 
+// buildDirFlags: the host directories of builds (werf.yaml's mount:
+// directories, the copies of remote git repositories).
+func buildDirFlags(f *pflag.FlagSet, s *executor.Settings) {
+	f.StringVar(&s.GitCacheDir, "git-cache-dir", s.GitCacheDir, "directory of the copies of remote repositories werf.yaml's git: url: names (per project)")
+	f.StringVar(&s.MountsDir, "mounts-dir", s.MountsDir, "directory of the build_dir mounts (per project, kept between builds)")
+	f.StringSliceVar(&s.AllowedMountPaths, "allowed-mount-paths", s.AllowedMountPaths, "host paths (comma-separated) a mount: fromPath may bind; none by default")
+}
+
 // workerFlags: the heavy half.
 func workerFlags(f *pflag.FlagSet, s *executor.Settings) {
 	f.StringVar(&s.Worker, "worker", s.Worker, "the stagehand-worker program (default: next to stagehand)")

@@ -53,6 +53,9 @@ type Config struct {
 type Deploy struct {
 	Namespace, Release         string
 	NamespaceSlug, ReleaseSlug bool
+	// ChartDir (werf 1.2's helmChartDir) is the chart, relative to the
+	// project; "" is .helm.
+	ChartDir string
 }
 
 // KeepPolicy is one of werf's cleanup keepPolicies.
@@ -114,10 +117,41 @@ type Image struct {
 	Docker       Docker
 	Imports      []Import
 	Mounts       []Mount
+	// DisableGitAfterPatch (werf 1.2) leaves out the gitLatestPatch
+	// stage: later commits' changes to mapped files need a new
+	// gitArchive.
+	DisableGitAfterPatch bool
 
 	// Dockerfile images are built by the engine from a Dockerfile.
 	Dockerfile *Dockerfile
+
+	// NotFinal (werf 1.2's final: false): built for other images of the
+	// file, never published.
+	NotFinal bool
+	// Dependencies (werf 1.2) pass other images' names to this one's
+	// build: Dockerfile build args, or the environment of shell stages.
+	Dependencies []Dependency
 }
+
+// Dependency is one of an image's dependencies: (werf 1.2).
+type Dependency struct {
+	Line    int
+	Image   string
+	Imports []DependencyImport
+}
+
+// DependencyImport is one value of a dependency an image gets.
+type DependencyImport struct {
+	// Type is one of DependencyTypes.
+	Type string
+	// TargetBuildArg (Dockerfile images) or TargetEnv (stapel images)
+	// receives it.
+	TargetBuildArg, TargetEnv string
+}
+
+// DependencyTypes are the values a dependency gives: its stage's full
+// reference, repository, tag, image id (config digest), manifest digest.
+var DependencyTypes = []string{"ImageName", "ImageRepo", "ImageTag", "ImageID", "ImageDigest"}
 
 // GitMapping adds files of the project's repository to the image.
 type GitMapping struct {
@@ -353,6 +387,15 @@ func (img *Image) Describe() string {
 		return "the unnamed image"
 	}
 	return fmt.Sprintf("%s %q", kind, img.Name)
+}
+
+// FindAny finds an image, else an artifact, by name (werf 1.2's
+// dependencies: name either).
+func (c *Config) FindAny(name string) *Image {
+	if img := c.Find(name, false); img != nil {
+		return img
+	}
+	return c.Find(name, true)
 }
 
 // Find is the image (or, with artifact, the artifact) of a name.

@@ -121,7 +121,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"no images", "project: p\nconfigVersion: 1\n", "werf.yaml: no image: or artifact: document"},
 		{"image first", "image: a\nfrom: x\n", "werf.yaml:1: the first document must be the project document"},
 		{"deploy empty namespace", "project: p\nconfigVersion: 1\ndeploy:\n  namespace: ''\n---\nimage: a\nfrom: x\n", `werf.yaml:4: deploy: namespace: is empty`},
-		{"deploy unknown key", "project: p\nconfigVersion: 1\ndeploy:\n  helmChartDir: x\n---\nimage: a\nfrom: x\n", `werf.yaml:4: deploy: unknown key "helmChartDir"`},
+		{"deploy unknown key", "project: p\nconfigVersion: 1\ndeploy:\n  helmChart: x\n---\nimage: a\nfrom: x\n", `werf.yaml:4: deploy: unknown key "helmChart"`},
 		{"config version as a string", "project: p\nconfigVersion: '1'\n---\nimage: a\nfrom: x\n", "werf.yaml:2: configVersion: must be 1"},
 		{"ansible", head + "image: a\nfrom: x\nansible:\n  install: []\n", `werf.yaml:6: image "a": "ansible" is not supported: stagehand runs shell stages only`},
 		{"mount from", head + "image: a\nfrom: x\nmount:\n- from: home_dir\n  to: /tmp\n", `werf.yaml:7: image "a" mount: from: is build_dir or tmp_dir, not "home_dir"`},

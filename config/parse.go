@@ -7,6 +7,7 @@ import (
 	"io"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -32,6 +33,12 @@ func (p *parser) at(line int) (string, int, string) {
 		return p.file, l, " (line of the rendered config: see `stagehand config render`)"
 	}
 	return file, l, ""
+}
+
+// note is a note about node n, naming its source line.
+func (p *parser) note(n *yaml.Node, format string, args ...any) string {
+	_, line, _ := p.at(n.Line)
+	return fmt.Sprintf("line %d: ", line) + fmt.Sprintf(format, args...)
 }
 
 func (p *parser) errf(n *yaml.Node, format string, args ...any) error {
@@ -200,6 +207,14 @@ func (p *parser) meta(m *yaml.Node, cfg *Config) error {
 			return true, err
 		case "image", "artifact", "dockerfile":
 			return true, p.errf(k, "the first document must be the project document (project: and configVersion: 1), then one document per image")
+		case "build", "gitWorktree":
+			// werf 1.2's build: (platforms, image spec) and gitWorktree:
+			// (werf's own checkout): the runner's settings decide these.
+			if v.Kind != yaml.MappingNode {
+				return true, p.errf(v, "%s: is a mapping", key)
+			}
+			cfg.Notes = append(cfg.Notes, p.note(k, "%s: (werf 1.2) is not applied: images are built for the runner host's platform from the job's checkout", key))
+			return true, nil
 		}
 		return false, nil
 	})
@@ -228,6 +243,8 @@ func (p *parser) deploy(n *yaml.Node) (*Deploy, error) {
 	err := p.decodeFields(n, "deploy", fieldSet{
 		"namespace": &d.Namespace, "helmRelease": &d.Release,
 		"namespaceSlug": &d.NamespaceSlug, "helmReleaseSlug": &d.ReleaseSlug,
+		// werf 1.2
+		"helmChartDir": &d.ChartDir,
 	})
 	if err != nil {
 		return nil, err
@@ -238,6 +255,19 @@ func (p *parser) deploy(n *yaml.Node) (*Deploy, error) {
 		}
 	}
 	return d, nil
+}
+
+// werf12CleanupKey takes one of werf 1.2's cleanup switches and says it
+// is not applied: stagehand's cleanup always keeps what runs in the
+// cluster and young stages.
+func werf12CleanupKey(p *parser, cfg *Config) fieldFunc {
+	return func(k, v *yaml.Node) error {
+		if v.Kind != yaml.ScalarNode {
+			return p.errf(v, "cleanup %s: takes one value", k.Value)
+		}
+		cfg.Notes = append(cfg.Notes, p.note(k, "cleanup %s: (werf 1.2) is not applied: stagehand's cleanup keeps what runs in the cluster and stages younger than 2 h", k.Value))
+		return nil
+	}
 }
 
 // policyOverride overrides one of ci-env's cleanup policies; nil keeps the
@@ -280,6 +310,9 @@ func (p *parser) cleanup(n *yaml.Node, cfg *Config) error {
 			cfg.KeepPolicies, err = p.keepPolicies(v)
 			return err
 		}),
+		// werf 1.2's switches of its own policies
+		"disableKubernetesBasedPolicy": werf12CleanupKey(p, cfg), "disableGitHistoryBasedPolicy": werf12CleanupKey(p, cfg),
+		"disableBuiltWithinLastNHoursPolicy": werf12CleanupKey(p, cfg), "keepImagesBuiltWithinLastNHours": werf12CleanupKey(p, cfg),
 	})
 	if err == nil && (c.GitTag != policyOverride{} || c.GitCommit != policyOverride{} || c.StagesSignature != policyOverride{}) {
 		cfg.cleanup = c
@@ -419,6 +452,12 @@ func (p *parser) image(m *yaml.Node, cfg *Config) ([]*Image, error) {
 	err := p.fields(m, where, func(key string, k, v *yaml.Node) (bool, error) {
 		var err error
 		stapel := func() { stapelNode = orNode(stapelNode, k) }
+		// A section a template left empty (`docker:` whose every line was
+		// in an {{ if }}) is no section, as werf read it.
+		if v.Kind == yaml.ScalarNode && v.Tag == "!!null" && emptySections[key] {
+			stapel()
+			return true, nil
+		}
 		switch key {
 		case "image", "artifact":
 		case "from":
@@ -491,6 +530,35 @@ func (p *parser) image(m *yaml.Node, cfg *Config) ([]*Image, error) {
 		case "ssh":
 			dockerfileNode = orNode(dockerfileNode, k)
 			df.SSH, err = p.str(v, key)
+		// werf 1.2's keys (werf 1.1 refused them): applied where they
+		// mean something here, else named as not applied.
+		case "staged", "contextAddFiles", "contextAddFile":
+			dockerfileNode = orNode(dockerfileNode, k)
+			if key == "staged" {
+				_, err = p.boolean(v, key)
+			} else {
+				_, err = p.strings(v, key)
+			}
+			if err == nil {
+				cfg.Notes = append(cfg.Notes, p.note(k, "%s: %s (werf 1.2) is not applied: %s", where, key, map[string]string{
+					"staged":          "the Dockerfile is built as one stage",
+					"contextAddFiles": "the build context is the commit's files",
+					"contextAddFile":  "the build context is the commit's files",
+				}[key]))
+			}
+		case "disableGitAfterPatch":
+			stapel()
+			img.DisableGitAfterPatch, err = p.boolean(v, key)
+		case "final":
+			var final bool
+			final, err = p.boolean(v, key)
+			img.NotFinal = !final
+		case "platform":
+			if _, err = p.strings(v, key); err == nil {
+				cfg.Notes = append(cfg.Notes, p.note(k, "%s: platform: (werf 1.2) is not applied: images are built for the runner host's platform", where))
+			}
+		case "dependencies":
+			img.Dependencies, err = p.dependencies(v, where)
 		default:
 			return false, nil
 		}
@@ -536,6 +604,69 @@ func (p *parser) image(m *yaml.Node, cfg *Config) ([]*Image, error) {
 	return clones(img, names), nil
 }
 
+// eachMapping gives each entry of a list of mappings to fn; list and
+// entry say what the list and an entry must be when they are not.
+func (p *parser) eachMapping(n *yaml.Node, list, entry string, fn func(item *yaml.Node) error) error {
+	if n.Kind != yaml.SequenceNode {
+		return p.errf(n, "%s", list)
+	}
+	for _, item := range n.Content {
+		if item.Kind != yaml.MappingNode {
+			return p.errf(item, "%s", entry)
+		}
+		if err := fn(item); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// emptySections are the image keys that may be given no value.
+var emptySections = map[string]bool{"git": true, "shell": true, "docker": true, "import": true, "mount": true}
+
+// dependencies reads werf 1.2's dependencies: list.
+func (p *parser) dependencies(n *yaml.Node, where string) ([]Dependency, error) {
+	var out []Dependency
+	err := p.eachMapping(n, fmt.Sprintf("%s: dependencies: is a list of mappings (- image: NAME, imports: [...])", where), fmt.Sprintf("%s: each dependencies: entry is a mapping (image:, imports:)", where), func(item *yaml.Node) error {
+		d := Dependency{Line: item.Line}
+		w := where + " dependencies"
+		err := p.decodeFields(item, w, fieldSet{
+			"image": &d.Image,
+			"imports": fieldFunc(func(_, v *yaml.Node) error {
+				if v.Kind != yaml.SequenceNode {
+					return p.errf(v, "%s: imports: is a list of mappings (- type: ImageName, targetBuildArg: ARG)", w)
+				}
+				for _, im := range v.Content {
+					if im.Kind != yaml.MappingNode {
+						return p.errf(im, "%s: each imports: entry is a mapping (type:, targetBuildArg: or targetEnv:)", w)
+					}
+					var di DependencyImport
+					if err := p.decodeFields(im, w+" imports", fieldSet{"type": &di.Type, "targetBuildArg": &di.TargetBuildArg, "targetEnv": &di.TargetEnv}); err != nil {
+						return err
+					}
+					if !slices.Contains(DependencyTypes, di.Type) {
+						return p.errf(im, "%s: type: is one of %s, not %q", w, strings.Join(DependencyTypes, ", "), di.Type)
+					}
+					if (di.TargetBuildArg == "") == (di.TargetEnv == "") {
+						return p.errf(im, "%s: give one of targetBuildArg: (Dockerfile images) or targetEnv: (stapel images)", w)
+					}
+					d.Imports = append(d.Imports, di)
+				}
+				return nil
+			}),
+		})
+		if err != nil {
+			return err
+		}
+		if d.Image == "" {
+			return p.errf(item, "%s: image: names the image this one depends on", w)
+		}
+		out = append(out, d)
+		return nil
+	})
+	return out, err
+}
+
 // clones are img under each of names (`image: [a, b]`).
 func clones(img *Image, names []string) []*Image {
 	out := []*Image{img}
@@ -549,44 +680,39 @@ func clones(img *Image, names []string) []*Image {
 
 // mounts reads mount: (werf's: from: build_dir or tmp_dir, or fromPath:).
 func (p *parser) mounts(n *yaml.Node, where string) ([]Mount, error) {
-	if n.Kind != yaml.SequenceNode {
-		return nil, p.errf(n, "%s: mount: is a list of mappings (- from: build_dir, to: /root/.cache)", where)
-	}
 	var out []Mount
 	targets := map[string]bool{}
-	for _, item := range n.Content {
-		if item.Kind != yaml.MappingNode {
-			return nil, p.errf(item, "%s: each mount: entry is a mapping (from: or fromPath:, to:)", where)
-		}
+	err := p.eachMapping(n, fmt.Sprintf("%s: mount: is a list of mappings (- from: build_dir, to: /root/.cache)", where), fmt.Sprintf("%s: each mount: entry is a mapping (from: or fromPath:, to:)", where), func(item *yaml.Node) error {
 		m := Mount{Line: item.Line}
 		var from string
 		w := where + " mount"
 		if err := p.decodeFields(item, w, fieldSet{"from": &from, "fromPath": &m.FromPath, "to": &m.To}); err != nil {
-			return nil, err
+			return err
 		}
 		switch {
 		case from != "" && m.FromPath != "":
-			return nil, p.errf(item, "%s: give one of from: or fromPath:", w)
+			return p.errf(item, "%s: give one of from: or fromPath:", w)
 		case from == MountBuildDir || from == MountTmpDir:
 			m.Kind = from
 		case from != "":
-			return nil, p.errf(item, "%s: from: is %s or %s, not %q", w, MountBuildDir, MountTmpDir, from)
+			return p.errf(item, "%s: from: is %s or %s, not %q", w, MountBuildDir, MountTmpDir, from)
 		case m.FromPath != "":
 			m.Kind = MountHostPath
 		default:
-			return nil, p.errf(item, "%s: give from: (%s or %s) or fromPath:", w, MountBuildDir, MountTmpDir)
+			return p.errf(item, "%s: give from: (%s or %s) or fromPath:", w, MountBuildDir, MountTmpDir)
 		}
 		if m.To == "" || !path.IsAbs(m.To) {
-			return nil, p.errf(item, "%s: to: must be an absolute path in the image", w)
+			return p.errf(item, "%s: to: must be an absolute path in the image", w)
 		}
 		m.To = path.Clean(m.To)
 		if targets[m.To] {
-			return nil, p.errf(item, "%s: %s is mounted twice", w, m.To)
+			return p.errf(item, "%s: %s is mounted twice", w, m.To)
 		}
 		targets[m.To] = true
 		out = append(out, m)
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
 }
 
 // fields walks a mapping, giving each key to handle; keys it does not
@@ -660,14 +786,8 @@ func (p *parser) decodeValue(k, v *yaml.Node, dst any) error {
 }
 
 func (p *parser) git(n *yaml.Node, where string) ([]GitMapping, error) {
-	if n.Kind != yaml.SequenceNode {
-		return nil, p.errf(n, "%s: git: is a list of mappings (- add: /src ...)", where)
-	}
 	var out []GitMapping
-	for _, item := range n.Content {
-		if item.Kind != yaml.MappingNode {
-			return nil, p.errf(item, "%s: each git: entry is a mapping (add:, to:, ...)", where)
-		}
+	err := p.eachMapping(n, fmt.Sprintf("%s: git: is a list of mappings (- add: /src ...)", where), fmt.Sprintf("%s: each git: entry is a mapping (add:, to:, ...)", where), func(item *yaml.Node) error {
 		g := GitMapping{Line: item.Line, Add: "/"}
 		w := where + " git"
 		err := p.decodeFields(item, w, fieldSet{
@@ -684,10 +804,10 @@ func (p *parser) git(n *yaml.Node, where string) ([]GitMapping, error) {
 			}),
 		})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if !path.IsAbs(g.Add) {
-			return nil, p.errf(item, "%s: add: %q must be an absolute path in the repository (/ is its root)", w, g.Add)
+			return p.errf(item, "%s: add: %q must be an absolute path in the repository (/ is its root)", w, g.Add)
 		}
 		refs := 0
 		for _, r := range []string{g.Branch, g.Tag, g.Commit} {
@@ -697,19 +817,20 @@ func (p *parser) git(n *yaml.Node, where string) ([]GitMapping, error) {
 		}
 		switch {
 		case g.URL == "" && refs > 0:
-			return nil, p.errf(item, "%s: branch:, tag: and commit: belong to a remote repository (url:)", w)
+			return p.errf(item, "%s: branch:, tag: and commit: belong to a remote repository (url:)", w)
 		case refs > 1:
-			return nil, p.errf(item, "%s: give one of branch:, tag: or commit:", w)
+			return p.errf(item, "%s: give one of branch:, tag: or commit:", w)
 		}
 		if err := p.checkGlobs(item, w, g.IncludePaths, g.ExcludePaths, g.StageDependencies.Install, g.StageDependencies.BeforeSetup, g.StageDependencies.Setup); err != nil {
-			return nil, err
+			return err
 		}
 		if g.To == "" || !path.IsAbs(g.To) {
-			return nil, p.errf(item, "%s: to: must be an absolute path in the image", w)
+			return p.errf(item, "%s: to: must be an absolute path in the image", w)
 		}
 		out = append(out, g)
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
 }
 
 func (p *parser) stageDependencies(n *yaml.Node, where string) (StageDependencies, error) {
@@ -756,14 +877,8 @@ func (p *parser) docker(n *yaml.Node, where string) (Docker, error) {
 }
 
 func (p *parser) imports(n *yaml.Node, where string) ([]Import, error) {
-	if n.Kind != yaml.SequenceNode {
-		return nil, p.errf(n, "%s: import: is a list of mappings (- artifact: NAME ...)", where)
-	}
 	var out []Import
-	for _, item := range n.Content {
-		if item.Kind != yaml.MappingNode {
-			return nil, p.errf(item, "%s: each import: entry is a mapping (image: or artifact:, add:, to:, before: or after:)", where)
-		}
+	err := p.eachMapping(n, fmt.Sprintf("%s: import: is a list of mappings (- artifact: NAME ...)", where), fmt.Sprintf("%s: each import: entry is a mapping (image: or artifact:, add:, to:, before: or after:)", where), func(item *yaml.Node) error {
 		im := Import{Line: item.Line}
 		w := where + " import"
 		err := p.decodeFields(item, w, fieldSet{
@@ -773,39 +888,40 @@ func (p *parser) imports(n *yaml.Node, where string) ([]Import, error) {
 			"stage": &im.Stage,
 		})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if err := p.checkGlobs(item, w, im.IncludePaths, im.ExcludePaths); err != nil {
-			return nil, err
+			return err
 		}
 		if (im.Image == "") == (im.Artifact == "") {
-			return nil, p.errf(item, "%s: give exactly one of image: or artifact: to import from", w)
+			return p.errf(item, "%s: give exactly one of image: or artifact: to import from", w)
 		}
 		if !path.IsAbs(im.Add) {
-			return nil, p.errf(item, "%s: add: must be an absolute path in the source image", w)
+			return p.errf(item, "%s: add: must be an absolute path in the source image", w)
 		}
 		if im.To == "" {
 			im.To = im.Add
 		}
 		if !path.IsAbs(im.To) {
-			return nil, p.errf(item, "%s: to: must be an absolute path", w)
+			return p.errf(item, "%s: to: must be an absolute path", w)
 		}
 		if (im.Before == "") == (im.After == "") {
-			return nil, p.errf(item, "%s: give exactly one of before: or after: (install or setup)", w)
+			return p.errf(item, "%s: give exactly one of before: or after: (install or setup)", w)
 		}
 		for _, s := range []string{im.Before, im.After} {
 			if s != "" && s != "install" && s != "setup" {
-				return nil, p.errf(item, "%s: before:/after: is install or setup, not %q", w, s)
+				return p.errf(item, "%s: before:/after: is install or setup, not %q", w, s)
 			}
 		}
 		switch im.Stage {
 		case "", "beforeInstall", "install", "beforeSetup", "setup":
 		default:
-			return nil, p.errf(item, "%s: stage: is beforeInstall, install, beforeSetup or setup (the source's stage to import from), not %q", w, im.Stage)
+			return p.errf(item, "%s: stage: is beforeInstall, install, beforeSetup or setup (the source's stage to import from), not %q", w, im.Stage)
 		}
 		out = append(out, im)
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
 }
 
 // checkGlobs refuses a malformed glob, which would otherwise select
@@ -935,6 +1051,20 @@ func (p *parser) check(cfg *Config) error {
 				return err
 			}
 		}
+		for _, d := range img.Dependencies {
+			target, ok := byName[d.Image]
+			if !ok {
+				return &ConfigError{File: p.file, Line: d.Line, Msg: fmt.Sprintf("dependencies: no image named %q in the file", d.Image)}
+			}
+			if err := ref(img, d.Line, d.Image, target.Artifact); err != nil {
+				return err
+			}
+			for _, di := range d.Imports {
+				if img.Dockerfile != nil && di.TargetEnv != "" || img.Dockerfile == nil && di.TargetBuildArg != "" {
+					return &ConfigError{File: p.file, Line: d.Line, Msg: "dependencies: a Dockerfile image takes targetBuildArg:, a stapel image targetEnv:"}
+				}
+			}
+		}
 	}
 	// Cycles: depth-first over from*/import edges.
 	const (
@@ -947,7 +1077,7 @@ func (p *parser) check(cfg *Config) error {
 	visit = func(img *Image) error {
 		switch state[img] {
 		case visiting:
-			return &ConfigError{File: p.file, Line: img.Line, Msg: fmt.Sprintf("%q depends on itself through fromImage/fromArtifact/import", img.Name)}
+			return &ConfigError{File: p.file, Line: img.Line, Msg: fmt.Sprintf("%q depends on itself through fromImage/fromArtifact/import/dependencies", img.Name)}
 		case done:
 			return nil
 		}
@@ -978,6 +1108,9 @@ func (img *Image) dependencies() []string {
 	}
 	for _, im := range img.Imports {
 		deps = append(deps, im.Image+im.Artifact)
+	}
+	for _, d := range img.Dependencies {
+		deps = append(deps, d.Image)
 	}
 	return deps
 }

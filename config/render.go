@@ -98,8 +98,8 @@ type renderer struct {
 	budget     int
 	iterations int
 	nesting    int
-	tmpl     *template.Template
-	warnings []string
+	tmpl       *template.Template
+	warnings   []string
 }
 
 // Render renders a config's templates with the job's variables.

@@ -286,3 +286,84 @@ func TestFilesStayInTheProject(t *testing.T) {
 		t.Errorf("Glob: %v %q", err, r.Text)
 	}
 }
+
+// TestWerf12KeysAreTaken: configs written for werf 1.2 (which werf 1.1
+// refused) parse; what stagehand applies is applied, the rest is named
+// in a note with its line.
+func TestWerf12KeysAreTaken(t *testing.T) {
+	src := `project: app
+configVersion: 1
+build:
+  platform: [linux/amd64, linux/arm64]
+gitWorktree:
+  allowUnshallow: true
+deploy:
+  helmChartDir: ./infra/helm
+cleanup:
+  disableKubernetesBasedPolicy: true
+---
+image: builder
+dockerfile: builder.Dockerfile
+staged: true
+final: false
+platform: linux/amd64
+---
+image: web
+dockerfile: web.Dockerfile
+contextAddFiles: [dist]
+dependencies:
+- image: builder
+  imports:
+  - type: ImageName
+    targetBuildArg: BUILDER_IMAGE
+  - type: ImageDigest
+    targetBuildArg: BUILDER_DIGEST
+---
+image: worker
+from: alpine
+disableGitAfterPatch: true
+dependencies:
+- image: web
+  imports:
+  - type: ImageTag
+    targetEnv: WEB_TAG
+shell:
+  install: [echo $WEB_TAG]
+`
+	cfg, err := ParseConfig("werf.yaml", []byte(src), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Deploy == nil || cfg.Deploy.ChartDir != "./infra/helm" {
+		t.Errorf("helmChartDir: %+v", cfg.Deploy)
+	}
+	builder, web, worker := cfg.Find("builder", false), cfg.Find("web", false), cfg.Find("worker", false)
+	if !builder.NotFinal || web.NotFinal {
+		t.Errorf("final: builder %v web %v", builder.NotFinal, web.NotFinal)
+	}
+	wantDeps := []Dependency{{Line: 22, Image: "builder", Imports: []DependencyImport{{Type: "ImageName", TargetBuildArg: "BUILDER_IMAGE"}, {Type: "ImageDigest", TargetBuildArg: "BUILDER_DIGEST"}}}}
+	if !reflect.DeepEqual(web.Dependencies, wantDeps) {
+		t.Errorf("dependencies: %+v", web.Dependencies)
+	}
+	if !worker.DisableGitAfterPatch || worker.Dependencies[0].Imports[0].TargetEnv != "WEB_TAG" {
+		t.Errorf("worker: %+v", worker)
+	}
+	notes := strings.Join(cfg.Notes, "\n")
+	for _, want := range []string{"line 3: build:", "line 5: gitWorktree:", "line 10: cleanup disableKubernetesBasedPolicy:", "line 14: image \"builder\": staged", "line 16: image \"builder\": platform:", "line 20: image \"web\": contextAddFiles"} {
+		if !strings.Contains(notes, want) {
+			t.Errorf("no note %q in:\n%s", want, notes)
+		}
+	}
+
+	for _, c := range []struct{ name, src, want string }{
+		{"unknown dependency", "image: a\nfrom: x\ndependencies:\n- image: nope\n  imports:\n  - {type: ImageName, targetEnv: X}\n", "no image named \"nope\""},
+		{"bad type", "image: a\nfrom: x\n---\nimage: b\nfrom: x\ndependencies:\n- image: a\n  imports:\n  - {type: ImageSize, targetEnv: X}\n", "type: is one of ImageName"},
+		{"build arg of a stapel image", "image: a\nfrom: x\n---\nimage: b\nfrom: x\ndependencies:\n- image: a\n  imports:\n  - {type: ImageName, targetBuildArg: X}\n", "a stapel image targetEnv:"},
+		{"cycle", "image: a\nfrom: x\ndependencies:\n- image: b\n  imports:\n  - {type: ImageName, targetEnv: X}\n---\nimage: b\nfromImage: a\n", "depends on itself"},
+	} {
+		_, err := ParseConfig("werf.yaml", []byte("project: p\nconfigVersion: 1\n---\n"+c.src), nil)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.name, err, c.want)
+		}
+	}
+}

@@ -221,7 +221,10 @@ func Deploy(ctx context.Context, req request.Deploy, images []request.Image, tra
 	if err != nil {
 		return err
 	}
-	chartDir := ChartDir(req)
+	chartDir, err := ChartDir(req)
+	if err != nil {
+		return fault.Job(err)
+	}
 	ch, err := loader.Load(chartDir)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -363,16 +366,18 @@ func rollBack(cfg *action.Configuration, env request.Environment, timeout time.D
 	return fmt.Sprintf("Release %s revision %d is left as it is for inspection (helm history %s -n %s)", env.Release, rel.Version, env.Release, env.Namespace)
 }
 
-// ChartDir is the deploy's chart: STAGEHAND_CHART_DIR, relative to the
-// checkout unless absolute, else the checkout's .helm.
-func ChartDir(req request.Deploy) string {
-	switch {
-	case req.ChartDir == "":
-		return DefaultChartDir(req.Build.Dir)
-	case filepath.IsAbs(req.ChartDir):
-		return req.ChartDir
+// ChartDir is the deploy's chart: STAGEHAND_CHART_DIR or werf.yaml's
+// deploy: helmChartDir (werf 1.2), else .helm, within the checkout: a job
+// may not load a chart from elsewhere on the runner host.
+func ChartDir(req request.Deploy) (string, error) {
+	if req.ChartDir == "" {
+		return DefaultChartDir(req.Build.Dir), nil
 	}
-	return filepath.Join(req.Build.Dir, req.ChartDir)
+	clean := filepath.Clean(req.ChartDir)
+	if filepath.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, ".."+string(filepath.Separator)) {
+		return "", fmt.Errorf("the chart directory %q must be a path within the repository (STAGEHAND_CHART_DIR or werf.yaml's deploy: helmChartDir)", req.ChartDir)
+	}
+	return filepath.Join(req.Build.Dir, clean), nil
 }
 
 // DefaultChartDir is the chart within the project.

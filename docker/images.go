@@ -22,6 +22,9 @@ type ImageInfo struct {
 	// ExposedPorts are "PORT/PROTO" entries.
 	ExposedPorts []string
 	Size         int64
+	// RepoDigests are repository@digest of the registries it was pulled
+	// from or pushed to.
+	RepoDigests []string
 }
 
 // Image is one image of a listing.
@@ -41,7 +44,7 @@ func (e *Engine) Inspect(ctx context.Context, ref string) (info ImageInfo, ok bo
 	if err != nil {
 		return ImageInfo{}, false, fmt.Errorf("inspect %s on %s: %w", ref, e.host, err)
 	}
-	info = ImageInfo{ID: res.ID}
+	info = ImageInfo{ID: res.ID, RepoDigests: res.RepoDigests}
 	if res.Size != 0 {
 		info.Size = res.Size
 	}

@@ -43,7 +43,9 @@ type buildProject struct {
 	base    string
 }
 
-func newBuildProject(t *testing.T) *buildProject {
+// newServers are a git server and a counting proxy of the harness's
+// registry for one test.
+func newServers(t *testing.T) (*gitserver.Server, *registryproxy.Proxy) {
 	t.Helper()
 	gs, err := gitserver.New(t.TempDir())
 	if err != nil {
@@ -55,6 +57,13 @@ func newBuildProject(t *testing.T) *buildProject {
 		t.Fatal(err)
 	}
 	t.Cleanup(proxy.Close)
+	return gs, proxy
+}
+
+func newBuildProject(t *testing.T) *buildProject {
+	t.Helper()
+	gs, proxy := newServers(t)
+	var err error
 	p := &buildProject{gs: gs, proxy: proxy, project: fmt.Sprintf("stagehand/sample-%d", time.Now().UnixNano())}
 	// werf.yaml's project: names the environments' namespaces and
 	// releases (as in werf 1.1), so each test's project has its own.
@@ -428,4 +437,14 @@ func TestBuildJobWithABadConfigFailsNamingTheLine(t *testing.T) {
 	if strings.Contains(run.Result.Trace, "image backend=") {
 		t.Error("the script ran after the build failed")
 	}
+
+	// A Dockerfile the config names but the commit lacks: planned (a
+	// config may be checked alone), refused by the build.
+	missing, err := p.gs.Commit(p.project, map[string]string{"werf.yaml": "project: sample\nconfigVersion: 1\n---\nimage: app\ndockerfile: docker/Dockerfile\n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run = runOn(t, p.runner(t, h.Engines[0]), p.job(missing), nil)
+	wantState(t, run, "failed", "script_failure")
+	wantTrace(t, run, `werf.yaml:4: image "app": dockerfile: docker/Dockerfile is not in the project`)
 }

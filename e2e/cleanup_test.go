@@ -27,6 +27,7 @@ import (
 
 	"gitlab.com/stagehand/stagehand/e2e/coordinator"
 	"gitlab.com/stagehand/stagehand/e2e/gitlabapi"
+	"gitlab.com/stagehand/stagehand/gitlab"
 	"gitlab.com/stagehand/stagehand/stages"
 	"gitlab.com/stagehand/stagehand/stagesrepo"
 )
@@ -191,6 +192,30 @@ func TestScheduledCleanup(t *testing.T) {
 	// A tag of another tool in the same repository.
 	legacy("latest", pub.image("not ours", nil))
 
+	// What werf 1.1 published before the project moved (multirepo, an
+	// image "backend"): known by werf's labels, under the same policies.
+	werfRepo := repo + "/backend"
+	werfImage := func(tag, strategy string, created time.Time) {
+		img := pub.image("werf "+tag, nil)
+		cf, _ := img.ConfigFile()
+		cf = cf.DeepCopy()
+		cf.Created = v1.Time{Time: created}
+		cf.Config.Labels = map[string]string{"werf": "shop", "werf-image": "true", "werf-tag-strategy": strategy,
+			"werf-image-tag": tag, "werf-image-name": "backend", "werf-docker-image-name": werfRepo + ":" + tag}
+		img, _ = mutate.ConfigFile(img, cf)
+		pub.put(werfRepo+":"+tag, img)
+	}
+	werfImage("main", "git-branch", now.Add(-24*time.Hour))
+	werfImage(gitlab.DockerTag("feature/gone"), "git-branch", now.Add(-24*time.Hour))
+	werfImage("v1", "git-tag", now.Add(-24*time.Hour))
+	werfImage("v0.9", "git-tag", now.Add(-24*time.Hour))
+	werfImage(sha(3), "git-commit", now.Add(-24*time.Hour))
+	werfImage(sha(58), "git-commit", now.Add(-24*time.Hour))
+	werfImage("custom-rc", "custom", now.Add(-900*24*time.Hour))
+	werfImage(fmt.Sprintf("%056x", 0xdef), "stages-signature", now.Add(-24*time.Hour))
+	// A werf 1.1 stage image (not published): no stagehand annotations.
+	legacy("werf-stage-like", pub.image("werf stage", nil))
+
 	api := gitlabapi.New(gitlabapi.Project{ID: 4242, Path: project, Branches: []string{"main", "feature-a"}, Tags: []string{"v1", "v2"}, Commits: commits}, h.Registry, "glpat-cleanup-token")
 	defer api.Close()
 
@@ -236,7 +261,8 @@ func TestScheduledCleanup(t *testing.T) {
 	// The legacy tags' manifests are read (the 30 odd commits and latest),
 	// and c52's, which has two records (as commit of main, then of
 	// feature-b): its manifest tells which is current.
-	wantTrace(t, run, "in use by cronjob "+ns+"/restore (initContainer fetch)", "Plan: delete", "(32 manifests read)")
+	wantTrace(t, run, "in use by cronjob "+ns+"/restore (initContainer fetch)", "Plan: delete", "(41 manifests read, 10 image configs read)",
+		"backend:custom-rc", "werf 1.1 custom tag", "8 of them werf 1.1's")
 
 	// c53 has the manifest of feature-c, the image in use: the tag goes
 	// alone (the fake deletes tags as GitLab does), the image stays.
@@ -274,6 +300,18 @@ func TestScheduledCleanup(t *testing.T) {
 	}
 	if !left["latest"] {
 		t.Error("another tool's tag was deleted")
+	}
+	var werfGot []string
+	for _, d := range api.Deleted() {
+		if t, ok := strings.CutPrefix(d, project+"/backend:"); ok {
+			werfGot = append(werfGot, t)
+		}
+	}
+	sort.Strings(werfGot)
+	werfWant := []string{gitlab.DockerTag("feature/gone"), sha(58), "v0.9"}
+	sort.Strings(werfWant)
+	if fmt.Sprint(werfGot) != fmt.Sprint(werfWant) {
+		t.Errorf("deleted werf 1.1 tags:\n got %v\nwant %v (gone branch, gone commit, gone git tag; custom tags stay as werf kept them)", werfGot, werfWant)
 	}
 	var stagesLeft struct{ Tags []string }
 	registryGet(t, "/v2/"+project+"/stages/tags/list", &stagesLeft)

@@ -20,6 +20,7 @@ import (
 	"gitlab.com/stagehand/stagehand/e2e/registryproxy"
 	"gitlab.com/stagehand/stagehand/plan"
 	"gitlab.com/stagehand/stagehand/stagesrepo"
+	stagetrace "gitlab.com/stagehand/stagehand/trace"
 )
 
 // projectRepos lists the registry's repositories of a project path.
@@ -378,9 +379,8 @@ func TestLostLeaseStopsTheBuildCleanly(t *testing.T) {
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	deadline := time.Now().Add(2 * time.Minute)
-	// The command's output, on a line of its own (its text is in the
-	// Dockerfile step line before).
-	for !strings.Contains(out.String(), "\nslow-stage-started\n") {
+	// The command's output, as the trace shows a stage's output.
+	for !strings.Contains(out.String(), stagetrace.Prefix+"slow-stage-started\n") {
 		if time.Now().After(deadline) {
 			t.Fatalf("the slow stage never started:\n%s", out)
 		}
@@ -404,7 +404,7 @@ func TestLostLeaseStopsTheBuildCleanly(t *testing.T) {
 	if !strings.Contains(trace, "lost the lock") {
 		t.Errorf("the error does not say the lock was lost:\n%s", trace)
 	}
-	if strings.Contains(trace, "\nslow-stage-done\n") {
+	if strings.Contains(trace, stagetrace.Prefix+"slow-stage-done\n") {
 		t.Errorf("the stage ran to its end without its lock:\n%s", trace)
 	}
 	for _, bad := range []string{"panic:", "goroutine "} {

@@ -87,6 +87,8 @@ type ActionContext struct {
 	Trace io.Writer
 	// Worker runs heavy work in stagehand-worker.
 	Worker worker.Client
+	// Debug: the job asked for the engine's own output in its trace.
+	Debug bool
 }
 
 // perform builds an operation's request from the job and runs it in the

@@ -100,5 +100,7 @@ func buildRequest(a *ActionContext) (request.Build, error) {
 		Engine:        a.engine(),
 		Locks:         locks,
 		BlockDir:      a.Settings.BlockDir,
+		Mounts:        a.Settings.Mounts(),
+		Debug:         a.Debug,
 	}, nil
 }

@@ -57,7 +57,19 @@ func New(settings Settings, version string, environ []string, stdout, trace io.W
 	if err != nil {
 		return e, err
 	}
+	if debugTrace(job.Vars) {
+		e.Log.SetLevel(logrus.DebugLevel)
+	}
 	return e, settings.Validate()
+}
+
+// VarLogLevel set to debug makes the trace show each build step's own
+// output (as does GitLab's CI_DEBUG_TRACE). It only adds output, so a job
+// may choose it.
+const VarLogLevel = "STAGEHAND_LOG_LEVEL"
+
+func debugTrace(vars map[string]string) bool {
+	return strings.EqualFold(vars[VarLogLevel], "debug") || vars["CI_DEBUG_TRACE"] == "true"
 }
 
 // Register plugs an action in.
@@ -181,7 +193,7 @@ func (e *Executor) worker() worker.Client {
 }
 
 func (e *Executor) actionContext(env gitlab.Env) *ActionContext {
-	return &ActionContext{Job: e.Job, Settings: &e.Settings, Env: env, Trace: e.Trace, Worker: e.worker()}
+	return &ActionContext{Job: e.Job, Settings: &e.Settings, Env: env, Trace: e.Trace, Worker: e.worker(), Debug: e.Log.IsLevelEnabled(logrus.DebugLevel)}
 }
 
 // action resolves the job's action to its implementation.

@@ -92,10 +92,13 @@ func TestSettingsValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, mut := range map[string]func(*Settings){
-		"--builds-root":  func(s *Settings) { s.BuildsRoot = "rel" },
-		"--cache-root":   func(s *Settings) { s.CacheRoot = "" },
-		"--pull-policy":  func(s *Settings) { s.PullPolicy = "sometimes" },
-		"--stop-timeout": func(s *Settings) { s.StopTimeout = 0 },
+		"--builds-root":         func(s *Settings) { s.BuildsRoot = "rel" },
+		"--cache-root":          func(s *Settings) { s.CacheRoot = "" },
+		"--pull-policy":         func(s *Settings) { s.PullPolicy = "sometimes" },
+		"--stop-timeout":        func(s *Settings) { s.StopTimeout = 0 },
+		"--git-cache-dir":       func(s *Settings) { s.GitCacheDir = "" },
+		"--mounts-dir":          func(s *Settings) { s.MountsDir = "mounts" },
+		"--allowed-mount-paths": func(s *Settings) { s.AllowedMountPaths = []string{"/srv/cache", "/"} },
 	} {
 		s := DefaultSettings()
 		mut(&s)

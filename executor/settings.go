@@ -55,6 +55,16 @@ type Settings struct {
 	// stages beyond them.
 	BuilderThreshold int
 	BuilderMaxBytes  int64
+	// GitCacheDir holds the copies of the remote repositories of git
+	// mappings with url: (one per project and URL).
+	GitCacheDir string
+	// MountsDir holds the build_dir directories of werf.yaml's mount:
+	// (one per project and target, kept between builds: caches).
+	MountsDir string
+	// AllowedMountPaths are the host paths a mount: fromPath may bind
+	// (each with what is below it); none by default, since a job could
+	// otherwise read or write any file of the runner host.
+	AllowedMountPaths []string
 }
 
 // DefaultSettings are used where the operator gives nothing.
@@ -74,7 +84,14 @@ func DefaultSettings() Settings {
 		PullSecretFrom:   "kube-system/registrysecret",
 		DeployTimeout:    5 * time.Minute,
 		BuilderThreshold: 80,
+		MountsDir:        "/var/lib/stagehand/mounts",
+		GitCacheDir:      "/var/lib/stagehand/git",
 	}
+}
+
+// Mounts are the host directories of builds.
+func (s *Settings) Mounts() request.Mounts {
+	return request.Mounts{Dir: s.MountsDir, AllowedPaths: s.AllowedMountPaths, GitCache: s.GitCacheDir}
 }
 
 // Validate says which setting is wrong and how to fix it.
@@ -89,6 +106,17 @@ func (s *Settings) Validate() error {
 	case request.PullIfNotPresent, request.PullAlways, request.PullNever:
 	default:
 		return fmt.Errorf("--pull-policy %q: use %s, %s or %s", s.PullPolicy, request.PullIfNotPresent, request.PullAlways, request.PullNever)
+	}
+	if !filepath.IsAbs(s.MountsDir) {
+		return fmt.Errorf("--mounts-dir %q must be an absolute path", s.MountsDir)
+	}
+	if !filepath.IsAbs(s.GitCacheDir) {
+		return fmt.Errorf("--git-cache-dir %q must be an absolute path", s.GitCacheDir)
+	}
+	for _, p := range s.AllowedMountPaths {
+		if !filepath.IsAbs(p) || filepath.Clean(p) == "/" {
+			return fmt.Errorf("--allowed-mount-paths: %q must be an absolute path other than /", p)
+		}
 	}
 	if s.StopTimeout <= 0 {
 		return fmt.Errorf("--stop-timeout %s must be positive", s.StopTimeout)

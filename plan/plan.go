@@ -1,13 +1,13 @@
 package plan
 
 import (
-	"gitlab.com/stagehand/stagehand/config"
-
 	"crypto/sha3"
 	"encoding/hex"
 	"fmt"
 	"path"
 	"strings"
+
+	"gitlab.com/stagehand/stagehand/config"
 )
 
 // StageName names a stage of an image, in werf 1.1's order.
@@ -83,6 +83,17 @@ type Stage struct {
 	// .dockerignore leaves in).
 	DockerfileEntry TreeEntry
 	Context         []GitFile
+	// Dependencies are the values other images give a Dockerfile stage's
+	// build args or a shell stage's environment (werf 1.2's
+	// dependencies:).
+	Dependencies []StageDependency
+}
+
+// StageDependency is one value of another image a stage gets.
+type StageDependency struct {
+	config.DependencyImport
+	// Final is the other image's final stage.
+	Final *Stage
 }
 
 // String names the stage for the trace: "backend/install".
@@ -116,6 +127,9 @@ type Plan struct {
 	// inputs lacked: the stages that map their files have signatures of
 	// the ref, not of the files, and cannot be built.
 	Unresolved []string
+	// Missing says which files the config names are not in the tree
+	// (a Dockerfile): such a plan cannot be built.
+	Missing []string
 }
 
 // GitFile is a project file as a git mapping puts it in an image.
@@ -186,6 +200,9 @@ func New(cfg *config.Config, in Inputs) (*Plan, error) {
 		deps := map[string]*ImagePlan{}
 		for _, dep := range dependencies(img) {
 			target := cfg.Find(dep.name, dep.artifact)
+			if dep.either {
+				target = cfg.FindAny(dep.name)
+			}
 			if target == nil {
 				return nil, fmt.Errorf("%s: no image %q", cfg.File, dep.name)
 			}
@@ -221,11 +238,12 @@ func (p *Plan) Image(name string) *ImagePlan {
 	return nil
 }
 
-// Published are the plans of images (not artifacts), in config order.
+// Published are the plans of images (not artifacts, nor images with
+// final: false), in config order.
 func (p *Plan) Published() []*ImagePlan {
 	var out []*ImagePlan
 	for _, img := range p.Config.Images {
-		if img.Artifact {
+		if img.Artifact || img.NotFinal {
 			continue
 		}
 		out = append(out, p.Image(img.Name))
@@ -236,22 +254,27 @@ func (p *Plan) Published() []*ImagePlan {
 type dependency struct {
 	name     string
 	artifact bool
+	// either: an image, else an artifact, of that name (dependencies:).
+	either bool
 }
 
 func dependencies(img *config.Image) []dependency {
 	var out []dependency
 	if img.FromImage != "" {
-		out = append(out, dependency{img.FromImage, false})
+		out = append(out, dependency{img.FromImage, false, false})
 	}
 	if img.FromArtifact != "" {
-		out = append(out, dependency{img.FromArtifact, true})
+		out = append(out, dependency{img.FromArtifact, true, false})
 	}
 	for _, im := range img.Imports {
 		if im.Artifact != "" {
-			out = append(out, dependency{im.Artifact, true})
+			out = append(out, dependency{im.Artifact, true, false})
 		} else {
-			out = append(out, dependency{im.Image, false})
+			out = append(out, dependency{im.Image, false, false})
 		}
+	}
+	for _, d := range img.Dependencies {
+		out = append(out, dependency{d.Image, false, true})
 	}
 	return out
 }
@@ -266,6 +289,20 @@ func key(img *config.Image) string {
 func (p *Plan) planImage(img *config.Image, in Inputs, deps map[string]*ImagePlan) (*ImagePlan, error) {
 	tree, bases := in.Tree, in.Bases
 	ip := &ImagePlan{Image: img}
+	// werf 1.2's dependencies: the other image's final stage is in the
+	// signature of each stage that gets its values.
+	var stageDeps []StageDependency
+	var depInputs []string
+	for _, d := range img.Dependencies {
+		target := deps["image:"+d.Image]
+		if target == nil {
+			target = deps["artifact:"+d.Image]
+		}
+		for _, di := range d.Imports {
+			stageDeps = append(stageDeps, StageDependency{DependencyImport: di, Final: target.Final})
+			depInputs = append(depInputs, "dependency="+target.Final.Signature+" "+di.Type+" "+di.TargetBuildArg+di.TargetEnv)
+		}
+	}
 	push := func(s *Stage, inputs ...string) {
 		s.Image = img
 		if n := len(ip.Stages); n > 0 {
@@ -283,8 +320,9 @@ func (p *Plan) planImage(img *config.Image, in Inputs, deps map[string]*ImagePla
 	}
 
 	if d := img.Dockerfile; d != nil {
-		s := &Stage{Name: StageDockerfile, Kind: KindDockerfile}
+		s := &Stage{Name: StageDockerfile, Kind: KindDockerfile, Dependencies: stageDeps}
 		inputs := []string{"dockerfile=" + d.Path, "context=" + d.Context, "target=" + d.Target}
+		inputs = append(inputs, depInputs...)
 		for _, a := range d.Args {
 			inputs = append(inputs, "arg="+a.Key+"="+a.Value)
 		}
@@ -299,9 +337,13 @@ func (p *Plan) planImage(img *config.Image, in Inputs, deps map[string]*ImagePla
 			}
 		}
 		if s.DockerfileEntry.Blob == "" {
-			return nil, fmt.Errorf("%s: %s: dockerfile: %s is not in the project", p.Config.File, img.Describe(), d.Path)
+			// A plan is still shown (a config may be checked alone); a
+			// build refuses it (see Missing).
+			p.Missing = append(p.Missing, fmt.Sprintf("%s:%d: %s: dockerfile: %s is not in the project (paths are relative to the project's root, as in werf 1.1)", p.Config.File, img.Line, img.Describe(), d.Path))
+			inputs = append(inputs, "dockerfile-missing")
+		} else {
+			inputs = append(inputs, "dockerfile-blob="+s.DockerfileEntry.Blob)
 		}
-		inputs = append(inputs, "dockerfile-blob="+s.DockerfileEntry.Blob)
 		s.Context = ContextFiles(d.Context, tree, in.DockerIgnore[d.Context])
 		for _, f := range s.Context {
 			inputs = append(inputs, f.Mode+" "+f.Blob+" "+f.Rel)
@@ -347,6 +389,7 @@ func (p *Plan) planImage(img *config.Image, in Inputs, deps map[string]*ImagePla
 			return
 		}
 		inputs := []string{"cacheVersion=" + img.Shell.CacheVersion, "stageCacheVersion=" + stageVersion}
+		inputs = append(inputs, depInputs...)
 		inputs = append(inputs, cmds...)
 		if deps != nil {
 			for i, m := range img.Git {
@@ -362,7 +405,7 @@ func (p *Plan) planImage(img *config.Image, in Inputs, deps map[string]*ImagePla
 				}
 			}
 		}
-		push(&Stage{Name: name, Kind: KindShell, Commands: cmds, SyncGit: afterGit && hasGit}, inputs...)
+		push(&Stage{Name: name, Kind: KindShell, Commands: cmds, SyncGit: afterGit && hasGit, Dependencies: stageDeps}, inputs...)
 	}
 	var importErr error
 	imports := func(name StageName, before, after string) {
@@ -412,7 +455,7 @@ func (p *Plan) planImage(img *config.Image, in Inputs, deps map[string]*ImagePla
 	imports(StageImportsBeforeSetup, "setup", "")
 	shell(StageSetup, sh.Setup, sh.SetupCacheVersion, func(d config.StageDependencies) []string { return d.Setup }, true)
 	imports(StageImportsAfterSetup, "", "setup")
-	if hasGit {
+	if hasGit && !img.DisableGitAfterPatch {
 		var inputs []string
 		for i, m := range img.Git {
 			inputs = append(inputs, fmt.Sprintf("git[%d]", i))

@@ -52,12 +52,12 @@ type Source interface {
 // work tree (what the runner checked out), else the files on disk.
 func OpenSource(dir string) (Source, error) {
 	if _, err := os.Stat(filepath.Join(dir, ".git")); err == nil {
-		return openGitSource(dir)
+		return OpenGitSource(dir, "HEAD")
 	}
 	return openDirSource(dir)
 }
 
-// gitSource reads the HEAD tree with git; contents come from one
+// gitSource reads a commit's tree with git; contents come from one
 // long-running `git cat-file --batch`.
 type gitSource struct {
 	dir  string
@@ -69,14 +69,16 @@ type gitSource struct {
 	out *bufio.Reader
 }
 
-func openGitSource(dir string) (*gitSource, error) {
-	out, err := exec.Command("git", "-C", dir, "ls-tree", "-r", "-z", "--full-tree", "HEAD").Output()
+// OpenGitSource reads the tree of rev (a commit, or HEAD) of the
+// repository at dir (a work tree or a bare repository).
+func OpenGitSource(dir, rev string) (Source, error) {
+	out, err := exec.Command("git", "-C", dir, "ls-tree", "-r", "-z", "--full-tree", rev).Output()
 	if err != nil {
-		return nil, fmt.Errorf("list the files of HEAD in %s: %w", dir, gitError(err))
+		return nil, fmt.Errorf("list the files of %s in %s: %w", rev, dir, gitError(err))
 	}
 	tree, err := parseLsTree(out)
 	if err != nil {
-		return nil, fmt.Errorf("list the files of HEAD in %s: %w", dir, err)
+		return nil, fmt.Errorf("list the files of %s in %s: %w", rev, dir, err)
 	}
 	return &gitSource{dir: dir, tree: tree}, nil
 }

@@ -60,8 +60,11 @@ func TestDockerfileContextsAndSignatures(t *testing.T) {
 		t.Error("the Dockerfile outside the context does not enter the signature")
 	}
 	cfg, _ := config.ParseConfig("werf.yaml", []byte("project: p\nconfigVersion: 1\n---\nimage: app\ndockerfile: nope/Dockerfile\n"), nil)
-	if _, err := NewPlan(cfg, tree, nil); err == nil || !strings.Contains(err.Error(), "nope/Dockerfile is not in the project") {
-		t.Errorf("a missing Dockerfile: %v", err)
+	// A missing Dockerfile is planned (a config may be checked alone)
+	// and named, with its line, for the build to refuse.
+	missing, err := NewPlan(cfg, tree, nil)
+	if err != nil || len(missing.Missing) != 1 || !strings.Contains(missing.Missing[0], "werf.yaml:4: image \"app\": dockerfile: nope/Dockerfile is not in the project") {
+		t.Errorf("a missing Dockerfile: %v %q", err, missing.Missing)
 	}
 }
 
@@ -129,5 +132,83 @@ func TestRemoteGitMappings(t *testing.T) {
 	changed, _ := New(cfg, Inputs{Remotes: map[string]RemoteTree{key: {Commit: strings.Repeat("b", 40), Tree: edit(remote, "src/lib.go", "package lib2")}}})
 	if changed.Images[0].Final.Signature == p.Images[0].Final.Signature || changed.Images[0].Final.Signature == unresolved.Images[0].Final.Signature {
 		t.Error("the remote files do not enter the signature")
+	}
+}
+
+// TestWerf12Dependencies: an image gets other images' names through
+// dependencies:; their final stages are in its signature (a new builder
+// rebuilds what depends on it) and are built first; final: false is not
+// published; disableGitAfterPatch leaves gitLatestPatch out.
+func TestWerf12Dependencies(t *testing.T) {
+	src := `project: p
+configVersion: 1
+---
+image: web
+dockerfile: web.Dockerfile
+dependencies:
+- image: builder
+  imports:
+  - {type: ImageName, targetBuildArg: BUILDER}
+---
+image: builder
+dockerfile: builder.Dockerfile
+final: false
+---
+image: worker
+from: alpine
+git:
+- add: /
+  to: /app
+disableGitAfterPatch: true
+dependencies:
+- image: web
+  imports:
+  - {type: ImageTag, targetEnv: WEB_TAG}
+shell:
+  install: [echo $WEB_TAG]
+`
+	tree := Tree{
+		{Path: "builder.Dockerfile", Mode: ModeFile, Blob: BlobID([]byte("FROM x"))},
+		{Path: "web.Dockerfile", Mode: ModeFile, Blob: BlobID([]byte("ARG BUILDER\nFROM $BUILDER"))},
+	}
+	cfg, err := config.ParseConfig("werf.yaml", []byte(src), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := func(tree Tree) *Plan {
+		p, err := NewPlan(cfg, tree, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	p := plan(tree)
+	var order, published []string
+	for _, ip := range p.Images {
+		order = append(order, ip.Image.Name)
+	}
+	for _, ip := range p.Published() {
+		published = append(published, ip.Image.Name)
+	}
+	if strings.Join(order, " ") != "builder web worker" || strings.Join(published, " ") != "web worker" {
+		t.Errorf("order %v, published %v", order, published)
+	}
+	web, worker := p.Image("web").Final, p.Image("worker")
+	if len(web.Dependencies) != 1 || web.Dependencies[0].Final != p.Images[0].Final || web.Dependencies[0].TargetBuildArg != "BUILDER" {
+		t.Errorf("web's dependencies: %+v", web.Dependencies)
+	}
+	var stages []string
+	for _, s := range worker.Stages {
+		stages = append(stages, string(s.Name))
+		if s.Kind == KindShell && (len(s.Dependencies) != 1 || s.Dependencies[0].TargetEnv != "WEB_TAG") {
+			t.Errorf("worker/%s: dependencies %+v", s.Name, s.Dependencies)
+		}
+	}
+	if got := strings.Join(stages, " "); got != "from gitArchive install" {
+		t.Errorf("worker's stages: %s (disableGitAfterPatch)", got)
+	}
+	changed := plan(edit(tree, "builder.Dockerfile", "FROM y"))
+	if changed.Image("web").Final.Signature == web.Signature || changed.Image("worker").Final.Signature == worker.Final.Signature {
+		t.Error("a new builder does not rebuild what depends on it")
 	}
 }

@@ -46,7 +46,8 @@ type Build struct {
 // Op names the operation in the worker protocol.
 func (Build) Op() string { return "build" }
 
-// Mounts are the runner's settings of werf's mount: directories.
+// Mounts are the runner's host directories of builds: werf's mount:
+// directories and the copies of remote repositories.
 type Mounts struct {
 	// Dir holds the build_dir directories, one per project and target,
 	// kept between builds.
@@ -54,6 +55,9 @@ type Mounts struct {
 	// AllowedPaths are the host paths (and what is below them) a
 	// fromPath mount may bind; none by default.
 	AllowedPaths []string
+	// GitCache holds the copies of remote repositories (git: url:), one
+	// per project and URL.
+	GitCache string
 }
 
 // Image is one image a build published.

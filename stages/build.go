@@ -4,17 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"gitlab.com/stagehand/stagehand/config"
-	"gitlab.com/stagehand/stagehand/plan"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"gitlab.com/stagehand/stagehand/config"
 	"gitlab.com/stagehand/stagehand/fault"
 	"gitlab.com/stagehand/stagehand/lock"
+	"gitlab.com/stagehand/stagehand/plan"
 	"gitlab.com/stagehand/stagehand/registry"
 	"gitlab.com/stagehand/stagehand/request"
 	"gitlab.com/stagehand/stagehand/stagesrepo"
@@ -371,6 +372,9 @@ func edgeRecords(s *plan.Stage) []string {
 	for _, src := range s.ImportSource {
 		deps = append(deps, src.Signature)
 	}
+	for _, d := range s.Dependencies {
+		deps = append(deps, d.Final.Signature)
+	}
 	if len(deps) == 0 {
 		return []string{stagesrepo.EdgeRecord(s.Signature, "")}
 	}
@@ -435,9 +439,20 @@ func (b *Builder) buildInEngine(ctx context.Context, s *plan.Stage) (built, bool
 			}
 			defer contextTar.Close()
 			d := s.Image.Dockerfile
+			args := d.Args
+			if len(s.Dependencies) > 0 {
+				values, err := b.dependencyValues(ctx, e, s)
+				if err != nil {
+					return err
+				}
+				args = append([]config.KeyValue(nil), args...)
+				for _, dep := range s.Dependencies {
+					args = append(args, config.KeyValue{Key: dep.TargetBuildArg, Value: values[dep.TargetBuildArg]})
+				}
+			}
 			id, err = e.BuildDockerfile(ctx, dockerfileBuild{
 				Stage: s.String(), Context: contextTar, Dockerfile: dockerfile,
-				Args: d.Args, Target: d.Target, AddHost: d.AddHost, Labels: labels,
+				Args: args, Target: d.Target, AddHost: d.AddHost, Labels: labels,
 			}, b.Debug)
 			return err
 		})
@@ -459,6 +474,51 @@ func (b *Builder) buildInEngine(ctx context.Context, s *plan.Stage) (built, bool
 	}
 	img, err := b.runShellStage(ctx, e, s, parent, labels)
 	return img, pulled, err
+}
+
+// dependencyValues are the values of a stage's dependencies (werf 1.2),
+// by the build arg or variable that gets each: the other image's final
+// stage as the engine names it, its repository and tag, its image id,
+// its manifest digest.
+func (b *Builder) dependencyValues(ctx context.Context, e *Engine, s *plan.Stage) (map[string]string, error) {
+	out := map[string]string{}
+	for _, d := range s.Dependencies {
+		ref := b.Storage.EngineRef(b.stored[d.Final])
+		var v string
+		switch d.Type {
+		case "ImageName":
+			v = ref
+		case "ImageRepo":
+			v = ref[:strings.LastIndex(ref, ":")]
+		case "ImageTag":
+			v = ref[strings.LastIndex(ref, ":")+1:]
+		case "ImageID", "ImageDigest":
+			info, ok, err := e.Inspect(ctx, ref)
+			if err == nil && !ok {
+				if err = e.Pull(ctx, ref); err == nil {
+					info, ok, err = e.Inspect(ctx, ref)
+				}
+			}
+			if err != nil || !ok {
+				return nil, fault.System(fmt.Errorf("stage %s: dependency %s: %v", s, d.Final, err))
+			}
+			v = info.ID
+			if d.Type == "ImageDigest" {
+				v = ""
+				repo := ref[:strings.LastIndex(ref, ":")]
+				for _, rd := range info.RepoDigests {
+					if r, digest, ok := strings.Cut(rd, "@"); ok && r == repo {
+						v = digest
+					}
+				}
+				if v == "" {
+					return nil, fault.Job(&config.ConfigError{File: b.Plan.Config.File, Line: s.Image.Line, Msg: fmt.Sprintf("dependencies: %s has no manifest digest in the :local stages storage (ImageDigest needs a registry storage)", d.Final.Image.Describe())})
+				}
+			}
+		}
+		out[d.TargetBuildArg+d.TargetEnv] = v
+	}
+	return out, nil
 }
 
 // tmpDir is this build's directory of tmp_dir mounts, made on first use

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"gitlab.com/stagehand/stagehand/config"
-	"gitlab.com/stagehand/stagehand/plan"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,9 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"gitlab.com/stagehand/stagehand/config"
 	"gitlab.com/stagehand/stagehand/e2e/harness"
 	"gitlab.com/stagehand/stagehand/gitlab"
 	"gitlab.com/stagehand/stagehand/lock"
+	"gitlab.com/stagehand/stagehand/plan"
 	"gitlab.com/stagehand/stagehand/request"
 	"gitlab.com/stagehand/stagehand/stages"
 )

@@ -6,7 +6,6 @@ import (
 	"compress/gzip"
 	"encoding/base64"
 	"fmt"
-	"gitlab.com/stagehand/stagehand/plan"
 	"io"
 	"os"
 	"path"
@@ -16,6 +15,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"gitlab.com/stagehand/stagehand/plan"
 )
 
 // layerTime is every file's time in the layers stagehand writes, so that

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"gitlab.com/stagehand/stagehand/config"
-	"gitlab.com/stagehand/stagehand/plan"
 	"io"
 	"os"
 	"path/filepath"
@@ -17,7 +15,9 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"gitlab.com/stagehand/stagehand/config"
 	"gitlab.com/stagehand/stagehand/fault"
+	"gitlab.com/stagehand/stagehand/plan"
 	"gitlab.com/stagehand/stagehand/stagesrepo"
 )
 

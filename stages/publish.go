@@ -3,7 +3,6 @@ package stages
 import (
 	"context"
 	"fmt"
-	"gitlab.com/stagehand/stagehand/plan"
 	"io"
 	"strings"
 
@@ -12,6 +11,7 @@ import (
 
 	"gitlab.com/stagehand/stagehand/fault"
 	"gitlab.com/stagehand/stagehand/gitlab"
+	"gitlab.com/stagehand/stagehand/plan"
 	"gitlab.com/stagehand/stagehand/registry"
 	"gitlab.com/stagehand/stagehand/request"
 	"gitlab.com/stagehand/stagehand/stagesrepo"

@@ -2,12 +2,12 @@ package stages
 
 import (
 	"fmt"
-	"gitlab.com/stagehand/stagehand/plan"
 	"reflect"
 	"sort"
 	"testing"
 
 	"gitlab.com/stagehand/stagehand/gitlab"
+	"gitlab.com/stagehand/stagehand/plan"
 	"gitlab.com/stagehand/stagehand/request"
 	"gitlab.com/stagehand/stagehand/stagesrepo"
 )

@@ -7,8 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"gitlab.com/stagehand/stagehand/config"
-	"gitlab.com/stagehand/stagehand/plan"
 	"io"
 	"path"
 	"strings"
@@ -19,7 +17,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"gitlab.com/stagehand/stagehand/config"
 	"gitlab.com/stagehand/stagehand/fault"
+	"gitlab.com/stagehand/stagehand/plan"
 	"gitlab.com/stagehand/stagehand/registry"
 	"gitlab.com/stagehand/stagehand/stagesrepo"
 )

@@ -3,18 +3,19 @@ package stages
 import (
 	"context"
 	"fmt"
-	"gitlab.com/stagehand/stagehand/config"
-	"gitlab.com/stagehand/stagehand/plan"
 	"io"
 	"net/http"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"gitlab.com/stagehand/stagehand/config"
 	"gitlab.com/stagehand/stagehand/fault"
 	"gitlab.com/stagehand/stagehand/lock"
+	"gitlab.com/stagehand/stagehand/plan"
 	"gitlab.com/stagehand/stagehand/registry"
 	"gitlab.com/stagehand/stagehand/request"
 	"gitlab.com/stagehand/stagehand/stagesrepo"
@@ -60,6 +61,9 @@ type Published struct {
 type Result struct {
 	Images  []Published
 	Reports []StageReport
+	// ChartDir is the chart the config names (werf 1.2's deploy:
+	// helmChartDir), relative to the project; "" when it names none.
+	ChartDir string
 }
 
 // Published is the result as the worker answers it.
@@ -126,9 +130,23 @@ func Build(ctx context.Context, req request.Build, trace io.Writer, opts ...Opti
 	if err != nil {
 		return nil, fault.System(err)
 	}
-	pl, err := plan.New(cfg, plan.Inputs{Tree: src.Tree(), Bases: bases, DockerIgnore: ignores})
+	remotes, err := fetchRemotes(ctx, cfg, req, trace)
+	for _, r := range remotes {
+		defer r.Close()
+	}
+	if err != nil {
+		return nil, err
+	}
+	trees := map[string]plan.RemoteTree{}
+	for key, r := range remotes {
+		trees[key] = plan.RemoteTree{Commit: r.commit, Tree: r.Tree()}
+	}
+	pl, err := plan.New(cfg, plan.Inputs{Tree: src.Tree(), Bases: bases, DockerIgnore: ignores, Remotes: trees})
 	if err != nil {
 		return nil, fault.Job(err)
+	}
+	if len(pl.Missing) > 0 {
+		return nil, fault.Jobf("%s", strings.Join(pl.Missing, "\n"))
 	}
 	for _, n := range append(cfg.Warnings, cfg.Notes...) {
 		fmt.Fprintf(trace, "%s: %s\n", cfg.File, n)
@@ -136,7 +154,8 @@ func Build(ctx context.Context, req request.Build, trace io.Writer, opts ...Opti
 	b := &Builder{
 		Plan: pl, Source: src, Locker: locker,
 		Project: req.Project, Commit: req.Commit, Trace: trace, Mounts: req.Mounts, Debug: req.Debug,
-		Engine: func(ctx context.Context) (*Engine, error) { return NewEngine(ctx, req.Engine, trace) },
+		Remotes: sources(remotes),
+		Engine:  func(ctx context.Context) (*Engine, error) { return NewEngine(ctx, req.Engine, trace) },
 	}
 	if req.StagesStorage == LocalStorageName {
 		if err := (SwitchBlock{Dir: req.BlockDir, Project: req.Project}).Check(); err != nil {
@@ -160,6 +179,9 @@ func Build(ctx context.Context, req request.Build, trace io.Writer, opts ...Opti
 
 	stored, reports, err := b.Build(ctx)
 	res := &Result{Reports: reports}
+	if cfg.Deploy != nil {
+		res.ChartDir = cfg.Deploy.ChartDir
+	}
 	if err != nil {
 		return res, err
 	}

@@ -1,7 +1,6 @@
 package stages
 
 import (
-	"gitlab.com/stagehand/stagehand/plan"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +10,7 @@ import (
 
 	"gitlab.com/stagehand/stagehand/fault"
 	"gitlab.com/stagehand/stagehand/gitlab"
+	"gitlab.com/stagehand/stagehand/plan"
 	"gitlab.com/stagehand/stagehand/request"
 )
 

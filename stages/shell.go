@@ -2,11 +2,8 @@ package stages
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 	"time"
@@ -14,6 +11,7 @@ import (
 	"gitlab.com/stagehand/stagehand/config"
 	"gitlab.com/stagehand/stagehand/docker"
 	"gitlab.com/stagehand/stagehand/fault"
+	"gitlab.com/stagehand/stagehand/internal/pathname"
 	"gitlab.com/stagehand/stagehand/plan"
 	"gitlab.com/stagehand/stagehand/stagesrepo"
 	"gitlab.com/stagehand/stagehand/trace"
@@ -104,6 +102,19 @@ func (b *Builder) runStage(ctx context.Context, e *Engine, s *plan.Stage, parent
 	if info.User != "" && info.User != "root" && info.User != "0" && info.User != "0:0" {
 		user = "0"
 	}
+	env := info.Env
+	if len(s.Dependencies) > 0 {
+		values, err := b.dependencyValues(ctx, e, s)
+		if err != nil {
+			return built{}, err
+		}
+		env = append([]string(nil), env...)
+		for _, d := range s.Dependencies {
+			if d.TargetEnv != "" {
+				env = append(env, d.TargetEnv+"="+values[d.TargetEnv])
+			}
+		}
+	}
 	c, err := e.Create(ctx, docker.ContainerSpec{
 		Name:  fmt.Sprintf("stagehand-stage-%s-%d", s.Signature[:12], time.Now().UnixNano()%1e9),
 		Image: parent,
@@ -112,7 +123,7 @@ func (b *Builder) runStage(ctx context.Context, e *Engine, s *plan.Stage, parent
 		// the container's command is the image's own.
 		Entrypoint:  []string{"/bin/sh", "-c", shellScript(commands, remove), "stagehand-stage"},
 		Cmd:         info.Cmd,
-		Env:         info.Env,
+		Env:         env,
 		User:        user,
 		WorkingDir:  info.WorkingDir,
 		Labels:      map[string]string{stagesrepo.LabelStage: string(s.Name)},
@@ -267,13 +278,13 @@ func (b *Builder) mountBinds(img *config.Image) ([]string, error) {
 			if b.Mounts.Dir == "" {
 				return nil, fault.Job(&config.ConfigError{File: b.Plan.Config.File, Line: m.Line, Msg: "mount: from: build_dir needs the runner's --mounts-dir"})
 			}
-			host = filepath.Join(b.Mounts.Dir, safeName(b.Project), mountName(m.To))
+			host = filepath.Join(b.Mounts.Dir, pathname.Dir(b.Project), pathname.Dir(m.To))
 		case config.MountTmpDir:
 			dir, err := b.tmpDir()
 			if err != nil {
 				return nil, fault.System(err)
 			}
-			host = filepath.Join(dir, safeName(img.Name), mountName(m.To))
+			host = filepath.Join(dir, pathname.Dir(img.Name), pathname.Dir(m.To))
 		case config.MountHostPath:
 			p, err := allowedHostPath(m.FromPath, b.Mounts.AllowedPaths)
 			if err != nil {
@@ -311,23 +322,4 @@ func orNone(l []string) string {
 		return "none"
 	}
 	return strings.Join(l, ", ")
-}
-
-// mountName names a mount's directory after its target.
-func mountName(to string) string {
-	sum := sha256.Sum256([]byte(to))
-	return safeName(strings.Trim(path.Clean(to), "/")) + "-" + hex.EncodeToString(sum[:4])
-}
-
-func safeName(s string) string {
-	if s == "" {
-		return "_"
-	}
-	b := []byte(s)
-	for i, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
-			b[i] = '_'
-		}
-	}
-	return string(b)
 }

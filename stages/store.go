@@ -2,13 +2,13 @@ package stages
 
 import (
 	"context"
-	"gitlab.com/stagehand/stagehand/plan"
 	"sort"
 	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"gitlab.com/stagehand/stagehand/plan"
 	"gitlab.com/stagehand/stagehand/stagesrepo"
 )
 

@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strings"
 
 	"gitlab.com/stagehand/stagehand/config"
 	"gitlab.com/stagehand/stagehand/fault"
@@ -78,6 +79,9 @@ func planProject(_ context.Context, req request.Plan, _ io.Writer) (request.Plan
 	p, err := plan.New(cfg, plan.Inputs{Tree: src.Tree(), Bases: bases, DockerIgnore: ignores})
 	if err != nil {
 		return request.PlanResult{}, fault.Job(err)
+	}
+	for _, m := range p.Missing {
+		res.Notes = append(res.Notes, "WARNING: "+strings.TrimPrefix(m, cfg.File+":")+"; a build fails until it is")
 	}
 	for _, k := range p.Unresolved {
 		res.Unresolved = append(res.Unresolved, k+" (a remote repository: its files are fetched by the build)")

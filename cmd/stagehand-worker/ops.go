@@ -44,6 +44,9 @@ func deployEnvironment(ctx context.Context, req request.Deploy, trace io.Writer)
 		return request.BuildResult{}, err
 	}
 	published := res.Published()
+	if req.ChartDir == "" {
+		req.ChartDir = res.ChartDir
+	}
 	return published, deploy.Deploy(ctx, req, published.Images, trace)
 }
 
