@@ -12,6 +12,7 @@ import (
 	"gitlab.com/stagehand/stagehand/e2e/coordinator"
 	"gitlab.com/stagehand/stagehand/e2e/gitserver"
 	"gitlab.com/stagehand/stagehand/e2e/harness"
+	"gitlab.com/stagehand/stagehand/gitlab"
 )
 
 var guideImageLine = regexp.MustCompile(`(?m)\sguide (\w+)=(\S+)$`)
@@ -89,6 +90,30 @@ func TestWerfGuideProjectBuildsUnchanged(t *testing.T) {
 	if got := dockerRun(first["web"]); got != "hello from the web image\n1\n" {
 		t.Errorf("web (Dockerfile, whole project as context) printed %q", got)
 	}
+
+	t.Run("werf's names, the same from the hooks and from stagehand ci-env", func(t *testing.T) {
+		j := job(repo)
+		j.Name, j.Stage = "names", "test"
+		j.Environment = &coordinator.Environment{Name: "review/Feature X"}
+		j.Variables = append(j.Variables, coordinator.Variable{Key: "STAGEHAND_ACTION", Value: "none"})
+		j.Script = []string{
+			`echo "env slug=$CI_ENVIRONMENT_SLUG."`,
+			`echo "hooks namespace=$STAGEHAND_NAMESPACE release=$STAGEHAND_RELEASE"`,
+			`eval "$(env -u STAGEHAND_NAMESPACE -u STAGEHAND_RELEASE ` + h.Stagehand + ` ci-env)"`,
+			`echo "ci-env namespace=$STAGEHAND_NAMESPACE release=$STAGEHAND_RELEASE"`,
+		}
+		run := runOn(t, runner(t), j, nil)
+		wantState(t, run, "success", "")
+		// werf.yaml's project: guide, werf 1.1's slugs of
+		// <project>-<CI_ENVIRONMENT_SLUG>.
+		m := regexp.MustCompile(`env slug=([a-z0-9-]+)\.`).FindStringSubmatch(run.Result.Trace)
+		if m == nil {
+			t.Fatalf("no environment slug in the trace:\n%s", run.Result.Trace)
+		}
+		ns, rel := gitlab.KubernetesNamespace("guide-"+m[1]), gitlab.HelmRelease("guide-"+m[1])
+		names := "namespace=" + ns + " release=" + rel
+		wantTrace(t, run, "hooks "+names, "ci-env "+names)
+	})
 
 	t.Run("the same commit again is idle", func(t *testing.T) {
 		run := runOn(t, runner(t), job(repo), nil)

@@ -169,6 +169,14 @@ type Hooks struct {
 
 // NewRunner makes a runner directory below the harness root.
 func (h *Harness) NewRunner(name string) (*Runner, error) {
+	// Test names become paths of the runner's builds, which gitlab-runner
+	// writes into its scripts unquoted in places: plain characters only.
+	name = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/_.-", r) {
+			return r
+		}
+		return '_'
+	}, name)
 	dir := filepath.Join(h.Root, "runners", name)
 	for _, d := range []string{"builds", "cache", "tmp", "logs"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
