@@ -27,6 +27,7 @@ import (
 	"gitlab.com/stagehand/stagehand/lock"
 	"gitlab.com/stagehand/stagehand/registry"
 	"gitlab.com/stagehand/stagehand/request"
+	stagetrace "gitlab.com/stagehand/stagehand/trace"
 
 	"k8s.io/client-go/kubernetes"
 )
@@ -267,7 +268,7 @@ func Run(ctx context.Context, req request.Cleanup, trace io.Writer, opts ...Opti
 		return rep, err
 	}
 	fmt.Fprintf(trace, "Registry: deleted %d image tags (%s of manifests' blobs no longer referenced by them), %d stages and %d records\n",
-		len(deleted), humanBytes(rep.FreedBytes), n, len(rep.Records))
+		len(deleted), stagetrace.Bytes(rep.FreedBytes), n, len(rep.Records))
 	if req.Builder != nil {
 		remaining := map[string]bool{}
 		for _, s := range rep.Stages {
@@ -399,15 +400,4 @@ func action(del bool) string {
 		return "delete"
 	}
 	return "keep"
-}
-
-func humanBytes(n int64) string {
-	units := []string{"B", "KB", "MB", "GB", "TB"}
-	f := float64(n)
-	i := 0
-	for f >= 1000 && i < len(units)-1 {
-		f /= 1000
-		i++
-	}
-	return fmt.Sprintf("%.1f %s", f, units[i])
 }

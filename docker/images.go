@@ -2,9 +2,12 @@ package docker
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"iter"
 	"strings"
 
+	"github.com/moby/moby/api/types/jsonstream"
 	"github.com/moby/moby/client"
 )
 
@@ -57,17 +60,20 @@ func (e *Engine) Inspect(ctx context.Context, ref string) (info ImageInfo, ok bo
 	return info, true, nil
 }
 
+// Progress hears how much of a transfer is done: bytes done and the
+// total, over all its layers.
+type Progress func(done, total int64)
+
 // Pull has the engine pull ref with the login dockerConfig holds for its
-// registry.
-func (e *Engine) Pull(ctx context.Context, ref, dockerConfig string) error {
+// registry; progress (may be nil) hears the layers' bytes.
+func (e *Engine) Pull(ctx context.Context, ref, dockerConfig string, progress Progress) error {
 	auth, err := RegistryAuth(dockerConfig, ref)
 	if err != nil {
 		return err
 	}
 	resp, err := e.cli.ImagePull(ctx, ref, client.ImagePullOptions{RegistryAuth: auth})
 	if err == nil {
-		err = resp.Wait(ctx)
-		resp.Close()
+		err = follow(ctx, resp.JSONMessages(ctx), "Downloading", progress)
 	}
 	if err != nil {
 		return fmt.Errorf("pull image %s: %w", ref, err)
@@ -75,10 +81,47 @@ func (e *Engine) Pull(ctx context.Context, ref, dockerConfig string) error {
 	return nil
 }
 
+// follow reads a pull's or push's messages to their end: the error the
+// engine reports, and the layers' progress (status moving) to progress.
+func follow(ctx context.Context, msgs iter.Seq2[jsonstream.Message, error], moving string, progress Progress) error {
+	type layer struct{ done, total int64 }
+	layers := map[string]*layer{}
+	for m, err := range msgs {
+		if err != nil {
+			return err
+		}
+		if m.Error != nil {
+			return errors.New(m.Error.Message)
+		}
+		if progress == nil || m.ID == "" {
+			continue
+		}
+		l := layers[m.ID]
+		if l == nil {
+			l = &layer{}
+			layers[m.ID] = l
+		}
+		switch {
+		case m.Status == moving && m.Progress != nil:
+			l.done, l.total = m.Progress.Current, m.Progress.Total
+		case l.total > 0 && (strings.HasPrefix(m.Status, "Download complete") || m.Status == "Pushed" || m.Status == "Pull complete"):
+			l.done = l.total
+		default:
+			continue
+		}
+		var done, total int64
+		for _, l := range layers {
+			done, total = done+l.done, total+l.total
+		}
+		progress(done, total)
+	}
+	return ctx.Err()
+}
+
 // Push pushes ref (an image the engine has under that name) with the
 // login dockerConfig holds. The engine uploads the layers the registry
-// lacks, then the manifest.
-func (e *Engine) Push(ctx context.Context, ref, dockerConfig string) error {
+// lacks, then the manifest; progress (may be nil) hears their bytes.
+func (e *Engine) Push(ctx context.Context, ref, dockerConfig string, progress Progress) error {
 	auth, err := RegistryAuth(dockerConfig, ref)
 	if err != nil {
 		return err
@@ -88,7 +131,7 @@ func (e *Engine) Push(ctx context.Context, ref, dockerConfig string) error {
 		return fmt.Errorf("push %s: %w", ref, err)
 	}
 	defer resp.Close()
-	if err := resp.Wait(ctx); err != nil {
+	if err := follow(ctx, resp.JSONMessages(ctx), "Pushing", progress); err != nil {
 		return fmt.Errorf("push %s: %w", ref, err)
 	}
 	return nil

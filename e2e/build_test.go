@@ -20,17 +20,14 @@ import (
 	"gitlab.com/stagehand/stagehand/e2e/gitserver"
 	"gitlab.com/stagehand/stagehand/e2e/harness"
 	"gitlab.com/stagehand/stagehand/e2e/registryproxy"
+	stagetrace "gitlab.com/stagehand/stagehand/trace"
 )
 
 // sampleFiles reads the sample project (testdata/sample) as the git
 // server takes it.
 func sampleFiles(t testing.TB) map[string]string {
 	t.Helper()
-	files, err := harness.ReadTree(filepath.Join("testdata", "sample"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return files
+	return mustReadTree(t, filepath.Join("testdata", "sample"))
 }
 
 // buildProject is one sample project in its own registry repository,
@@ -118,7 +115,10 @@ func published(t *testing.T, run *harness.JobRun) map[string][2]string {
 	return out
 }
 
-var builtLine = regexp.MustCompile(`(?m)\s([~\w][\w.-]*/\w+)\s+built \(`)
+// A stage's result line follows the end of its trace section: after
+// GitLab's erase-line code, or (the runner's log splits at the carriage
+// return) on a continuation line, marked '+'.
+var builtLine = regexp.MustCompile(`(?m)(?:[\s+]|\x1b\[0K)([~\w][\w.-]*/\w+)\s+built \(`)
 
 // builtStages lists the stages a trace says were built.
 func builtStages(trace string) []string {
@@ -168,6 +168,14 @@ func TestBuildJobPublishesTheSampleProject(t *testing.T) {
 	run := runOn(t, p.runner(t, h1), p.job(p.repo), nil)
 	wantState(t, run, "success", "")
 	wantTrace(t, run, "stagehand build", "IMAGE", "Build done in")
+	// The trace shows each stage's own output, marked as the stage's, in a
+	// collapsed section per stage; not the engine's chatter nor labels.
+	wantTrace(t, run, stagetrace.Prefix+"installing libfoo 1.0\n", "section_start:", ":stage-backend_install-", "[collapsed=true]")
+	for _, chatter := range []string{"Removing intermediate container", "---> Running in", "Step 1/", "io.stagehand.git.", "LABEL "} {
+		if strings.Contains(run.Result.Trace, chatter) {
+			t.Errorf("the build trace shows the engine's %q", chatter)
+		}
+	}
 	images := published(t, run)
 	for name, want := range map[string]string{
 		"backend":  "setup ran with libfoo 1.0\n",
@@ -275,7 +283,7 @@ func TestBuildJobPublishesTheSampleProject(t *testing.T) {
 	})
 }
 
-var storedLine = regexp.MustCompile(`(?m)\s(\S+/\S+)\s+(?:used from storage|built|waited, then used from storage) \([^)]*\) ([0-9a-f]{56}-[0-9]+)$`)
+var storedLine = regexp.MustCompile(`(?m)(?:[\s+]|\x1b\[0K)([^\s\x1b+]+/\S+)\s+(?:used from storage|built|waited, then used from storage) \([^)]*\) ([0-9a-f]{56}-[0-9]+)$`)
 
 // storedTag is the stage tag a trace names for stage ("backend/install").
 func storedTag(t *testing.T, trace, stage string) string {
@@ -447,4 +455,50 @@ func TestBuildJobWithABadConfigFailsNamingTheLine(t *testing.T) {
 	run = runOn(t, p.runner(t, h.Engines[0]), p.job(missing), nil)
 	wantState(t, run, "failed", "script_failure")
 	wantTrace(t, run, `werf.yaml:4: image "app": dockerfile: docker/Dockerfile is not in the project`)
+}
+
+// TestFailingStageShowsItsCauseLast: a failing install: fails the job as
+// the job's fault, with the command and its last lines at the end of the
+// trace; STAGEHAND_LOG_LEVEL=debug shows the engine's own lines.
+func TestFailingStageShowsItsCauseLast(t *testing.T) {
+	p := newBuildProject(t)
+	failing, err := p.gs.Commit(p.project, map[string]string{"werf.yaml": "project: " + path.Base(p.project) + "\nconfigVersion: 1\n---\nimage: app\nfrom: {{ env \"BASE_IMAGE\" }}\nshell:\n  install:\n  - echo preparing the install\n  - for i in 1 2 3; do echo \"compiling part $i\"; done\n  - sh -c 'echo no space left on device >&2; exit 7'\n  - echo never here\n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := runOn(t, p.runner(t, h.Engines[0]), p.job(failing), nil)
+	wantState(t, run, "failed", "script_failure")
+	tail := run.Result.Trace[max(0, len(run.Result.Trace)-1500):]
+	for _, want := range []string{"stage app/install failed: `sh -c 'echo no space left on device >&2; exit 7'` exited with 7", stagetrace.Prefix + "compiling part 3", stagetrace.Prefix + "no space left on device"} {
+		if !strings.Contains(tail, want) {
+			t.Errorf("the end of the trace lacks %q:\n%s", want, tail)
+		}
+	}
+	if strings.Contains(run.Result.Trace, "never here") {
+		t.Error("the stage went on after a failing command")
+	}
+
+	// A Dockerfile's RUN output too (an engine without the build cache,
+	// so that the RUN runs), and without the engine's chatter: one LABEL
+	// step carries the stage's labels.
+	e := h.Engines[1]
+	emptyEngine(t, e)
+	run = runOn(t, p.runner(t, e), p.job(p.repo), nil)
+	wantState(t, run, "success", "")
+	wantTrace(t, run, stagetrace.Prefix+"tool has 32 bytes of greeting\n")
+	if strings.Contains(run.Result.Trace, "Step ") || strings.Contains(run.Result.Trace, "Running in") {
+		t.Error("the Dockerfile build shows the engine's chatter")
+	}
+
+	// STAGEHAND_LOG_LEVEL=debug shows the engine's lines.
+	debug := newBuildProject(t)
+	emptyEngine(t, e)
+	j := debug.job(debug.repo)
+	j.Variables = append(j.Variables, coordinator.Variable{Key: "STAGEHAND_LOG_LEVEL", Value: "debug"})
+	run = runOn(t, debug.runner(t, e), j, nil)
+	wantState(t, run, "success", "")
+	wantTrace(t, run, "Step 1/", "---> Running in", "tool has 32 bytes of greeting")
+	if n := strings.Count(run.Result.Trace, ": LABEL "); n != 1 {
+		t.Errorf("the Dockerfile build has %d LABEL steps, want 1", n)
+	}
 }

@@ -29,11 +29,7 @@ func TestWerfGuideProjectBuildsUnchanged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files, err := harness.ReadTree(filepath.Join("testdata", "guide"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo, err := gs.CreateRepo(project, files)
+	repo, err := gs.CreateRepo(project, mustReadTree(t, filepath.Join("testdata", "guide")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,4 +165,39 @@ func TestWerfGuideProjectBuildsUnchanged(t *testing.T) {
 			t.Errorf("built %v, want nothing (motd.txt is .dockerignore'd and trimmed by the template)", got)
 		}
 	})
+}
+
+// TestConfigRenderAndPlanCommands: `stagehand config render` prints the
+// rendered config, `stagehand plan` every image's stages with their
+// signatures (no engine, no registry), and a bad config fails naming its
+// source line.
+func TestConfigRenderAndPlanCommands(t *testing.T) {
+	dir := checkout(t, mustReadTree(t, filepath.Join("testdata", "guide")))
+	env := []string{"BASE_IMAGE=" + h.BaseImage, "LIB_REPO_URL=https://gitlab.example.com/group/lib.git", "DOCKER_HOST=unix:///nonexistent.sock"}
+	rendered, _ := mustCLI(t, env, "config", "render", "--dir", dir)
+	for _, want := range []string{"from: " + h.BaseImage, `echo "welcome to the guide" > /etc/motd`, "cat /src/assets/a.txt /src/assets/b.txt > /build/bundle.txt", "- url: https://gitlab.example.com/group/lib.git"} {
+		if !strings.Contains(rendered, want) {
+			t.Errorf("config render lacks %q:\n%s", want, rendered)
+		}
+	}
+	planned, _ := mustCLI(t, env, "plan", "--dir", dir)
+	for _, want := range []string{"werf.yaml: project guide, 4 images and artifacts, 14 stages", "app              beforeInstall", "web              dockerfile", "https://gitlab.example.com/group/lib.git@refs/heads/main"} {
+		if !strings.Contains(planned, want) {
+			t.Errorf("plan lacks %q:\n%s", want, planned)
+		}
+	}
+	bad := checkout(t, map[string]string{"werf.yaml": "project: p\nconfigVersion: 1\n---\nimage: app\nfrom: alpine\nansible:\n  install: []\n"})
+	_, stderr, err := stagehandCLI(t, nil, "plan", "--dir", bad)
+	if err == nil || !strings.Contains(stderr, `werf.yaml:6: image "app": "ansible" is not supported`) {
+		t.Errorf("a bad config: %v\n%s", err, stderr)
+	}
+}
+
+func mustReadTree(t testing.TB, dir string) map[string]string {
+	t.Helper()
+	files, err := harness.ReadTree(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
 }

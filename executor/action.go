@@ -38,7 +38,9 @@ func ChooseAction(vars map[string]string) (ActionKind, error) {
 		return "", fmt.Errorf("%s=%q is not an action: use one of %s", VarAction, v, joinKinds(actionKinds))
 	}
 	switch {
-	case vars["CI_PIPELINE_SOURCE"] == "schedule":
+	// In a scheduled pipeline the job meant for it cleans; the others do
+	// what they do in any pipeline (a nightly test pipeline tests).
+	case vars["CI_PIPELINE_SOURCE"] == "schedule" && (vars["CI_JOB_NAME"] == "cleanup" || vars["CI_JOB_STAGE"] == "cleanup"):
 		return ActionCleanup, nil
 	case vars["CI_ENVIRONMENT_NAME"] != "" && vars["CI_ENVIRONMENT_ACTION"] == "stop":
 		return ActionDismiss, nil

@@ -102,5 +102,6 @@ func buildRequest(a *ActionContext) (request.Build, error) {
 		BlockDir:      a.Settings.BlockDir,
 		Mounts:        a.Settings.Mounts(),
 		Debug:         a.Debug,
+		Sections:      true,
 	}, nil
 }

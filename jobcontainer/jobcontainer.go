@@ -15,6 +15,7 @@ import (
 	"gitlab.com/stagehand/stagehand/docker"
 	"gitlab.com/stagehand/stagehand/fault"
 	"gitlab.com/stagehand/stagehand/request"
+	"gitlab.com/stagehand/stagehand/trace"
 )
 
 // Labels on job containers, so that cleanup finds them even after a crash.
@@ -25,7 +26,7 @@ const (
 
 // EnsureImage makes the job image available per the pull policy. An image
 // that does not exist is the job's fault; an unreachable registry is not.
-func EnsureImage(ctx context.Context, r request.JobImage, trace io.Writer) error {
+func EnsureImage(ctx context.Context, r request.JobImage, w io.Writer) error {
 	e, err := docker.Connect(ctx, r.Engine.Host)
 	if err != nil {
 		return err
@@ -37,22 +38,22 @@ func EnsureImage(ctx context.Context, r request.JobImage, trace io.Writer) error
 			return err
 		}
 		if ok {
-			fmt.Fprintf(trace, "Using image %s (present on this host)\n", r.Image)
+			fmt.Fprintf(w, "Using image %s (present on this host)\n", r.Image)
 			return nil
 		}
 		if r.PullPolicy == request.PullNever {
 			return fault.Jobf("image %s is not on this runner host and the pull policy is %q: pre-load it or change --pull-policy", r.Image, request.PullNever)
 		}
 	}
-	fmt.Fprintf(trace, "Pulling image %s ...\n", r.Image)
+	fmt.Fprintf(w, "Pulling image %s ...\n", r.Image)
 	start := time.Now()
-	if err := e.Pull(ctx, r.Image, r.Engine.DockerConfig); err != nil {
+	if err := e.Pull(ctx, r.Image, r.Engine.DockerConfig, trace.NewProgress(w, "Pulling "+r.Image).Update); err != nil {
 		if docker.IsNotFound(err) || strings.Contains(err.Error(), "manifest unknown") || strings.Contains(err.Error(), "not found") {
 			return fault.Jobf("%w (check the image name in `image:`)", err)
 		}
 		return err
 	}
-	fmt.Fprintf(trace, "Pulled image %s in %s\n", r.Image, time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(w, "Pulled image %s in %s\n", r.Image, time.Since(start).Round(time.Millisecond))
 	return nil
 }
 

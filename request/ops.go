@@ -41,6 +41,9 @@ type Build struct {
 	Mounts Mounts
 	// Debug shows the engine's own output (STAGEHAND_LOG_LEVEL=debug).
 	Debug bool
+	// Sections puts each stage's output in a collapsed section of the
+	// GitLab job log (jobs; a shell's output has no sections).
+	Sections bool
 }
 
 // Op names the operation in the worker protocol.

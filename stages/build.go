@@ -19,6 +19,7 @@ import (
 	"gitlab.com/stagehand/stagehand/registry"
 	"gitlab.com/stagehand/stagehand/request"
 	"gitlab.com/stagehand/stagehand/stagesrepo"
+	"gitlab.com/stagehand/stagehand/trace"
 )
 
 // Outcome is what a build did for one stage.
@@ -71,6 +72,9 @@ type Builder struct {
 	Mounts request.Mounts
 	// Debug shows the engine's own output.
 	Debug bool
+	// Sections puts each stage's output in a collapsed section of the
+	// job log.
+	Sections bool
 
 	engine *Engine
 	// tmp holds this build's tmp_dir mounts.
@@ -211,8 +215,20 @@ func (b *Builder) stage(ctx context.Context, s *plan.Stage) error {
 		}
 	}
 
-	fmt.Fprintf(b.Trace, "Building stage %s (%s)\n", s, short(s.Signature))
+	// The stage's own output in a section of its own, collapsed: the
+	// result line after it says how it went, and a failure repeats the
+	// command and its last lines below.
+	header := fmt.Sprintf("Building stage %s (%s)", s, short(s.Signature))
+	section := trace.SectionName("stage-" + s.String() + "-" + short(s.Signature))
+	if b.Sections {
+		trace.SectionStart(b.Trace, section, header, true)
+	} else {
+		fmt.Fprintln(b.Trace, header)
+	}
 	st, outcome, pulled, err := b.build(ctx, s)
+	if b.Sections {
+		trace.SectionEnd(b.Trace, section)
+	}
 	if err != nil {
 		return lost(err)
 	}
@@ -433,7 +449,7 @@ func (b *Builder) buildInEngine(ctx context.Context, s *plan.Stage) (built, bool
 			if s.Image.Dockerfile.SSH != "" {
 				return fault.Job(&config.ConfigError{File: b.Plan.Config.File, Line: s.Image.Line, Msg: "ssh: needs BuildKit, which the engine's classic builder stagehand uses does not have: fetch what needs SSH in an earlier image and import it"})
 			}
-			contextTar, dockerfile, err := b.contextTar(s)
+			contextTar, dockerfile, err := b.contextTar(s, labels)
 			if err != nil {
 				return err
 			}
@@ -452,7 +468,7 @@ func (b *Builder) buildInEngine(ctx context.Context, s *plan.Stage) (built, bool
 			}
 			id, err = e.BuildDockerfile(ctx, dockerfileBuild{
 				Stage: s.String(), Context: contextTar, Dockerfile: dockerfile,
-				Args: args, Target: d.Target, AddHost: d.AddHost, Labels: labels,
+				Args: args, Target: d.Target, AddHost: d.AddHost,
 			}, b.Debug)
 			return err
 		})
@@ -589,50 +605,56 @@ const dockerfileInContext = ".stagehand.Dockerfile"
 // chose (below the context directory, less what .dockerignore leaves
 // out), and the Dockerfile. It answers the Dockerfile's path in it.
 // (Temporary files go when the build ends.)
-func (b *Builder) contextTar(s *plan.Stage) (io.ReadCloser, string, error) {
+func (b *Builder) contextTar(s *plan.Stage, labels map[string]string) (io.ReadCloser, string, error) {
 	tl, err := b.tempLayer()
 	if err != nil {
 		return nil, "", fault.System(err)
 	}
 	tw := newTarWriter(tl.Writer(), 0, 0, "/")
-	dockerfile := ""
+	ignore := ""
 	for _, f := range s.Context {
-		if f.TreeEntry == s.DockerfileEntry {
-			dockerfile = f.Rel
-		}
 		if err := b.writeEntry(tw, "/"+f.Rel, f.TreeEntry); err != nil {
 			return nil, "", err
 		}
-	}
-	if dockerfile == "" {
-		// Outside the context: added under a name of its own, which
-		// the engine removes from the context once it has read it (it
-		// is listed in the context's .dockerignore).
-		dockerfile = dockerfileInContext
-		if err := b.writeEntry(tw, "/"+dockerfile, s.DockerfileEntry); err != nil {
-			return nil, "", err
-		}
-		ignore := dockerfileInContext + "\n"
-		for _, f := range s.Context {
-			if f.Rel == ".dockerignore" {
-				r, err := b.Source.Open(f.TreeEntry)
-				if err != nil {
-					return nil, "", fault.System(err)
-				}
-				old, _ := io.ReadAll(r)
-				r.Close()
-				ignore = string(old) + "\n" + ignore
+		if f.Rel == ".dockerignore" {
+			if ignore, err = b.readEntry(f.TreeEntry); err != nil {
+				return nil, "", err
 			}
 		}
-		if err := tw.raw(".dockerignore", []byte(ignore)); err != nil {
-			return nil, "", fault.System(err)
-		}
+	}
+	// The Dockerfile the engine reads is the project's with the stage's
+	// labels in one instruction, under a name of its own, which the engine
+	// leaves out of the context once it has read it (it is listed in the
+	// context's .dockerignore).
+	dockerfile, err := b.readEntry(s.DockerfileEntry)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := tw.raw(dockerfileInContext, withLabels([]byte(dockerfile), s.Image.Dockerfile.Target, labels)); err != nil {
+		return nil, "", fault.System(err)
+	}
+	if err := tw.raw(".dockerignore", []byte(ignore+"\n"+dockerfileInContext+"\n")); err != nil {
+		return nil, "", fault.System(err)
 	}
 	if err := tw.Close(); err != nil {
 		return nil, "", err
 	}
 	r, err := tl.Reader()
-	return r, dockerfile, err
+	return r, dockerfileInContext, err
+}
+
+// readEntry reads one file of the project.
+func (b *Builder) readEntry(e plan.TreeEntry) (string, error) {
+	r, err := b.Source.Open(e)
+	if err != nil {
+		return "", fault.System(err)
+	}
+	defer r.Close()
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return "", fault.System(fmt.Errorf("read %s: %w", e.Path, err))
+	}
+	return string(data), nil
 }
 
 // writeEntry writes one file of the project into a tar.

@@ -49,7 +49,9 @@ func (e *Engine) Has(ctx context.Context, ref string) (bool, error) {
 // Pull pulls an image into the engine, again when the registry fails for
 // a moment.
 func (e *Engine) Pull(ctx context.Context, ref string) error {
-	return registry.Retry(ctx, e.Trace, "pulling "+ref, func() error { return e.Engine.Pull(ctx, ref, e.DockerConfig) })
+	return registry.Retry(ctx, e.Trace, "pulling "+ref, func() error {
+		return e.Engine.Pull(ctx, ref, e.DockerConfig, trace.NewProgress(e.Trace, "Pulling "+ref).Update)
+	})
 }
 
 // Push tags image as ref and pushes it; a push the registry failed for a
@@ -58,7 +60,9 @@ func (e *Engine) Push(ctx context.Context, image, ref string) error {
 	if err := e.Tag(ctx, image, ref); err != nil {
 		return err
 	}
-	return registry.Retry(ctx, e.Trace, "pushing "+ref, func() error { return e.Engine.Push(ctx, ref, e.DockerConfig) })
+	return registry.Retry(ctx, e.Trace, "pushing "+ref, func() error {
+		return e.Engine.Push(ctx, ref, e.DockerConfig, trace.NewProgress(e.Trace, "Pushing "+ref).Update)
+	})
 }
 
 // imageConfig reads the labels and user of an image the engine has.
@@ -93,7 +97,6 @@ type dockerfileBuild struct {
 	Args       []config.KeyValue
 	Target     string
 	AddHost    []string
-	Labels     map[string]string
 	// From is the image the Dockerfile starts from, when known (see
 	// docker.BuildOptions).
 	From string
@@ -119,7 +122,7 @@ func (e *Engine) BuildDockerfile(ctx context.Context, d dockerfileBuild, debug b
 		out.Drop = engineChatter.MatchString
 	}
 	id, err := e.Build(ctx, docker.BuildOptions{
-		Context: d.Context, Dockerfile: d.Dockerfile, Args: args, Target: d.Target, Labels: d.Labels, ExtraHosts: d.AddHost,
+		Context: d.Context, Dockerfile: d.Dockerfile, Args: args, Target: d.Target, ExtraHosts: d.AddHost,
 		Network: e.Network, DockerConfig: e.DockerConfig, From: d.From, Output: out,
 	})
 	out.Flush()

@@ -201,18 +201,18 @@ func (l *LocalStorage) makeConfigStage(ctx context.Context, b *Builder, s *plan.
 	if s.Kind == plan.KindGitArchive || s.Kind == plan.KindGitPatch {
 		return b.runStage(ctx, e, s, from, labels, nil, true)
 	}
-	contextTar, err := l.configStageContext(ctx, b, s)
+	contextTar, err := l.configStageContext(ctx, b, s, labels)
 	if err != nil {
 		return built{}, err
 	}
 	defer contextTar.Close()
-	id, err := e.BuildDockerfile(ctx, dockerfileBuild{Stage: s.String(), Context: contextTar, Dockerfile: "Dockerfile", Labels: labels, From: from}, b.Debug)
+	id, err := e.BuildDockerfile(ctx, dockerfileBuild{Stage: s.String(), Context: contextTar, Dockerfile: "Dockerfile", From: from}, b.Debug)
 	return built{engineID: id, engine: e}, err
 }
 
 // configStageContext writes the Dockerfile (and files) of a stage that a
 // registry storage makes without the engine.
-func (local *LocalStorage) configStageContext(ctx context.Context, b *Builder, s *plan.Stage) (io.ReadCloser, error) {
+func (local *LocalStorage) configStageContext(ctx context.Context, b *Builder, s *plan.Stage, labels map[string]string) (io.ReadCloser, error) {
 	tl, err := b.tempLayer()
 	if err != nil {
 		return nil, fault.System(err)
@@ -245,7 +245,7 @@ func (local *LocalStorage) configStageContext(ctx context.Context, b *Builder, s
 		fmt.Fprintf(&df, "FROM %s\n", local.EngineRef(b.stored[s.Parent]))
 		df.WriteString(dockerInstructions(s.Image.Docker))
 	}
-	if err := tw.raw("Dockerfile", []byte(df.String())); err != nil {
+	if err := tw.raw("Dockerfile", withLabels([]byte(df.String()), "", labels)); err != nil {
 		return nil, err
 	}
 	if err := tw.Close(); err != nil {

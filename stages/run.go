@@ -153,7 +153,7 @@ func Build(ctx context.Context, req request.Build, trace io.Writer, opts ...Opti
 	}
 	b := &Builder{
 		Plan: pl, Source: src, Locker: locker,
-		Project: req.Project, Commit: req.Commit, Trace: trace, Mounts: req.Mounts, Debug: req.Debug,
+		Project: req.Project, Commit: req.Commit, Trace: trace, Mounts: req.Mounts, Debug: req.Debug, Sections: req.Sections,
 		Remotes: sources(remotes),
 		Engine:  func(ctx context.Context) (*Engine, error) { return NewEngine(ctx, req.Engine, trace) },
 	}

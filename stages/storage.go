@@ -17,6 +17,7 @@ import (
 
 	"gitlab.com/stagehand/stagehand/registry"
 	"gitlab.com/stagehand/stagehand/stagesrepo"
+	"gitlab.com/stagehand/stagehand/trace"
 )
 
 // Storage is the stages storage in a registry: a repository
@@ -114,7 +115,29 @@ func (s *Storage) receiveFromRegistry(ctx context.Context, src name.Tag, st stag
 	if err != nil {
 		return fmt.Errorf("read stage %s: %w", src, err)
 	}
-	return remote.Write(s.Ref(st), img, append(s.opts, remote.WithContext(ctx))...)
+	return s.write(ctx, s.Ref(st), img)
+}
+
+// write writes an image (blobs the registry lacks, then the manifest),
+// reporting the progress of a big one in the trace.
+func (s *Storage) write(ctx context.Context, ref name.Tag, img v1.Image) error {
+	updates := make(chan v1.Update, 16)
+	done := make(chan struct{})
+	p := trace.NewProgress(s.Trace, "Storing "+ref.String())
+	go func() {
+		defer close(done)
+		for u := range updates {
+			p.Update(u.Complete, u.Total)
+		}
+	}()
+	err := remote.Write(ref, img, append(s.opts, remote.WithContext(ctx), remote.WithProgress(updates))...)
+	// go-containerregistry closes updates when it is done (but not when
+	// its options are refused, before any transfer).
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+	}
+	return err
 }
 
 // receiveFromEngine pushes a stage the engine holds.
@@ -150,7 +173,7 @@ func (s *Storage) put(ctx context.Context, sig string, b built) (stagesrepo.Stag
 	var err error
 	if b.image != nil {
 		err = registry.Retry(ctx, s.Trace, "storing "+ref.String(), func() error {
-			return remote.Write(ref, b.image, append(s.opts, remote.WithContext(ctx))...)
+			return s.write(ctx, ref, b.image)
 		})
 	} else {
 		err = b.engine.Push(ctx, b.engineID, ref.String())

@@ -130,3 +130,56 @@ func (l *Lines) Last() []string {
 	defer l.mu.Unlock()
 	return append([]string(nil), l.last...)
 }
+
+// Progress reports a long transfer: a line every Every with the bytes
+// done, the total and the rate, and nothing for transfers smaller than
+// Min (most layers), so that the trace is never a line per chunk.
+type Progress struct {
+	w     io.Writer
+	what  string
+	Every time.Duration
+	Min   int64
+
+	mu    sync.Mutex
+	start time.Time
+	last  time.Time
+	done  int64
+}
+
+// NewProgress reports the transfer named what (e.g. "pulling x") to w.
+func NewProgress(w io.Writer, what string) *Progress {
+	now := time.Now()
+	return &Progress{w: w, what: what, Every: 5 * time.Second, Min: 8 << 20, start: now, last: now}
+}
+
+// Update says done of total bytes are transferred; safe for concurrent
+// use.
+func (p *Progress) Update(done, total int64) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.done = done
+	now := time.Now()
+	if total < p.Min || now.Sub(p.last) < p.Every {
+		return
+	}
+	p.last = now
+	rate := float64(done) / now.Sub(p.start).Seconds()
+	fmt.Fprintf(p.w, "%s: %s of %s (%s/s)\n", p.what, Bytes(done), Bytes(total), Bytes(int64(rate)))
+}
+
+// Bytes is n in B, kB, MB or GB (powers of 1000, as registries and
+// the docker CLI count).
+func Bytes(n int64) string {
+	switch {
+	case n >= 1e9:
+		return fmt.Sprintf("%.1f GB", float64(n)/1e9)
+	case n >= 1e6:
+		return fmt.Sprintf("%.1f MB", float64(n)/1e6)
+	case n >= 1e3:
+		return fmt.Sprintf("%.1f kB", float64(n)/1e3)
+	}
+	return fmt.Sprintf("%d B", n)
+}
