@@ -11,7 +11,7 @@ all: build
 # Static binaries: they start faster (no dynamic loader; gitlab-runner
 # starts a hook per stage of every job) and run on any runner host.
 build:
-	CGO_ENABLED=0 $(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/ . ./cmd/stagehand-worker ./cmd/stagehand-config
+	CGO_ENABLED=0 $(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/ . ./cmd/stagehand-worker ./cmd/stagehand-config ./cmd/stagehand-deploy
 
 # Starts (installing what is missing) the real components, then runs every
 # test against them.

@@ -28,3 +28,17 @@ func TestHooksBinaryStaysLight(t *testing.T) {
 		t.Fatalf("go list -deps listed %d packages: %q", len(deps), out)
 	}
 }
+
+// TestWorkerDoesNotLinkHelm: builds, cleanups and job containers start
+// stagehand-worker; Helm (some 70 ms a start) is stagehand-deploy's.
+func TestWorkerDoesNotLinkHelm(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "./cmd/stagehand-worker").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	for _, d := range strings.Fields(string(out)) {
+		if strings.HasPrefix(d, "helm.sh/") || d == "gitlab.com/stagehand/stagehand/deploy" {
+			t.Errorf("stagehand-worker links %s", d)
+		}
+	}
+}

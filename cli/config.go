@@ -16,7 +16,7 @@ import (
 func configCall[Out any](cmd *cobra.Command, s *executor.Settings, op worker.Operation) (Out, error) {
 	ctx, stop := signalContext(cmd)
 	defer stop()
-	c := worker.Client{Path: worker.ConfigPath(s.Worker), Trace: cmd.ErrOrStderr(), StopGrace: 5e9}
+	c := worker.Client{Path: s.Worker, Trace: cmd.ErrOrStderr(), StopGrace: 5e9}
 	return worker.Call[Out](ctx, c, op)
 }
 

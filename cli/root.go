@@ -24,7 +24,16 @@ import (
 // Main runs stagehand with args and answers its exit status.
 func Main(version string, args []string, stdout, stderr io.Writer) int {
 	code := 0
-	root := New(version, &code)
+	var root *cobra.Command
+	if len(args) > 0 && args[0] == "hook" {
+		// gitlab-runner starts a hook about ten times a job: build only
+		// the hooks' commands, not every operator command's flags.
+		root = newRoot(version)
+		root.AddCommand(hookCommand(version, &code))
+		envDefaults(root)
+	} else {
+		root = New(version, &code)
+	}
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -40,13 +49,7 @@ func Main(version string, args []string, stdout, stderr io.Writer) int {
 // New builds the command tree. code receives a hook's exit status, which
 // gitlab-runner reads (the hooks never fail through cobra).
 func New(version string, code *int) *cobra.Command {
-	root := &cobra.Command{
-		Use:           "stagehand",
-		Short:         "GitLab Runner custom executor: ci-env, distributed stages, per-environment deploys, scheduled cleanup",
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		Version:       version,
-	}
+	root := newRoot(version)
 	root.AddCommand(
 		hookCommand(version, code),
 		ciEnvCommand(),
@@ -59,6 +62,16 @@ func New(version string, code *int) *cobra.Command {
 	)
 	envDefaults(root)
 	return root
+}
+
+func newRoot(version string) *cobra.Command {
+	return &cobra.Command{
+		Use:           "stagehand",
+		Short:         "GitLab Runner custom executor: ci-env, distributed stages, per-environment deploys, scheduled cleanup",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version,
+	}
 }
 
 // signalContext ends when the operator presses ^C or the process gets

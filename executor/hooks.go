@@ -230,7 +230,7 @@ func (e *Executor) deriveNamed(ctx context.Context) (gitlab.Env, error) {
 	if dir == "" {
 		return env, nil
 	}
-	c := worker.Client{Path: worker.ConfigPath(e.Settings.Worker), Trace: e.Trace, StopGrace: 5 * time.Second}
+	c := worker.Client{Path: e.Settings.Worker, Trace: e.Trace, StopGrace: 5 * time.Second}
 	res, err := worker.Call[request.NamesResult](ctx, c, request.ConfigNames{Dir: dir, Vars: e.Job.Vars})
 	switch {
 	case err == nil && res.Naming == nil:

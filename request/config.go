@@ -70,3 +70,19 @@ type PlannedStage struct {
 	Name      string
 	Signature string
 }
+
+// Programs of the heavy half besides stagehand-worker (see
+// worker.ProgramOf).
+const (
+	// ConfigProgram reads and plans a project's config: werf's template
+	// functions (sprig) cost every program that links them ~7 ms a start.
+	ConfigProgram = "stagehand-config"
+	// DeployProgram deploys and dismisses: it links Helm, which costs
+	// ~70 ms a start.
+	DeployProgram = "stagehand-deploy"
+)
+
+// Program names the program that serves the config operations.
+func (ConfigNames) Program() string  { return ConfigProgram }
+func (ConfigRender) Program() string { return ConfigProgram }
+func (Plan) Program() string         { return ConfigProgram }

@@ -165,6 +165,9 @@ type Deploy struct {
 // Op names the operation in the worker protocol.
 func (Deploy) Op() string { return "deploy" }
 
+// Program names the program that serves deploys (it links Helm).
+func (Deploy) Program() string { return DeployProgram }
+
 // Dismiss removes an environment: its release and its namespace.
 type Dismiss struct {
 	Cluster   Cluster
@@ -176,6 +179,9 @@ type Dismiss struct {
 
 // Op names the operation in the worker protocol.
 func (Dismiss) Op() string { return "dismiss" }
+
+// Program names the program that serves dismisses (it links Helm).
+func (Dismiss) Program() string { return DeployProgram }
 
 // Cleanup is one cleanup of a project: registry images by its git
 // policies, then its stages, then (Builder) a host's builder cache.

@@ -33,6 +33,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -45,6 +46,17 @@ const Program = "stagehand-worker"
 // Operation is a request's body: it names its operation.
 type Operation interface {
 	Op() string
+}
+
+// ProgramOf is the program that serves an operation. The heavy half is
+// several programs, each linking only what its operations need (each
+// start pays for the libraries it links): an operation with a Program
+// method is served by that program, the others by Program.
+func ProgramOf(op Operation) string {
+	if p, ok := op.(interface{ Program() string }); ok {
+		return p.Program()
+	}
+	return Program
 }
 
 // Request is one piece of work.
@@ -137,7 +149,8 @@ func serve(handlers Handlers, stdin io.Reader, trace io.Writer) Response {
 
 // Client starts the worker.
 type Client struct {
-	// Path is the worker program.
+	// Path is the worker program (stagehand-worker); the other programs
+	// (see ProgramOf) are next to it.
 	Path string
 	// Trace receives the worker's output.
 	Trace io.Writer
@@ -147,23 +160,17 @@ type Client struct {
 }
 
 // DefaultPath is the worker next to the running stagehand.
-func DefaultPath() string {
+func DefaultPath() string { return defaultPath() }
+
+var defaultPath = sync.OnceValue(func() string {
 	self, err := os.Executable()
 	if err != nil {
 		return Program
 	}
 	return filepath.Join(filepath.Dir(self), Program)
-}
+})
 
-// ConfigProgram is the program that reads and plans a project's config
-// (stagehand-config): as light to start as can be with werf's template
-// functions, which the hooks binary does not link.
-const ConfigProgram = "stagehand-config"
 
-// ConfigPath is stagehand-config next to the worker.
-func ConfigPath(workerPath string) string {
-	return filepath.Join(filepath.Dir(workerPath), ConfigProgram)
-}
 
 // Call runs one operation and answers its result. When ctx ends, the
 // worker gets SIGTERM, then SIGKILL after StopGrace. A failed operation
@@ -182,9 +189,13 @@ func Call[Out any](ctx context.Context, c Client, in Operation) (Out, error) {
 
 func (c Client) call(ctx context.Context, in Operation) (Response, error) {
 	op := in.Op()
-	program := filepath.Base(c.Path)
-	if _, err := os.Stat(c.Path); err != nil {
-		return Response{}, fmt.Errorf("%s is not installed at %s: install it next to stagehand or set --worker: %w", program, c.Path, err)
+	path := c.Path
+	if p := ProgramOf(in); p != Program {
+		path = filepath.Join(filepath.Dir(c.Path), p)
+	}
+	program := filepath.Base(path)
+	if _, err := os.Stat(path); err != nil {
+		return Response{}, fmt.Errorf("%s is not installed at %s: install it next to stagehand-worker (--worker): %w", program, path, err)
 	}
 	body, err := json.Marshal(in)
 	if err != nil {
@@ -199,7 +210,7 @@ func (c Client) call(ctx context.Context, in Operation) (Response, error) {
 		return Response{}, err
 	}
 	defer pr.Close()
-	cmd := exec.Command(c.Path)
+	cmd := exec.Command(path)
 	cmd.Stdin = bytes.NewReader(req)
 	cmd.Stdout, cmd.Stderr = c.Trace, c.Trace
 	cmd.ExtraFiles = []*os.File{pw} // fd 3

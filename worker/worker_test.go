@@ -174,3 +174,27 @@ func TestCallReportsACrashedOrMissingWorker(t *testing.T) {
 		t.Errorf("missing: %v", err)
 	}
 }
+
+type deployOp struct{}
+
+func (deployOp) Op() string      { return "deploy-test" }
+func (deployOp) Program() string { return "stagehand-deploy" }
+
+type plainOp struct{}
+
+func (plainOp) Op() string { return "plain-test" }
+
+func TestProgramOf(t *testing.T) {
+	if got := ProgramOf(deployOp{}); got != "stagehand-deploy" {
+		t.Errorf("ProgramOf(deploy) = %q", got)
+	}
+	if got := ProgramOf(plainOp{}); got != Program {
+		t.Errorf("ProgramOf(plain) = %q", got)
+	}
+	// The program is looked for next to the worker.
+	c := Client{Path: "/opt/stagehand/bin/stagehand-worker"}
+	_, err := c.call(context.Background(), deployOp{})
+	if err == nil || !strings.Contains(err.Error(), "stagehand-deploy is not installed at /opt/stagehand/bin/stagehand-deploy") {
+		t.Errorf("err = %v", err)
+	}
+}

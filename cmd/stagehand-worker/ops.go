@@ -6,7 +6,6 @@ import (
 	"io"
 
 	"gitlab.com/stagehand/stagehand/cleanup"
-	"gitlab.com/stagehand/stagehand/deploy"
 	"gitlab.com/stagehand/stagehand/jobcontainer"
 	"gitlab.com/stagehand/stagehand/request"
 	"gitlab.com/stagehand/stagehand/stages"
@@ -18,8 +17,6 @@ import (
 func handlers() worker.Handlers {
 	h := worker.Handlers{}
 	worker.Handle(h, build)
-	worker.Handle(h, deployEnvironment)
-	worker.Handle(h, dismiss)
 	worker.Handle(h, cleanupProject)
 	worker.Handle(h, syncStages)
 	worker.Handle(h, ensureJobImage)
@@ -34,24 +31,6 @@ func build(ctx context.Context, req request.Build, trace io.Writer) (request.Bui
 		return request.BuildResult{}, err
 	}
 	return res.Published(), nil
-}
-
-// deployEnvironment builds first (an idle build when the build job already
-// published this commit), then deploys what the build published.
-func deployEnvironment(ctx context.Context, req request.Deploy, trace io.Writer) (request.BuildResult, error) {
-	res, err := stages.Build(ctx, req.Build, trace)
-	if err != nil {
-		return request.BuildResult{}, err
-	}
-	published := res.Published()
-	if req.ChartDir == "" {
-		req.ChartDir = res.ChartDir
-	}
-	return published, deploy.Deploy(ctx, req, published.Images, trace)
-}
-
-func dismiss(ctx context.Context, req request.Dismiss, trace io.Writer) (struct{}, error) {
-	return struct{}{}, deploy.Dismiss(ctx, req, trace)
 }
 
 func cleanupProject(ctx context.Context, req request.Cleanup, trace io.Writer) (struct{}, error) {

@@ -138,7 +138,7 @@ func BuildStagehand(dir string) (string, error) {
 	_, file, _, _ := runtime.Caller(0)
 	module := filepath.Join(filepath.Dir(file), "..", "..")
 	out := filepath.Join(dir, "stagehand")
-	cmd := exec.Command("go", "build", "-ldflags", "-X main.version=e2e", "-o", dir+string(filepath.Separator), ".", "./cmd/stagehand-worker", "./cmd/stagehand-config")
+	cmd := exec.Command("go", "build", "-ldflags", "-X main.version=e2e", "-o", dir+string(filepath.Separator), ".", "./cmd/stagehand-worker", "./cmd/stagehand-config", "./cmd/stagehand-deploy")
 	cmd.Dir = module
 	// As `make build` does: static binaries, which start faster (no
 	// dynamic loader) and run on any runner host.
