@@ -170,8 +170,6 @@ var defaultPath = sync.OnceValue(func() string {
 	return filepath.Join(filepath.Dir(self), Program)
 })
 
-
-
 // Call runs one operation and answers its result. When ctx ends, the
 // worker gets SIGTERM, then SIGKILL after StopGrace. A failed operation
 // comes back as an error carrying its fault kind; a stopped one as an
