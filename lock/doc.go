@@ -39,7 +39,9 @@
 // the expiry down to the second, so 9 to 10 s). stagehand then renews it
 // itself (watchedBackend in kube.go) instead of leaving it to lockgate's
 // 3 s ticker, which gave a renewal that took more than 4 s on a busy API
-// server a lost lease: the lease record is read every second and, once
+// server a lost lease: the first renewal goes out as soon as the lease is
+// taken (taking it may itself have waited seconds on a busy API server),
+// then the lease record is read every second and, once
 // less than 15 s of it is left, rewritten (in lockgate's format) to
 // expire 20 s later, so a renewal has 15 s to get through. The holders of
 // a shared lock share one record and renew it once between them; an

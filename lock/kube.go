@@ -60,7 +60,7 @@ type kubeLocker struct {
 }
 
 func newKubeLocker(ns string, cfg Config) (*kubeLocker, error) {
-	rc, err := kubeconfig.RESTConfig(cfg.Kubeconfig)
+	rc, err := kubeconfig.RESTConfig(cfg.Kubeconfig, "")
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes synchronization: %w", err)
 	}
@@ -427,7 +427,10 @@ func (w *watchedBackend) Acquire(name string, opts distributed_locker.AcquireOpt
 		w.mu.Lock()
 		_, renewing := w.leases[h.UUID]
 		st := w.state(h.UUID)
-		st.ok(start)
+		if !renewing || st.expiry.Before(time.Unix(start.Unix(), 0).Add(leaseTTL)) {
+			// A shared lease already renewed here keeps its later expiry.
+			st.ok(start)
+		}
 		w.mu.Unlock()
 		if !renewing {
 			go w.renew(h, st)
@@ -453,11 +456,23 @@ const (
 
 // renew keeps the lease of record h until it is released or lost.
 func (w *watchedBackend) renew(h lockgate.LockHandle, st *leaseState) {
-	// Holders started together check at different moments.
-	time.Sleep(time.Duration(rand.Int63n(int64(renewCheck))))
-	t := time.NewTicker(renewCheck)
-	defer t.Stop()
-	for range t.C {
+	// lockgate's first lease has less than renewBelow left from the start
+	// (and less still when taking it waited on a busy API server): the
+	// first renewal goes out at once, not after a tick. Later checks of
+	// holders started together are spread over the second.
+	first := true
+	var t *time.Ticker
+	for {
+		if first {
+			first = false
+		} else {
+			if t == nil {
+				time.Sleep(time.Duration(rand.Int63n(int64(renewCheck))))
+				t = time.NewTicker(renewCheck)
+				defer t.Stop()
+			}
+			<-t.C
+		}
 		w.mu.Lock()
 		gone := w.leases[h.UUID] != st || st.releasing || st.stopped
 		w.mu.Unlock()
