@@ -68,6 +68,31 @@ type InUse struct {
 	Pinned map[string]bool
 }
 
+// merge adds what another cluster (its kubeconfig context) uses.
+func (u InUse) merge(other InUse, context string) InUse {
+	if u.ByRef == nil {
+		u = InUse{ByRef: map[string]string{}, ByDigest: map[string]string{}, Pinned: map[string]bool{}}
+	}
+	where := ""
+	if context != "" {
+		where = " (context " + context + ")"
+	}
+	for k, v := range other.ByRef {
+		if _, ok := u.ByRef[k]; !ok {
+			u.ByRef[k] = v + where
+		}
+	}
+	for k, v := range other.ByDigest {
+		if _, ok := u.ByDigest[k]; !ok {
+			u.ByDigest[k] = v + where
+		}
+	}
+	for k := range other.Pinned {
+		u.Pinned[k] = true
+	}
+	return u
+}
+
 // Decision is one item of a plan.
 type Decision struct {
 	Tag    Tag

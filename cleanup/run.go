@@ -288,20 +288,48 @@ func Run(ctx context.Context, req request.Cleanup, trace io.Writer, opts ...Opti
 
 // readInUse reads the images every workload of the cluster uses. No
 // cluster, or credentials that may not list, are the job's to fix.
+//
+// Images of production in another cluster stay too: every context of
+// Cluster.ScanContexts (all of the kubeconfig's for "all") is read, and
+// an image any of them uses is in use.
 func readInUse(ctx context.Context, req request.Cleanup, trace io.Writer) (InUse, error) {
-	rc, err := kubeconfig.RESTConfig(req.Cluster.Kubeconfig)
-	if err != nil {
-		return InUse{}, fault.Job(fmt.Errorf("images in use: %w", err))
+	contexts := []string{req.Cluster.Context}
+	for _, c := range req.Cluster.ScanContexts {
+		if c == "all" {
+			all, err := kubeconfig.AllContexts(req.Cluster.Kubeconfig)
+			if err != nil {
+				return InUse{}, fault.Job(fmt.Errorf("images in use: the contexts of the kubeconfig: %w", err))
+			}
+			contexts = append(contexts, all...)
+		} else {
+			contexts = append(contexts, c)
+		}
 	}
-	kc, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return InUse{}, fault.System(err)
+	var total InUse
+	seen := map[string]bool{}
+	for _, kctx := range contexts {
+		if seen[kctx] {
+			continue
+		}
+		seen[kctx] = true
+		rc, err := kubeconfig.RESTConfig(req.Cluster.Kubeconfig, kctx)
+		if err != nil {
+			return InUse{}, fault.Job(fmt.Errorf("images in use: %w", err))
+		}
+		kc, err := kubernetes.NewForConfig(rc)
+		if err != nil {
+			return InUse{}, fault.System(err)
+		}
+		inUse, err := ImagesInUse(ctx, kc, req.Namespaces, trace)
+		if err != nil {
+			if kctx != "" {
+				err = fmt.Errorf("context %s: %w", kctx, err)
+			}
+			return InUse{}, fault.Job(err)
+		}
+		total = total.merge(inUse, kctx)
 	}
-	inUse, err := ImagesInUse(ctx, kc, req.Namespaces, trace)
-	if err != nil {
-		return InUse{}, fault.Job(err)
-	}
-	return inUse, nil
+	return total, nil
 }
 
 func apiFault(err error) error {

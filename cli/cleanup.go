@@ -35,7 +35,7 @@ func cleanupCommand() *cobra.Command {
 				APIURL: apiURL, Token: os.Getenv(executor.VarCleanupToken), Project: project,
 				Locks:         l,
 				StagesStorage: stagesStorage,
-				Cluster:       request.Cluster{Kubeconfig: s.Kubeconfig},
+				Cluster:       request.Cluster{Kubeconfig: s.Kubeconfig, ScanContexts: s.InUseContexts},
 				Namespaces:    request.ParseList(namespaces),
 				Policies:      pols,
 				DryRun:        dryRun,

@@ -27,6 +27,7 @@ func dismissCommand() *cobra.Command {
 			}
 			req := request.Dismiss{
 				Cluster:   request.Cluster{Kubeconfig: s.Kubeconfig},
+				Protected: s.NamespacePolicy().Protected,
 				Namespace: namespace, Release: release, Timeout: s.DeployTimeout,
 			}
 			_, err := call[struct{}](cmd, s, req)

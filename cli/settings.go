@@ -57,12 +57,18 @@ func localStagesFlags(f *pflag.FlagSet, s *executor.Settings) {
 // kubernetes:// locks.
 func clusterFlags(f *pflag.FlagSet, s *executor.Settings) {
 	f.StringVar(&s.Kubeconfig, "kubeconfig", s.Kubeconfig, "the cluster (empty: $KUBECONFIG, else in-cluster)")
+	f.StringSliceVar(&s.InUseContexts, "in-use-contexts", s.InUseContexts, "further kubeconfig contexts cleanup reads images in use from (all: every one)")
 }
 
 // deployFlags: environments.
 func deployFlags(f *pflag.FlagSet, s *executor.Settings) {
 	f.StringVar(&s.PullSecretFrom, "pull-secret-from", s.PullSecretFrom, "image pull secret (namespace/name) copied into environment namespaces when a job has no deploy token")
 	f.DurationVar(&s.DeployTimeout, "deploy-timeout", s.DeployTimeout, "how long a deploy waits for its workloads, a dismiss for its namespace (jobs: STAGEHAND_DEPLOY_TIMEOUT)")
+	f.StringSliceVar(&s.ProtectedNamespaces, "protected-namespaces", s.ProtectedNamespaces, "namespaces jobs never deploy into nor remove (the synchronization namespace is added)")
+	f.StringVar(&s.NamespacePattern, "namespace-pattern", s.NamespacePattern, "when set, a regular expression every environment namespace must match whole")
+	f.BoolVar(&s.AllowNamespaceOverride, "allow-namespace-override", s.AllowNamespaceOverride, "let jobs name their namespace (STAGEHAND_NAMESPACE, APP_NAMESPACE, KUBE_NAMESPACE)")
+	f.StringVar(&s.AdoptNamespaces, "adopt-namespaces", s.AdoptNamespaces, "a regular expression of existing namespaces without an owner that a project's first deploy takes over (moving from werf)")
+	f.BoolVar(&s.AllowDeployFreeze, "allow-deploy-during-freeze", s.AllowDeployFreeze, "deploy even while GitLab says a deploy freeze is active (CI_DEPLOY_FREEZE)")
 }
 
 // builderFlags: the bounds of a host's builder cache.

@@ -41,15 +41,16 @@ const PullSecretName = "stagehand-registry"
 
 // Cluster is the API server as a deploy uses it.
 type Cluster struct {
-	rest   *rest.Config
-	client kubernetes.Interface
-	path   string
+	rest    *rest.Config
+	client  kubernetes.Interface
+	path    string
+	context string
 }
 
 // Connect opens the cluster and checks that it answers. An unreachable
 // API server is the machinery's fault.
-func Connect(ctx context.Context, kubeconfigPath string) (*Cluster, error) {
-	rc, err := kubeconfig.RESTConfig(kubeconfigPath)
+func Connect(ctx context.Context, cl request.Cluster) (*Cluster, error) {
+	rc, err := kubeconfig.RESTConfig(cl.Kubeconfig, cl.Context)
 	if err != nil {
 		return nil, fault.Job(err)
 	}
@@ -60,7 +61,7 @@ func Connect(ctx context.Context, kubeconfigPath string) (*Cluster, error) {
 	if _, err := client.Discovery().ServerVersion(); err != nil {
 		return nil, fault.System(fmt.Errorf("the Kubernetes API server at %s is unreachable: %w", rc.Host, err))
 	}
-	return &Cluster{rest: rc, client: client, path: kubeconfigPath}, nil
+	return &Cluster{rest: rc, client: client, path: cl.Kubeconfig, context: cl.Context}, nil
 }
 
 // apiError says whose fault a refused call is: RBAC refusals and invalid
@@ -74,23 +75,6 @@ func apiError(err error, format string, args ...any) error {
 	return fault.System(wrapped)
 }
 
-// ensureNamespace creates the environment's namespace when missing,
-// labelled as managed by stagehand.
-func (c *Cluster) ensureNamespace(ctx context.Context, name string, trace io.Writer) error {
-	_, err := c.client.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
-	if err == nil {
-		return nil
-	}
-	if !apierrors.IsNotFound(err) {
-		return apiError(err, "read namespace %s (the credentials need get/create on namespaces, or create it beforehand)", name)
-	}
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{ManagedLabel: "stagehand"}}}
-	if _, err := c.client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return apiError(err, "create namespace %s", name)
-	}
-	fmt.Fprintf(trace, "Created namespace %s\n", name)
-	return nil
-}
 
 // ensurePullSecret writes the registry secret into the namespace.
 func (c *Cluster) ensurePullSecret(ctx context.Context, ns string, o request.PullSecret) (bool, error) {
@@ -183,6 +167,9 @@ func (c *Cluster) helm(ns string, trace io.Writer) (*action.Configuration, error
 	if c.path != "" {
 		flags.KubeConfig = &c.path
 	}
+	if c.context != "" {
+		flags.Context = &c.context
+	}
 	flags.WrapConfigFn = func(rc *rest.Config) *rest.Config {
 		rc.QPS, rc.Burst, rc.Timeout = c.rest.QPS, c.rest.Burst, c.rest.Timeout
 		return rc
@@ -217,7 +204,7 @@ func inputsDigest(ch *chart.Chart, vals map[string]any) string {
 func Deploy(ctx context.Context, req request.Deploy, images []request.Image, trace io.Writer) error {
 	start := time.Now()
 	env := req.Environment
-	c, err := Connect(ctx, req.Cluster.Kubeconfig)
+	c, err := Connect(ctx, req.Cluster)
 	if err != nil {
 		return err
 	}
@@ -250,7 +237,10 @@ func Deploy(ctx context.Context, req request.Deploy, images []request.Image, tra
 		annotations[a.Key] = a.Value
 	}
 	digest := inputsDigest(ch, vals)
-	if err := c.ensureNamespace(ctx, env.Namespace, trace); err != nil {
+	if err := checkProtected(env.Namespace, req.Protected); err != nil {
+		return err
+	}
+	if err := c.ensureNamespace(ctx, env.Namespace, req.Owner, req.Timeout, trace); err != nil {
 		return err
 	}
 	if made, err := c.ensurePullSecret(ctx, env.Namespace, req.PullSecret); err != nil {
@@ -261,6 +251,11 @@ func Deploy(ctx context.Context, req request.Deploy, images []request.Image, tra
 	if err := c.referencePullSecret(ctx, env.Namespace); err != nil {
 		return err
 	}
+	ctx, unlock, locked, err := holdRelease(ctx, req.Build.Locks, env.Namespace, env.Release, trace)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	cfg, err := c.helm(env.Namespace, trace)
 	if err != nil {
 		return fault.System(err)
@@ -268,6 +263,9 @@ func Deploy(ctx context.Context, req request.Deploy, images []request.Image, tra
 
 	last, err := lastRelease(cfg, env.Release)
 	if err != nil {
+		return err
+	}
+	if last, err = recoverPending(cfg, env.Release, last, locked, req.Timeout, trace); err != nil {
 		return err
 	}
 	var rel *release.Release

@@ -24,8 +24,11 @@ import (
 // that does not exist is dismissed with a note.
 func Dismiss(ctx context.Context, o request.Dismiss, trace io.Writer) error {
 	start := time.Now()
-	c, err := Connect(ctx, o.Cluster.Kubeconfig)
+	c, err := Connect(ctx, o.Cluster)
 	if err != nil {
+		return err
+	}
+	if err := checkProtected(o.Namespace, o.Protected); err != nil {
 		return err
 	}
 	ns, err := c.client.CoreV1().Namespaces().Get(ctx, o.Namespace, metav1.GetOptions{})
@@ -36,7 +39,17 @@ func Dismiss(ctx context.Context, o request.Dismiss, trace io.Writer) error {
 	if err != nil {
 		return apiError(err, "read namespace %s", o.Namespace)
 	}
+	// Only the project's own namespace goes (or one handed to it).
+	if err := c.claim(ctx, ns, o.Owner, trace); err != nil {
+		return err
+	}
 	if ns.Status.Phase != "Terminating" {
+		lctx, unlock, _, err := holdRelease(ctx, o.Locks, o.Namespace, o.Release, trace)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		ctx = lctx
 		cfg, err := c.helm(o.Namespace, trace)
 		if err != nil {
 			return fault.System(err)

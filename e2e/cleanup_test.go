@@ -248,10 +248,9 @@ func TestScheduledCleanup(t *testing.T) {
 		t.Fatal(err)
 	}
 	job := coordinator.Job{
-		Name: "cleanup", Stage: "cleanup", PipelineSource: "schedule", Project: project, Registry: h.Registry,
+		Name: "cleanup", Stage: "cleanup", PipelineSource: "schedule", Project: project, Registry: h.Registry, APIURL: api.APIURL(),
 		Variables: []coordinator.Variable{
 			{Key: "STAGEHAND_CLEANUP_TOKEN", Value: "glpat-cleanup-token", Masked: true},
-			{Key: "CI_API_V4_URL", Value: api.APIURL()},
 			{Key: "KUBECONFIG", Value: string(kc), File: true},
 		},
 		Script: []string{`echo cleaned`},
@@ -433,9 +432,8 @@ func TestCleanupWithNamespaceScopedRBACAndWithoutAToken(t *testing.T) {
 	}
 	job := func(vars ...coordinator.Variable) coordinator.Job {
 		return coordinator.Job{
-			Name: "cleanup", Stage: "cleanup", PipelineSource: "schedule", Project: project, Registry: h.Registry,
+			Name: "cleanup", Stage: "cleanup", PipelineSource: "schedule", Project: project, Registry: h.Registry, APIURL: api.APIURL(),
 			Variables: append([]coordinator.Variable{
-				{Key: "CI_API_V4_URL", Value: api.APIURL()},
 				{Key: "KUBECONFIG", Value: kc, File: true},
 			}, vars...),
 			Script: []string{`echo cleaned`},

@@ -91,6 +91,9 @@ type ActionContext struct {
 	Worker worker.Client
 	// Debug: the job asked for the engine's own output in its trace.
 	Debug bool
+	// BuildsDir is the builds directory stagehand gave the runner for
+	// the job (its project's checkout is below it).
+	BuildsDir string
 }
 
 // perform builds an operation's request from the job and runs it in the

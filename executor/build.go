@@ -51,6 +51,12 @@ func jobLocks(a *ActionContext, what string) (request.Locks, error) {
 	if err != nil {
 		return request.Locks{}, fault.Job(err)
 	}
+	// A job may take fewer locks than the runner's (none, or this host's),
+	// never write them elsewhere: a kubernetes:// namespace of its own
+	// choosing would be written with the runner's credentials.
+	if runner, err := request.ParseSynchronization("--synchronization", a.Settings.Synchronization); err == nil && sync.Kind == request.SyncKubernetes && sync != runner {
+		return request.Locks{}, fault.Jobf("%s=%s: a job may choose none or :local, or the runner's own %s", VarSynchronization, spec, runner)
+	}
 	return request.Locks{
 		Sync:    sync,
 		Project: request.ProjectName(a.Job.ProjectPath()),

@@ -18,6 +18,9 @@ const (
 	VarDeployTimeout = "STAGEHAND_DEPLOY_TIMEOUT"
 	VarChartDir      = "STAGEHAND_CHART_DIR"
 	VarKubeconfig    = "KUBECONFIG"
+	// VarKubeContext picks a context of the job's kubeconfig (GitLab's
+	// agent gives one per agent).
+	VarKubeContext = "KUBE_CONTEXT"
 )
 
 // DeployAction builds the images when needed, then deploys the job's
@@ -27,8 +30,14 @@ type DeployAction struct{}
 // DismissAction removes the job's environment (a stop job).
 type DismissAction struct{}
 
+// VarDeployFreeze is GitLab's: set while a deploy freeze is active.
+const VarDeployFreeze = "CI_DEPLOY_FREEZE"
+
 // Check verifies the environment's names and the deploy's settings.
 func (DeployAction) Check(ctx context.Context, a *ActionContext) error {
+	if a.Job.Vars[VarDeployFreeze] != "" && !a.Settings.AllowDeployFreeze {
+		return fault.Jobf("GitLab says a deploy freeze is active (%s): this runner does not deploy during a freeze (an operator allows it with --allow-deploy-during-freeze)", VarDeployFreeze)
+	}
 	if err := (BuildAction{}).Check(ctx, a); err != nil {
 		return err
 	}
@@ -47,8 +56,20 @@ func checkEnvironment(a *ActionContext) error {
 			return fault.Jobf("the job has no %s: give it an environment: (or set %s)", v.name, v.name)
 		}
 	}
+	if err := a.Settings.NamespacePolicy().Check(a.Env.Namespace, a.Env.NamespaceFrom); err != nil {
+		return fault.Job(err)
+	}
+	if _, err := jobCluster(a); err != nil {
+		return err
+	}
 	_, err := deployTimeout(a)
 	return err
+}
+
+// owner is the project a job's deploy or dismiss acts for (its id comes
+// from GitLab's job payload: see Job.Trusted).
+func owner(a *ActionContext) request.Owner {
+	return request.Owner{ProjectID: a.Job.Vars["CI_PROJECT_ID"], ProjectPath: a.Job.Vars["CI_PROJECT_PATH"], Adopt: a.Settings.AdoptNamespaces}
 }
 
 func deployTimeout(a *ActionContext) (time.Duration, error) {
@@ -100,7 +121,9 @@ func deployRequest(a *ActionContext) (request.Deploy, error) {
 		PullSecret: request.PullSecret{
 			Registry: v["CI_REGISTRY"], User: v["CI_DEPLOY_USER"], Password: v["CI_DEPLOY_PASSWORD"], From: a.Settings.PullSecretFrom,
 		},
-		Timeout: timeout,
+		Timeout:   timeout,
+		Owner:     owner(a),
+		Protected: a.Settings.NamespacePolicy().Protected,
 	}, nil
 }
 
@@ -114,7 +137,12 @@ func dismissRequest(a *ActionContext) (request.Dismiss, error) {
 	if err != nil {
 		return request.Dismiss{}, err
 	}
-	return request.Dismiss{Cluster: cluster, Namespace: a.Env.Namespace, Release: a.Env.Release, Timeout: timeout}, nil
+	locks, err := jobLocks(a, "dismiss job")
+	if err != nil {
+		return request.Dismiss{}, err
+	}
+	return request.Dismiss{Cluster: cluster, Namespace: a.Env.Namespace, Release: a.Env.Release, Timeout: timeout,
+		Owner: owner(a), Protected: a.Settings.NamespacePolicy().Protected, Locks: locks}, nil
 }
 
 // jobCluster is the job's KUBECONFIG (a file variable, as GitLab's agent
@@ -122,14 +150,23 @@ func dismissRequest(a *ActionContext) (request.Dismiss, error) {
 // removed by cleanup), else the runner's --kubeconfig.
 func jobCluster(a *ActionContext) (request.Cluster, error) {
 	v := a.Job.Vars[VarKubeconfig]
+	cl := request.Cluster{Context: a.Job.Vars[VarKubeContext], ScanContexts: a.Settings.InUseContexts}
 	switch {
 	case v == "":
-		return request.Cluster{Kubeconfig: a.Settings.Kubeconfig}, nil
+		cl.Kubeconfig = a.Settings.Kubeconfig
+		return cl, nil
 	case !strings.Contains(v, "\n") && filepath.IsAbs(v):
+		// A file variable's file, which the runner writes below the
+		// job's directories; never another file of the runner host
+		// (another cluster's credentials).
+		if !a.jobFile(v) {
+			return request.Cluster{}, fault.Jobf("%s=%s is not a file of this job (a file variable): a job may not use another kubeconfig of the runner host", VarKubeconfig, v)
+		}
 		if _, err := os.Stat(v); err != nil {
 			return request.Cluster{}, fault.Jobf("%s=%s: %v", VarKubeconfig, v, err)
 		}
-		return request.Cluster{Kubeconfig: v}, nil
+		cl.Kubeconfig = v
+		return cl, nil
 	}
 	dir := a.Job.StateDir()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -139,5 +176,27 @@ func jobCluster(a *ActionContext) (request.Cluster, error) {
 	if err := os.WriteFile(path, []byte(v), 0o600); err != nil {
 		return request.Cluster{}, fmt.Errorf("write the job's kubeconfig: %w", err)
 	}
-	return request.Cluster{Kubeconfig: path}, nil
+	cl.Kubeconfig = path
+	return cl, nil
+}
+
+// jobFile tells whether path is one of the job's own files: below its
+// checkout or the checkout's temporary directory (where gitlab-runner
+// writes file variables), both in the builds directory stagehand gave the
+// runner for this project (not CI_PROJECT_DIR, which a job variable can
+// change), or the runner's per-job TMPDIR.
+func (a *ActionContext) jobFile(path string) bool {
+	clean := filepath.Clean(path)
+	var roots []string
+	if p := a.Job.Vars["CI_PROJECT_PATH"]; p != "" && a.BuildsDir != "" {
+		dir := filepath.Join(a.BuildsDir, filepath.FromSlash(p))
+		roots = append(roots, dir+".tmp", dir)
+	}
+	roots = append(roots, a.Job.TempDir)
+	for _, r := range roots {
+		if r != "" && strings.HasPrefix(clean, filepath.Clean(r)+string(filepath.Separator)) {
+			return true
+		}
+	}
+	return false
 }

@@ -82,7 +82,18 @@ func (e *Executor) derive() (gitlab.Env, error) {
 	if err != nil {
 		return env, fault.Jobf("deriving the CI environment: %w", err)
 	}
-	return env, nil
+	return e.kubeNamespace(env), nil
+}
+
+// kubeNamespace leaves out KUBE_NAMESPACE when the runner does not let
+// jobs choose their namespace: GitLab's legacy cluster integration sets
+// it on every environment job, and werf never used it, so it is ignored
+// (not refused) there; the namespace stays the derived one.
+func (e *Executor) kubeNamespace(env gitlab.Env) gitlab.Env {
+	if env.NamespaceFrom == gitlab.VarKubeNamespace && !e.Settings.AllowNamespaceOverride {
+		env.Namespace, env.NamespaceFrom = env.DerivedNamespace, ""
+	}
+	return env
 }
 
 // Config prints the runner's configuration for the job (config_exec).
@@ -132,6 +143,9 @@ func ptr[T any](v T) *T { return &v }
 func (e *Executor) Prepare(ctx context.Context) error {
 	start := time.Now()
 	fmt.Fprintf(e.Trace, "%sstagehand %s on %s%s\n", trace.Bold, e.Version, hostname(), trace.Reset)
+	if len(e.Job.Forged) > 0 {
+		return fault.Jobf("the job's variables %s give other values than GitLab's: stagehand takes the project, pipeline, commit, environment and image from GitLab's job payload, never from job variables; remove those variables", strings.Join(e.Job.Forged, ", "))
+	}
 	env, err := e.derive()
 	if err != nil {
 		return err
@@ -193,7 +207,7 @@ func (e *Executor) worker() worker.Client {
 }
 
 func (e *Executor) actionContext(env gitlab.Env) *ActionContext {
-	return &ActionContext{Job: e.Job, Settings: &e.Settings, Env: env, Trace: e.Trace, Worker: e.worker(), Debug: e.Log.IsLevelEnabled(logrus.DebugLevel)}
+	return &ActionContext{Job: e.Job, Settings: &e.Settings, Env: env, Trace: e.Trace, Worker: e.worker(), Debug: e.Log.IsLevelEnabled(logrus.DebugLevel), BuildsDir: e.slotPath()}
 }
 
 // action resolves the job's action to its implementation.
@@ -248,7 +262,7 @@ func (e *Executor) deriveNamed(ctx context.Context) (gitlab.Env, error) {
 	if err != nil {
 		return env, fault.Jobf("deriving the CI environment: %w", err)
 	}
-	return named, nil
+	return e.kubeNamespace(named), nil
 }
 
 // Run runs the runner's script for one stage (run_exec), performing the

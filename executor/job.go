@@ -35,6 +35,12 @@ type Job struct {
 	// TempDir is the per-job directory the runner creates before config_exec
 	// and removes after cleanup_exec; stagehand keeps its job state below it.
 	TempDir string
+	// Trusted: the variables that decide what stagehand touches are
+	// GitLab's, from the job payload (JOB_RESPONSE_FILE), not job
+	// variables'. Forged are the decisive variables a job variable tried
+	// to change; prepare refuses such a job.
+	Trusted bool
+	Forged  []string
 }
 
 // LoadJob decodes a hook's environment (os.Environ() form). It is the only
@@ -62,6 +68,14 @@ func LoadJob(environ []string) (*Job, error) {
 		return j, err
 	}
 	j.BuildExitCodeFile = host[api.BuildCodeFileVariable]
+	p, err := readPayload(host["JOB_RESPONSE_FILE"])
+	if err != nil {
+		return j, err
+	}
+	if p != nil {
+		j.Trusted = true
+		j.Forged = applyTrusted(j.Vars, p.trusted())
+	}
 	j.TempDir = host["TMPDIR"]
 	if j.TempDir == "" {
 		return j, errors.New("TMPDIR is not set: stagehand hooks must be run by gitlab-runner's custom executor (see config.toml.example)")

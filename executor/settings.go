@@ -3,6 +3,8 @@ package executor
 import (
 	"fmt"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"time"
 
 	"gitlab.com/stagehand/stagehand/request"
@@ -58,6 +60,23 @@ type Settings struct {
 	// GitCacheDir holds the copies of the remote repositories of git
 	// mappings with url: (one per project and URL).
 	GitCacheDir string
+	// ProtectedNamespaces are never deployed into nor dismissed (the
+	// synchronization namespace is added); NamespacePattern, when set,
+	// is a regexp every environment namespace must match;
+	// AllowNamespaceOverride lets jobs name their namespace
+	// (STAGEHAND_NAMESPACE, APP_NAMESPACE, KUBE_NAMESPACE); AdoptNamespaces
+	// is a regexp of existing namespaces without an owner a project's
+	// first deploy takes over (moving from werf).
+	ProtectedNamespaces    []string
+	NamespacePattern       string
+	AllowNamespaceOverride bool
+	AdoptNamespaces        string
+	// AllowDeployFreeze lets deploys run while GitLab says a deploy
+	// freeze is active (CI_DEPLOY_FREEZE).
+	AllowDeployFreeze bool
+	// InUseContexts are further kubeconfig contexts cleanup reads images
+	// in use from ("all": every one).
+	InUseContexts []string
 	// MountsDir holds the build_dir directories of werf.yaml's mount:
 	// (one per project and target, kept between builds: caches).
 	MountsDir string
@@ -78,15 +97,26 @@ func DefaultSettings() Settings {
 		StopTimeout: 10 * time.Second,
 		// Hosts of one runner fleet share no files: without a cluster,
 		// locks only spare this host's concurrent jobs duplicate work.
-		Synchronization:  ":local",
-		LocksDir:         request.DefaultLocksDir,
-		BlockDir:         "/var/lib/stagehand/switch-from-local",
-		PullSecretFrom:   "kube-system/registrysecret",
-		DeployTimeout:    5 * time.Minute,
-		BuilderThreshold: 80,
-		MountsDir:        "/var/lib/stagehand/mounts",
-		GitCacheDir:      "/var/lib/stagehand/git",
+		Synchronization:     ":local",
+		LocksDir:            request.DefaultLocksDir,
+		BlockDir:            "/var/lib/stagehand/switch-from-local",
+		PullSecretFrom:      "kube-system/registrysecret",
+		DeployTimeout:       5 * time.Minute,
+		BuilderThreshold:    80,
+		MountsDir:           "/var/lib/stagehand/mounts",
+		ProtectedNamespaces: slices.Clone(request.DefaultProtectedNamespaces),
+		GitCacheDir:         "/var/lib/stagehand/git",
 	}
+}
+
+// NamespacePolicy is the runner's rule of environment namespaces: the
+// protected ones include the namespace of kubernetes:// synchronization.
+func (s *Settings) NamespacePolicy() request.NamespacePolicy {
+	p := request.NamespacePolicy{Protected: slices.Clone(s.ProtectedNamespaces), Pattern: s.NamespacePattern, AllowOverride: s.AllowNamespaceOverride}
+	if sync, err := request.ParseSynchronization("--synchronization", s.Synchronization); err == nil && sync.Namespace != "" {
+		p.Protected = append(p.Protected, sync.Namespace)
+	}
+	return p
 }
 
 // Mounts are the host directories of builds.
@@ -109,6 +139,11 @@ func (s *Settings) Validate() error {
 	}
 	if !filepath.IsAbs(s.MountsDir) {
 		return fmt.Errorf("--mounts-dir %q must be an absolute path", s.MountsDir)
+	}
+	for _, re := range []struct{ flag, value string }{{"--namespace-pattern", s.NamespacePattern}, {"--adopt-namespaces", s.AdoptNamespaces}} {
+		if _, err := regexp.Compile(re.value); err != nil {
+			return fmt.Errorf("%s %q is not a regular expression: %v", re.flag, re.value, err)
+		}
 	}
 	if !filepath.IsAbs(s.GitCacheDir) {
 		return fmt.Errorf("--git-cache-dir %q must be an absolute path", s.GitCacheDir)

@@ -29,6 +29,9 @@ const (
 	VarStagesSignatureLimit        = "STAGEHAND_STAGES_SIGNATURE_STRATEGY_LIMIT"
 	VarStagesSignatureExpiryDays   = "STAGEHAND_STAGES_SIGNATURE_STRATEGY_EXPIRY_DAYS"
 	VarAppNamespace                = "APP_NAMESPACE"
+	// VarKubeNamespace is GitLab's environment:kubernetes:namespace (and
+	// the legacy cluster integration's).
+	VarKubeNamespace = "KUBE_NAMESPACE"
 )
 
 // Tag strategies: how published images are tagged.
@@ -85,7 +88,13 @@ type Env struct {
 	Environment string
 	Namespace   string
 	Release     string
-	Annotations []Annotation
+	// NamespaceFrom names the variable that set Namespace over the
+	// derived name (DerivedNamespace): KUBE_NAMESPACE, APP_NAMESPACE or
+	// STAGEHAND_NAMESPACE, the last given winning; "" when derived. The
+	// runner's policy decides whether a job may do so.
+	NamespaceFrom    string
+	DerivedNamespace string
+	Annotations      []Annotation
 
 	Policies Policies
 }
@@ -166,8 +175,12 @@ func DeriveEnv(in Input) (Env, error) {
 	if env.Environment != "" {
 		env.Namespace, env.Release = d.names(in.Naming, project, env.Environment)
 	}
-	env.Namespace = d.namespace(VarAppNamespace, env.Namespace)
-	env.Namespace = d.namespace(VarNamespace, env.Namespace)
+	env.DerivedNamespace = env.Namespace
+	for _, v := range []string{VarKubeNamespace, VarAppNamespace, VarNamespace} {
+		if d.vars[v] != "" {
+			env.Namespace, env.NamespaceFrom = d.namespace(v, env.Namespace), v
+		}
+	}
 	env.Release = d.release(VarRelease, env.Release)
 
 	pipelineURL := in.Vars["CI_PIPELINE_URL"]

@@ -95,11 +95,19 @@ func TestDeriveEnv(t *testing.T) {
 			e.Environment = "production"
 			e.Namespace = "shop"
 			e.Release = "sample-production"
+			e.NamespaceFrom, e.DerivedNamespace = VarAppNamespace, "sample-production"
 		}},
-		{"STAGEHAND_NAMESPACE wins over APP_NAMESPACE", with("CI_ENVIRONMENT_SLUG", "production", "APP_NAMESPACE", "shop", VarNamespace, "store"), func(e *Env) {
+		{"STAGEHAND_NAMESPACE wins over APP_NAMESPACE and KUBE_NAMESPACE", with("CI_ENVIRONMENT_SLUG", "production", "APP_NAMESPACE", "shop", VarNamespace, "store", VarKubeNamespace, "kube-ns"), func(e *Env) {
 			e.Environment = "production"
 			e.Namespace = "store"
 			e.Release = "sample-production"
+			e.NamespaceFrom, e.DerivedNamespace = VarNamespace, "sample-production"
+		}},
+		{"KUBE_NAMESPACE overrides", with("CI_ENVIRONMENT_SLUG", "production", VarKubeNamespace, "shop-prod"), func(e *Env) {
+			e.Environment = "production"
+			e.Namespace = "shop-prod"
+			e.Release = "sample-production"
+			e.NamespaceFrom, e.DerivedNamespace = VarKubeNamespace, "sample-production"
 		}},
 		{"tag-or-branch on a branch", with(VarTagStrategy, TagOrBranch, "CI_COMMIT_REF_NAME", "Feature/X"), func(e *Env) {
 			e.TagStrategy = TagOrBranch
@@ -157,6 +165,9 @@ func TestDeriveEnv(t *testing.T) {
 			}
 			want := baseEnv()
 			tt.edit(&want)
+			if want.NamespaceFrom == "" {
+				want.DerivedNamespace = want.Namespace
+			}
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("DeriveEnv:\n got %+v\nwant %+v", got, want)
 			}

@@ -72,6 +72,12 @@ func WhileHeld(ctx context.Context, lease Held) (context.Context, context.Cancel
 // ProjectLock is the lock builds hold shared and cleanup exclusive.
 func ProjectLock(project string) string { return "stagehand/" + project }
 
+// ReleaseLock is the lock of one environment's Helm release: deploys and
+// dismisses of it take turns.
+func ReleaseLock(project, namespace, release string) string {
+	return ProjectLock(project) + "/release/" + namespace + "/" + release
+}
+
 // StageLock is the lock of one stage of a project across hosts.
 func StageLock(project, signature string) string {
 	return ProjectLock(project) + "/stage/" + signature

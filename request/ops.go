@@ -160,6 +160,10 @@ type Deploy struct {
 	PullSecret  PullSecret
 	// Timeout bounds the wait for the release's workloads.
 	Timeout time.Duration
+	// Owner is the project the deploy acts for; Protected the runner's
+	// protected namespaces.
+	Owner     Owner
+	Protected []string
 }
 
 // Op names the operation in the worker protocol.
@@ -175,6 +179,12 @@ type Dismiss struct {
 	Release   string
 	// Timeout bounds the wait for the namespace to go.
 	Timeout time.Duration
+	// Owner is the project the dismiss acts for; Protected the runner's
+	// protected namespaces.
+	Owner     Owner
+	Protected []string
+	// Locks: a dismiss takes the release's lock, as deploys do.
+	Locks Locks
 }
 
 // Op names the operation in the worker protocol.

@@ -37,6 +37,12 @@ type Cluster struct {
 	// Kubeconfig is a kubeconfig file; "" means $KUBECONFIG, else the
 	// pod's service account.
 	Kubeconfig string
+	// Context is the kubeconfig's context to use (KUBE_CONTEXT); "" its
+	// current one.
+	Context string
+	// ScanContexts are the further contexts cleanup looks for images in
+	// use in (the runner's --in-use-contexts; "all" is every context).
+	ScanContexts []string
 }
 
 // Locks is where an operation takes its locks and how it names itself to

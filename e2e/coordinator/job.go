@@ -81,6 +81,10 @@ type Job struct {
 	Registry  string
 	Artifacts []Artifact
 	Cache     []Cache
+	// APIURL is CI_API_V4_URL, default the coordinator's own: a test's
+	// fake GitLab API stands for the instance's API, whose URL GitLab
+	// itself gives the job.
+	APIURL string
 }
 
 // FakeSHA is the commit used when a job has no Repo.
@@ -318,7 +322,7 @@ func buildPayload(base string, j Job, n ids, token string, reasons []string) (pa
 	v.pub("CI_SERVER_HOST", server.Hostname())
 	v.pub("CI_SERVER_PORT", port)
 	v.pub("CI_SERVER_PROTOCOL", server.Scheme)
-	v.pub("CI_API_V4_URL", base+"/api/v4")
+	v.pub("CI_API_V4_URL", def(j.APIURL, base+"/api/v4"))
 	v.pub("CI_JOB_ID", strconv.FormatInt(n.job, 10))
 	v.pub("CI_JOB_NAME", j.Name)
 	v.pub("CI_JOB_NAME_SLUG", slug(j.Name, 63))
