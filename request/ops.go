@@ -68,9 +68,11 @@ type Image struct {
 	// Name is the image's name in the config; "" for the unnamed image.
 	Name       string
 	Repository string
-	// Tag is the tag jobs use (the strategy's); Digest is the manifest's.
+	// Tag is the tag jobs use (the strategy's); Digest is the manifest's;
+	// ID is the image's ID (its config's digest, werf's docker_image_id).
 	Tag    string
 	Digest string
+	ID     string `json:",omitempty"`
 }
 
 // Reference is repository:tag.

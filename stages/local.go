@@ -97,17 +97,21 @@ func (l *LocalStorage) put(ctx context.Context, sig string, b built) (stagesrepo
 // publish implements Store: the stage is only on this host, so the engine
 // pushes it under the image's tag. Its labels, not manifest annotations,
 // say what it is.
-func (l *LocalStorage) publish(ctx context.Context, st stagesrepo.StageTag, repo name.Repository, tag string, _ map[string]string) (v1.Hash, error) {
+func (l *LocalStorage) publish(ctx context.Context, st stagesrepo.StageTag, repo name.Repository, tag string, _ map[string]string) (Publication, error) {
 	ref := repo.Tag(tag)
 	if err := l.Engine.Push(ctx, l.EngineRef(st), ref.String()); err != nil {
-		return v1.Hash{}, err
+		return Publication{}, err
 	}
 	_ = l.Engine.Untag(ctx, ref.String())
-	d, err := remote.Head(ref, l.regOpts...)
+	desc, err := remote.Get(ref, l.regOpts...)
 	if err != nil {
-		return v1.Hash{}, fmt.Errorf("read %s: %w", ref, err)
+		return Publication{}, fmt.Errorf("read %s: %w", ref, err)
 	}
-	return d.Digest, nil
+	m, err := v1.ParseManifest(strings.NewReader(string(desc.Manifest)))
+	if err != nil {
+		return Publication{}, fmt.Errorf("parse manifest of %s: %w", ref, err)
+	}
+	return Publication{Digest: desc.Digest, ID: m.Config.Digest}, nil
 }
 
 // Remove untags a local stage.

@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"gitlab.com/stagehand/stagehand/fault"
 	"gitlab.com/stagehand/stagehand/gitlab"
@@ -94,15 +93,15 @@ func publish(ctx context.Context, req request.Build, storage Store, st stagesrep
 		if err := storage.EnsureRecords(ctx, []string{record}); err != nil {
 			return Published{}, fault.System(fmt.Errorf("publish %s: %w", ip.Image.Describe(), err))
 		}
-		var d v1.Hash
+		var pub Publication
 		err := registry.Retry(ctx, trace, "publishing "+repo.Tag(tag).String(), func() (err error) {
-			d, err = storage.publish(ctx, st, repo, tag, ann)
+			pub, err = storage.publish(ctx, st, repo, tag, ann)
 			return err
 		})
 		if err != nil {
 			return Published{}, fault.System(fmt.Errorf("publish %s: %w", ip.Image.Describe(), err))
 		}
-		p.Digest = d.String()
+		p.Digest, p.ID = pub.Digest.String(), pub.ID.String()
 	}
 	fmt.Fprintf(trace, "Published %s as %s (%s)\n", ip.Image.Describe(), strings.Join(prefixTags(repoName, tags), ", "), p.Digest)
 	return p, nil

@@ -64,6 +64,8 @@ type Result struct {
 	// ChartDir is the chart the config names (werf 1.2's deploy:
 	// helmChartDir), relative to the project; "" when it names none.
 	ChartDir string
+	// Project is werf.yaml's project: (a chart's global.werf.name).
+	Project string
 }
 
 // Published is the result as the worker answers it.
@@ -178,7 +180,7 @@ func Build(ctx context.Context, req request.Build, trace io.Writer, opts ...Opti
 	fmt.Fprintf(trace, "Stages storage %s; %d images, %d stages in %s\n", b.Storage, len(pl.Images), countStages(pl), cfg.File)
 
 	stored, reports, err := b.Build(ctx)
-	res := &Result{Reports: reports}
+	res := &Result{Reports: reports, Project: cfg.Project}
 	if cfg.Deploy != nil {
 		res.ChartDir = cfg.Deploy.ChartDir
 	}

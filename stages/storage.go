@@ -219,43 +219,44 @@ func (s *Storage) PutImportLayer(ctx context.Context, key string, layer v1.Layer
 // across repositories (never downloaded), then the manifest, with
 // annotations added, is put last. When the tag already has exactly this
 // manifest, nothing is written.
-func (s *Storage) publish(ctx context.Context, st stagesrepo.StageTag, repo name.Repository, tag string, annotations map[string]string) (v1.Hash, error) {
+func (s *Storage) publish(ctx context.Context, st stagesrepo.StageTag, repo name.Repository, tag string, annotations map[string]string) (Publication, error) {
 	opts := append(s.opts, remote.WithContext(ctx))
 	src := s.Ref(st)
 	desc, err := remote.Get(src, opts...)
 	if err != nil {
-		return v1.Hash{}, fmt.Errorf("read stage %s: %w", src, err)
-	}
-	raw, err := annotate(desc.Manifest, annotations)
-	if err != nil {
-		return v1.Hash{}, fmt.Errorf("annotate %s: %w", src, err)
-	}
-	digest, _, err := v1.SHA256(strings.NewReader(string(raw)))
-	if err != nil {
-		return v1.Hash{}, err
-	}
-	dst := repo.Tag(tag)
-	if cur, err := remote.Head(dst, opts...); err == nil && cur.Digest == digest {
-		return digest, nil
+		return Publication{}, fmt.Errorf("read stage %s: %w", src, err)
 	}
 	m, err := v1.ParseManifest(strings.NewReader(string(desc.Manifest)))
 	if err != nil {
-		return v1.Hash{}, fmt.Errorf("parse manifest of %s: %w", src, err)
+		return Publication{}, fmt.Errorf("parse manifest of %s: %w", src, err)
+	}
+	raw, err := annotate(desc.Manifest, annotations)
+	if err != nil {
+		return Publication{}, fmt.Errorf("annotate %s: %w", src, err)
+	}
+	digest, _, err := v1.SHA256(strings.NewReader(string(raw)))
+	if err != nil {
+		return Publication{}, err
+	}
+	pub := Publication{Digest: digest, ID: m.Config.Digest}
+	dst := repo.Tag(tag)
+	if cur, err := remote.Head(dst, opts...); err == nil && cur.Digest == digest {
+		return pub, nil
 	}
 	blobs := append([]v1.Descriptor{m.Config}, m.Layers...)
 	for _, b := range blobs {
 		l, err := remote.Layer(s.Repo.Digest(b.Digest.String()), opts...)
 		if err != nil {
-			return v1.Hash{}, err
+			return Publication{}, err
 		}
 		if err := remote.WriteLayer(repo, l, opts...); err != nil {
-			return v1.Hash{}, fmt.Errorf("mount %s from %s into %s: %w", b.Digest, s.Repo, repo, err)
+			return Publication{}, fmt.Errorf("mount %s from %s into %s: %w", b.Digest, s.Repo, repo, err)
 		}
 	}
 	if err := remote.Put(dst, rawManifest{raw: raw, mediaType: desc.MediaType}, opts...); err != nil {
-		return v1.Hash{}, fmt.Errorf("tag %s: %w", dst, err)
+		return Publication{}, fmt.Errorf("tag %s: %w", dst, err)
 	}
-	return digest, nil
+	return pub, nil
 }
 
 // annotate adds annotations to a manifest, keeping every other byte's

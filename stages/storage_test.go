@@ -158,9 +158,13 @@ func TestPublishCopiesTheManifestWithAnnotations(t *testing.T) {
 	}
 	repo, _ := name.NewRepository(m.host + "/p/app")
 	ann := map[string]string{stagesrepo.AnnotationCommit: strings.Repeat("c", 40), stagesrepo.AnnotationStage: st.String()}
-	d, err := s.publish(ctx, st, repo, "main", ann)
+	published, err := s.publish(ctx, st, repo, "main", ann)
 	if err != nil {
 		t.Fatal(err)
+	}
+	d := published.Digest
+	if want, _ := img.ConfigName(); published.ID != want {
+		t.Errorf("published image ID %s, the stage's config is %s", published.ID, want)
 	}
 	pub, err := remote.Image(repo.Tag("main"))
 	if err != nil {
@@ -192,8 +196,8 @@ func TestPublishCopiesTheManifestWithAnnotations(t *testing.T) {
 	}
 	// The same publication again writes nothing.
 	puts := m.count(http.MethodPut)
-	if d2, err := s.publish(ctx, st, repo, "main", ann); err != nil || d2 != d {
-		t.Fatalf("second publish: %s %v", d2, err)
+	if again, err := s.publish(ctx, st, repo, "main", ann); err != nil || again.Digest != d {
+		t.Fatalf("second publish: %s %v", again.Digest, err)
 	}
 	if m.count(http.MethodPut) != puts {
 		t.Error("publishing a tag that already has the manifest wrote again")

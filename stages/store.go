@@ -39,7 +39,7 @@ type Store interface {
 	put(ctx context.Context, sig string, img built) (stagesrepo.StageTag, error)
 	// publish makes repo:tag the stored stage st, with annotations on its
 	// manifest where the storage can, and answers the manifest's digest.
-	publish(ctx context.Context, st stagesrepo.StageTag, repo name.Repository, tag string, annotations map[string]string) (v1.Hash, error)
+	publish(ctx context.Context, st stagesrepo.StageTag, repo name.Repository, tag string, annotations map[string]string) (Publication, error)
 
 	// sendTo copies a stored stage into dst under the same tag, by asking
 	// dst to receive it from where this storage keeps it.
@@ -153,4 +153,11 @@ func (x *stageIndex) all(ctx context.Context, refresh func(context.Context) erro
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Millis < out[j].Millis })
 	return out, nil
+}
+
+// Publication is what publishing a stage under a tag made: the manifest's
+// digest and the image's ID (its config's digest, what `docker images`
+// shows), which changes whenever the image's content does.
+type Publication struct {
+	Digest, ID v1.Hash
 }
