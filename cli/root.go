@@ -59,6 +59,7 @@ func New(version string, code *int) *cobra.Command {
 		cleanupCommand(),
 		configCommand(),
 		planCommand(),
+		secretCommand(),
 	)
 	envDefaults(root)
 	return root
