@@ -199,30 +199,50 @@ func inputsDigest(ch *chart.Chart, vals map[string]any) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// Deploy upgrades (or installs) the environment's release and follows its
-// workloads until they are ready.
-func Deploy(ctx context.Context, req request.Deploy, images []request.Image, trace io.Writer) error {
-	start := time.Now()
+// Built is what the deploy's build gave: the images published and
+// werf.yaml's project.
+type Built struct {
+	Images  []request.Image
+	Project string
+}
+
+// releaseInput is a release's chart and values, as a deploy installs them
+// and a render prints them.
+type releaseInput struct {
+	chartDir string
+	chart    *chart.Chart
+	values   map[string]any
+	secrets  chartSecrets
+}
+
+// prepare loads the deploy's chart with werf 1.1's chart API and its
+// secrets decrypted, and computes its values.
+func prepare(req request.Deploy, built Built, trace io.Writer) (releaseInput, error) {
 	env := req.Environment
-	c, err := Connect(ctx, req.Cluster)
-	if err != nil {
-		return err
-	}
 	chartDir, err := ChartDir(req)
 	if err != nil {
-		return fault.Job(err)
+		return releaseInput{}, fault.Job(err)
 	}
 	ch, err := loader.Load(chartDir)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return fault.Jobf("no Helm chart at %s: put it in .helm/ of the repository (or set STAGEHAND_CHART_DIR)", chartDir)
+			return releaseInput{}, fault.Jobf("no Helm chart at %s: put it in .helm/ of the repository (or set STAGEHAND_CHART_DIR)", chartDir)
 		}
-		return fault.Jobf("load the chart %s: %w", chartDir, err)
+		return releaseInput{}, fault.Jobf("load the chart %s: %w", chartDir, err)
 	}
-	in := ValuesInput{Env: env.Name, CIURL: env.URL, Namespace: env.Namespace, Images: images, Sets: req.Sets}
+	secrets, err := readSecrets(chartDir, req.Build.Dir, req.Build.Vars)
+	if err != nil {
+		return releaseInput{}, err
+	}
+	if secrets.Values != nil || len(secrets.Files) > 0 {
+		fmt.Fprintf(trace, "Decrypted the chart's secrets (%s; %d files of %s/)\n", secretValuesNote(secrets), len(secrets.Files), SecretDir)
+	}
+	withWerfAPI(ch, secrets.Files)
+	in := ValuesInput{Env: env.Name, CIURL: env.URL, Namespace: env.Namespace, Images: built.Images, Sets: req.Sets, Secret: secrets.Values,
+		Werf: &WerfInput{Project: built.Project, Repo: req.Build.ImagesRepo, TagStrategy: req.Build.TagStrategy, Ref: req.Build.Ref, RefSlug: req.Build.RefSlug}}
 	extra, err := EnvValuesFile(chartDir, env.Name)
 	if err != nil {
-		return fault.Jobf("read values-%s.yaml: %w", env.Name, err)
+		return releaseInput{}, fault.Jobf("read values-%s.yaml: %w", env.Name, err)
 	}
 	if extra != nil {
 		in.Files = append(in.Files, extra)
@@ -230,8 +250,36 @@ func Deploy(ctx context.Context, req request.Deploy, images []request.Image, tra
 	}
 	vals, err := Values(in)
 	if err != nil {
-		return fault.Job(err)
+		return releaseInput{}, fault.Job(err)
 	}
+	return releaseInput{chartDir: chartDir, chart: ch, values: vals, secrets: secrets}, nil
+}
+
+func secretValuesNote(s chartSecrets) string {
+	if s.Values == nil {
+		return "no " + SecretValuesFile
+	}
+	return SecretValuesFile
+}
+
+// Deploy upgrades (or installs) the environment's release and follows its
+// workloads until they are ready. No decrypted secret reaches its errors.
+func Deploy(ctx context.Context, req request.Deploy, built Built, trace io.Writer) error {
+	start := time.Now()
+	c, err := Connect(ctx, req.Cluster)
+	if err != nil {
+		return err
+	}
+	in, err := prepare(req, built, trace)
+	if err != nil {
+		return err
+	}
+	return in.secrets.scrub(c.deploy(ctx, req, in, start, trace))
+}
+
+func (c *Cluster) deploy(ctx context.Context, req request.Deploy, in releaseInput, start time.Time, trace io.Writer) error {
+	env := req.Environment
+	ch, vals := in.chart, in.values
 	annotations := map[string]string{}
 	for _, a := range req.Annotations {
 		annotations[a.Key] = a.Value

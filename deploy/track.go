@@ -40,9 +40,12 @@ type Workload struct {
 func (w Workload) String() string { return strings.ToLower(w.Kind) + "/" + w.Name }
 
 // Workloads lists the Deployments, StatefulSets, DaemonSets and Jobs of a
-// release's manifest, less those annotated not to be tracked.
-func Workloads(manifest string) ([]Workload, error) {
+// release's manifest, less those annotated not to be tracked (stagehand's
+// annotations, and werf 1.1's), with a line for each werf annotation that
+// does here other than what werf did.
+func Workloads(manifest string) ([]Workload, []string, error) {
 	var out []Workload
+	byNote := map[string][]string{}
 	dec := newDocReader([]byte(manifest))
 	for {
 		doc, err := dec.next()
@@ -57,7 +60,7 @@ func Workloads(manifest string) ([]Workload, error) {
 			}
 		}
 		if err := yaml.Unmarshal(doc, &obj); err != nil {
-			return nil, fmt.Errorf("release manifest: %w", err)
+			return nil, nil, fmt.Errorf("release manifest: %w", err)
 		}
 		switch obj.Kind {
 		case "Deployment", "StatefulSet", "DaemonSet", "Job":
@@ -68,10 +71,19 @@ func Workloads(manifest string) ([]Workload, error) {
 		if a[AnnotationTrack] == "false" {
 			continue
 		}
-		out = append(out, Workload{Kind: obj.Kind, Name: obj.Metadata.Name, Optional: a[AnnotationFailMode] == "ignore"})
+		w := Workload{Kind: obj.Kind, Name: obj.Metadata.Name, Optional: a[AnnotationFailMode] == "ignore"}
+		track, optional, notes := werfTracking(a)
+		for k, n := range notes {
+			byNote[k+"\x00"+n] = append(byNote[k+"\x00"+n], w.String())
+		}
+		if !track {
+			continue
+		}
+		w.Optional = w.Optional || optional
+		out = append(out, w)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
-	return out, nil
+	return out, trackingNotes(byNote), nil
 }
 
 // state is a workload's readiness as of the last look.
@@ -85,9 +97,12 @@ type state struct {
 // (nil), one fails for good, or timeout passes (the job's fault, naming the
 // workloads and why). Pods are watched too, for their containers' reasons.
 func Track(ctx context.Context, client kubernetes.Interface, ns, manifest string, timeout time.Duration, trace io.Writer) error {
-	ws, err := Workloads(manifest)
+	ws, notes, err := Workloads(manifest)
 	if err != nil {
 		return fault.Job(err)
+	}
+	for _, n := range notes {
+		fmt.Fprintln(trace, n)
 	}
 	if len(ws) == 0 {
 		return nil

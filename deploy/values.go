@@ -47,19 +47,32 @@ type ValuesInput struct {
 	Images    []request.Image
 	// Files are extra values files (.helm/values-<env>.yaml), in order.
 	Files [][]byte
+	// Secret is the chart's secret-values.yaml, decrypted.
+	Secret []byte
+	// Werf fills .Values.global.werf as werf 1.1 did; nil leaves it out.
+	Werf *WerfInput
 	// Sets are the STAGEHAND_SET_* job variables.
 	Sets map[string]string
 }
 
-// Values computes the release's values: the extra files, then stagehand's
-// globals, then the --set lines (sorted by variable name), each over the
-// one before.
+// Values computes the release's values, each over the one before (and
+// all over the chart's values.yaml), in werf 1.1's order: the extra
+// files, the secret values, stagehand's and werf's globals, then the
+// --set lines (sorted by variable name).
 func Values(in ValuesInput) (map[string]any, error) {
 	vals := map[string]any{}
 	for i, f := range in.Files {
 		var m map[string]any
 		if err := yaml.Unmarshal(f, &m); err != nil {
 			return nil, fmt.Errorf("values file %d: %w", i+1, err)
+		}
+		vals = chartutil.CoalesceTables(m, vals)
+	}
+	if in.Secret != nil {
+		var m map[string]any
+		if err := yaml.Unmarshal(in.Secret, &m); err != nil {
+			// The decrypted text is not quoted: it holds the secrets.
+			return nil, fmt.Errorf("%s: not a YAML map once decrypted", SecretValuesFile)
 		}
 		vals = chartutil.CoalesceTables(m, vals)
 	}
@@ -80,12 +93,16 @@ func Values(in ValuesInput) (map[string]any, error) {
 		}
 		ciURL = u.Host
 	}
-	globals := map[string]any{"global": map[string]any{
+	global := map[string]any{
 		"env":       in.Env,
 		"ci_url":    ciURL,
 		"namespace": in.Namespace,
 		"stagehand": map[string]any{"image": images},
-	}}
+	}
+	if in.Werf != nil {
+		global["werf"] = werfValues(*in.Werf, in.Images)
+	}
+	globals := map[string]any{"global": global}
 	vals = chartutil.CoalesceTables(globals, vals)
 	names := make([]string, 0, len(in.Sets))
 	for n := range in.Sets {

@@ -111,7 +111,7 @@ metadata: {name: web}
 kind: StatefulSet
 metadata: {name: db}
 `
-	got, err := Workloads(manifest)
+	got, _, err := Workloads(manifest)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,13 +1,20 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"gitlab.com/stagehand/stagehand/e2e/coordinator"
 	"gitlab.com/stagehand/stagehand/e2e/gitserver"
@@ -111,6 +118,78 @@ func TestWerfGuideProjectBuildsUnchanged(t *testing.T) {
 		wantTrace(t, run, "hooks "+names, "ci-env "+names)
 	})
 
+	t.Run("its werf 1.1 chart deploys unchanged", func(t *testing.T) {
+		kc, err := os.ReadFile(h.Kubeconfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		env := fmt.Sprintf("review/guide-%d", time.Now().UnixNano()%1000000)
+		const secretKey = "c0ffee11c0ffee22c0ffee33c0ffee44" // e2e/testdata/guide/.helm's key
+		rememberSecrets("guide-db-pass-7f3a", "guide-tls-9c1e")
+		j := job(repo)
+		j.Name, j.Stage = "deploy", "deploy"
+		j.Environment = &coordinator.Environment{Name: env}
+		j.Variables = append(j.Variables,
+			coordinator.Variable{Key: "KUBECONFIG", Value: string(kc), File: true},
+			coordinator.Variable{Key: "WERF_SECRET_KEY", Value: secretKey, Masked: true},
+			coordinator.Variable{Key: "STAGEHAND_TAG_STRATEGY", Value: gitlab.TagOrBranch})
+		j.Script = append(j.Script, `echo "deployed namespace=$STAGEHAND_NAMESPACE release=$STAGEHAND_RELEASE"`)
+		ns := gitlab.KubernetesNamespace("guide-" + coordinator.EnvironmentSlug(env))
+		c := kubeClient(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+		defer cancel()
+		go harness.PlayKubelet(ctx, c, ns, "guide", harness.PodReady, nil)
+		run := runOn(t, runner(t), j, nil)
+		wantState(t, run, "success", "")
+		wantTrace(t, run, "deployed namespace="+ns, "Decrypted the chart's secrets (secret-values.yaml; 1 files of secret/)",
+			"werf.io/failures-allowed-per-replica (deployment/guide-app): accepted",
+			"werf.io/skip-logs-for-containers (deployment/guide-app): accepted, no effect")
+		published := images(t, run)
+		d, err := c.AppsV1().Deployments(ns).Get(ctx, "guide-app", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs := d.Spec.Template.Spec.Containers
+		if len(cs) != 2 || cs[0].Image != published["app"] || cs[1].Image != published["web"] {
+			t.Fatalf("the pod template's images are %v, the build published %v", cs, published)
+		}
+		for _, ctr := range cs {
+			id, err := remoteImageID(ctr.Image)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A branch's image: pulled always, and its ID in the pod
+			// template, so that a rebuilt branch restarts the pods.
+			if ctr.ImagePullPolicy != corev1.PullAlways || len(ctr.Env) == 0 || ctr.Env[0].Name != "DOCKER_IMAGE_ID" || ctr.Env[0].Value != id {
+				t.Errorf("container %s: pull policy %s, env %v; want Always and DOCKER_IMAGE_ID=%s", ctr.Name, ctr.ImagePullPolicy, ctr.Env, id)
+			}
+		}
+		sec, err := c.CoreV1().Secrets(ns).Get(ctx, "guide-secrets", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(sec.Data["db-password"]); got != "guide-db-pass-7f3a" {
+			t.Errorf("db-password from secret-values.yaml is %q", got)
+		}
+		if got := string(sec.Data["tls.key"]); !strings.Contains(got, "guide-tls-9c1e") {
+			t.Errorf("tls.key from .helm/secret/ is %q", got)
+		}
+		cm, err := c.CoreV1().ConfigMaps(ns).Get(ctx, "guide-werf", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantData := map[string]string{"project": "guide", "repo": proxy.Addr() + "/" + project, "is_branch": "true", "branch": "main", "bundle": published["bundle"]}
+		for k, v := range wantData {
+			if cm.Data[k] != v {
+				t.Errorf("global.werf %s = %q, want %q", k, cm.Data[k], v)
+			}
+		}
+		stop := j
+		stop.Environment = &coordinator.Environment{Name: env, Action: "stop"}
+		stop.Script = []string{"echo stopped"}
+		wantState(t, runOn(t, runner(t), stop, nil), "success", "")
+	})
+
 	t.Run("the same commit again is idle", func(t *testing.T) {
 		run := runOn(t, runner(t), job(repo), nil)
 		wantState(t, run, "success", "")
@@ -200,4 +279,18 @@ func mustReadTree(t testing.TB, dir string) map[string]string {
 		t.Fatal(err)
 	}
 	return files
+}
+
+// remoteImageID is an image's ID (its config's digest) in its registry.
+func remoteImageID(ref string) (string, error) {
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		return "", err
+	}
+	img, err := remote.Image(r)
+	if err != nil {
+		return "", err
+	}
+	id, err := img.ConfigName()
+	return id.String(), err
 }

@@ -39,7 +39,7 @@ func deployEnvironment(ctx context.Context, req request.Deploy, trace io.Writer)
 	if req.ChartDir == "" {
 		req.ChartDir = res.ChartDir
 	}
-	return published, deploy.Deploy(ctx, req, published.Images, trace)
+	return published, deploy.Deploy(ctx, req, deploy.Built{Images: published.Images, Project: res.Project}, trace)
 }
 
 func dismiss(ctx context.Context, req request.Dismiss, trace io.Writer) (struct{}, error) {
