@@ -75,7 +75,6 @@ func apiError(err error, format string, args ...any) error {
 	return fault.System(wrapped)
 }
 
-
 // ensurePullSecret writes the registry secret into the namespace.
 func (c *Cluster) ensurePullSecret(ctx context.Context, ns string, o request.PullSecret) (bool, error) {
 	var data map[string][]byte

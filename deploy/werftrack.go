@@ -30,17 +30,17 @@ const (
 // here when it is not what werf did.
 var werfAnnotationNotes = map[string]string{
 	werfFailMode + "=HopeUntilEndOfDeployProcess": "stagehand already waits for every workload until the deploy's timeout (a failed Job ends the wait at once), as werf's HopeUntilEndOfDeployProcess",
-	werfFailuresAllowed:      "accepted; stagehand does not count failures per replica: a workload fails the deploy when it is not ready by the timeout, or its Job failed",
-	werfLogRegex:             "accepted, no effect: the trace shows workload states and warning events, not pod logs",
-	werfLogRegexFor:          "accepted, no effect: the trace shows workload states and warning events, not pod logs",
-	werfSkipLogs:             "accepted, no effect: the trace shows workload states and warning events, not pod logs",
-	werfSkipLogsFor:          "accepted, no effect: the trace shows workload states and warning events, not pod logs",
-	werfShowLogsOnlyFor:      "accepted, no effect: the trace shows workload states and warning events, not pod logs",
-	werfShowEvents:           "accepted; the trace shows warning events of a workload's pods while it waits, whatever its value",
-	werfShowLogsUntil:        "accepted, no effect (werf 1.1 did not support it either)",
-	werfReplicasOnCreation:   "not applied: the chart's replicas are applied on every deploy; leave replicas out of the chart for an autoscaler",
-	werfResourcesOnCreation:  "not applied: the chart's resources are applied on every deploy",
-	werfReplicasOnCreation12: "not applied (a werf 1.2 annotation): the chart's replicas are applied on every deploy",
+	werfFailuresAllowed:                           "accepted; stagehand does not count failures per replica: a workload fails the deploy when it is not ready by the timeout, or its Job failed",
+	werfLogRegex:                                  "accepted, no effect: the trace shows workload states and warning events, not pod logs",
+	werfLogRegexFor:                               "accepted, no effect: the trace shows workload states and warning events, not pod logs",
+	werfSkipLogs:                                  "accepted, no effect: the trace shows workload states and warning events, not pod logs",
+	werfSkipLogsFor:                               "accepted, no effect: the trace shows workload states and warning events, not pod logs",
+	werfShowLogsOnlyFor:                           "accepted, no effect: the trace shows workload states and warning events, not pod logs",
+	werfShowEvents:                                "accepted; the trace shows warning events of a workload's pods while it waits, whatever its value",
+	werfShowLogsUntil:                             "accepted, no effect (werf 1.1 did not support it either)",
+	werfReplicasOnCreation:                        "not applied: the chart's replicas are applied on every deploy; leave replicas out of the chart for an autoscaler",
+	werfResourcesOnCreation:                       "not applied: the chart's resources are applied on every deploy",
+	werfReplicasOnCreation12:                      "not applied (a werf 1.2 annotation): the chart's replicas are applied on every deploy",
 }
 
 // werfTracking reads werf's annotations of one workload: whether it is
