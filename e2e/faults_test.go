@@ -344,10 +344,12 @@ func installSignature(t *testing.T, src, base string) string {
 }
 
 // lockedBuildProject is a one-image project whose install stage takes
-// about 25 s, so that a test can act while it holds the stage's lock.
+// about 45 s, so that a test can act while it holds the stage's lock: a
+// lease renewed just before the API server went away lives 20 s more,
+// and the stage must outlast it by a margin that a busy host keeps.
 func lockedBuildProject(t *testing.T, e harness.Engine, kubeconfig string) (dir string, args []string, env []string, slowStage string) {
 	t.Helper()
-	config := slowConfig("lease", "sleep 25; echo slow-stage-done")
+	config := slowConfig("lease", "sleep 45; echo slow-stage-done")
 	dir = checkout(t, map[string]string{"werf.yaml": config})
 	slowStage = installSignature(t, config, h.BaseImage)
 	project := fmt.Sprintf("stagehand/lease-%d", time.Now().UnixNano())
