@@ -229,6 +229,9 @@ func prepare(req request.Deploy, built Built, trace io.Writer) (releaseInput, er
 		}
 		return releaseInput{}, fault.Jobf("load the chart %s: %w", chartDir, err)
 	}
+	if ch, err = withDependencies(ch, chartDir, req.Build.Engine.DockerConfig, ChartCacheDir(), trace); err != nil {
+		return releaseInput{}, err
+	}
 	secrets, err := readSecrets(chartDir, req.Build.Dir, req.Build.Vars)
 	if err != nil {
 		return releaseInput{}, err
@@ -261,22 +264,36 @@ func secretValuesNote(s chartSecrets) string {
 	return SecretValuesFile
 }
 
+// Deployed is what a deploy found out: the environment's URL, from its
+// Ingress ("" when it has none).
+type Deployed struct {
+	URL string
+}
+
 // Deploy upgrades (or installs) the environment's release and follows its
 // workloads until they are ready. No decrypted secret reaches its errors.
-func Deploy(ctx context.Context, req request.Deploy, built Built, trace io.Writer) error {
+func Deploy(ctx context.Context, req request.Deploy, built Built, trace io.Writer) (Deployed, error) {
 	start := time.Now()
 	c, err := Connect(ctx, req.Cluster)
 	if err != nil {
-		return err
+		return Deployed{}, err
 	}
 	in, err := prepare(req, built, trace)
 	if err != nil {
-		return err
+		return Deployed{}, err
 	}
-	return in.secrets.scrub(c.deploy(ctx, req, in, start, trace))
+	rel, err := c.deploy(ctx, req, in, start, trace)
+	if err != nil {
+		return Deployed{}, in.secrets.scrub(err)
+	}
+	d := Deployed{URL: EnvironmentURL(rel.Manifest)}
+	if d.URL != "" {
+		fmt.Fprintf(trace, "Environment URL: %s (DYNAMIC_ENVIRONMENT_URL)\n", d.URL)
+	}
+	return d, nil
 }
 
-func (c *Cluster) deploy(ctx context.Context, req request.Deploy, in releaseInput, start time.Time, trace io.Writer) error {
+func (c *Cluster) deploy(ctx context.Context, req request.Deploy, in releaseInput, start time.Time, trace io.Writer) (*release.Release, error) {
 	env := req.Environment
 	ch, vals := in.chart, in.values
 	annotations := map[string]string{}
@@ -285,35 +302,35 @@ func (c *Cluster) deploy(ctx context.Context, req request.Deploy, in releaseInpu
 	}
 	digest := inputsDigest(ch, vals)
 	if err := checkProtected(env.Namespace, req.Protected); err != nil {
-		return err
+		return nil, err
 	}
 	if err := c.ensureNamespace(ctx, env.Namespace, req.Owner, req.Timeout, trace); err != nil {
-		return err
+		return nil, err
 	}
 	if made, err := c.ensurePullSecret(ctx, env.Namespace, req.PullSecret); err != nil {
-		return err
+		return nil, err
 	} else if made {
 		fmt.Fprintf(trace, "Pull secret %s/%s is in place\n", env.Namespace, PullSecretName)
 	}
 	if err := c.referencePullSecret(ctx, env.Namespace); err != nil {
-		return err
+		return nil, err
 	}
 	ctx, unlock, locked, err := holdRelease(ctx, req.Build.Locks, env.Namespace, env.Release, trace)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer unlock()
 	cfg, err := c.helm(env.Namespace, trace)
 	if err != nil {
-		return fault.System(err)
+		return nil, fault.System(err)
 	}
 
 	last, err := lastRelease(cfg, env.Release)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if last, err = recoverPending(cfg, env.Release, last, locked, req.Timeout, trace); err != nil {
-		return err
+		return nil, err
 	}
 	var rel *release.Release
 	switch {
@@ -334,20 +351,20 @@ func (c *Cluster) deploy(ctx context.Context, req request.Deploy, in releaseInpu
 		rel, err = upgrade.RunWithContext(ctx, env.Release, ch, withInputs(vals, digest))
 	}
 	if err != nil {
-		return helmError(err, env.Release)
+		return nil, helmError(err, env.Release)
 	}
 	// Service accounts of the chart get the pull secret too.
 	if err := c.referencePullSecret(ctx, env.Namespace); err != nil {
-		return err
+		return nil, err
 	}
 	if err := Track(ctx, c.client, env.Namespace, rel.Manifest, req.Timeout, trace); err != nil {
 		if rb := rollBack(cfg, env, req.Timeout, last, rel); rb != "" {
 			fmt.Fprintln(trace, rb)
 		}
-		return err
+		return nil, err
 	}
 	fmt.Fprintf(trace, "Release %s revision %d is ready in namespace %s (%s)\n", env.Release, rel.Version, env.Namespace, time.Since(start).Round(time.Millisecond))
-	return nil
+	return rel, nil
 }
 
 func withInputs(vals map[string]any, digest string) map[string]any {
@@ -427,3 +444,33 @@ func ChartDir(req request.Deploy) (string, error) {
 
 // DefaultChartDir is the chart within the project.
 func DefaultChartDir(projectDir string) string { return filepath.Join(projectDir, ".helm") }
+
+// Render answers the manifests a deploy of req would apply (hooks
+// included, with the release's annotations), without a cluster: Helm's
+// client-only install of the same chart and values.
+func Render(req request.Deploy, built Built, trace io.Writer) (string, error) {
+	in, err := prepare(req, built, trace)
+	if err != nil {
+		return "", err
+	}
+	env := req.Environment
+	annotations := map[string]string{}
+	for _, a := range req.Annotations {
+		annotations[a.Key] = a.Value
+	}
+	cfg := &action.Configuration{Log: func(string, ...any) {}}
+	install := action.NewInstall(cfg)
+	install.ReleaseName, install.Namespace = env.Release, env.Namespace
+	install.DryRun, install.ClientOnly, install.Replace, install.IncludeCRDs = true, true, true, true
+	install.PostRenderer = annotator{annotations}
+	rel, err := install.Run(in.chart, in.values)
+	if err != nil {
+		return "", in.secrets.scrub(helmError(err, env.Release))
+	}
+	var out strings.Builder
+	out.WriteString(rel.Manifest)
+	for _, h := range rel.Hooks {
+		fmt.Fprintf(&out, "---\n# Source: %s\n%s\n", h.Path, h.Manifest)
+	}
+	return out.String(), nil
+}
