@@ -4,10 +4,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"sort"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"gitlab.com/stagehand/stagehand/executor"
 	"gitlab.com/stagehand/stagehand/gitlab"
@@ -43,16 +43,16 @@ func buildCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var vars []gitlab.Var
-			for k, v := range res.Exports() {
-				vars = append(vars, gitlab.Var{Name: k, Value: v})
-			}
-			sort.Slice(vars, func(i, j int) bool { return vars[i].Name < vars[j].Name })
-			_, err = fmt.Fprint(cmd.OutOrStdout(), gitlab.FormatExports(vars))
-			return err
+			return printExports(cmd, res)
 		},
 	}
-	f := cmd.Flags()
+	addBuildFlags(cmd.Flags(), s, &b)
+	return cmd
+}
+
+// addBuildFlags are the flags of the commands that build: build, deploy
+// and render.
+func addBuildFlags(f *pflag.FlagSet, s *executor.Settings, b *buildFlags) {
 	f.StringVar(&b.dir, "dir", ".", "the project's checkout")
 	f.StringVar(&b.repo, "repo", firstEnv(gitlab.VarImagesRepo, "CI_REGISTRY_IMAGE"), "images repository to publish to")
 	f.StringVar(&b.stagesStorage, "stages-storage", "", "stages storage: a repository (default REPO/stages) or :local")
@@ -65,7 +65,6 @@ func buildCommand() *cobra.Command {
 	syncFlags(f, s)
 	localStagesFlags(f, s)
 	clusterFlags(f, s)
-	return cmd
 }
 
 // shellBuildRequest is the build of an operator's checkout: the same

@@ -60,6 +60,8 @@ func New(version string, code *int) *cobra.Command {
 		configCommand(),
 		planCommand(),
 		secretCommand(),
+		deployCommand(),
+		renderCommand(),
 	)
 	envDefaults(root)
 	return root

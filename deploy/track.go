@@ -35,6 +35,8 @@ type Workload struct {
 	Kind, Name string
 	// Optional workloads are reported but never fail the deploy.
 	Optional bool
+	// logs says which of its containers' logs a failure shows.
+	logs *logFilter
 }
 
 func (w Workload) String() string { return strings.ToLower(w.Kind) + "/" + w.Name }
@@ -80,6 +82,7 @@ func Workloads(manifest string) ([]Workload, []string, error) {
 			continue
 		}
 		w.Optional = w.Optional || optional
+		w.logs = logFilterOf(a)
 		out = append(out, w)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
@@ -166,6 +169,7 @@ func Track(ctx context.Context, client kubernetes.Interface, ns, manifest string
 			return nil
 		}
 		if fatal != "" {
+			showFailingLogs(client, ns, unready(ws, states), trace)
 			return fault.Jobf("the rollout failed: %s", fatal)
 		}
 		select {
@@ -190,11 +194,23 @@ func Track(ctx context.Context, client kubernetes.Interface, ns, manifest string
 						why = append(why, fmt.Sprintf("%s: %s", w, reason))
 					}
 				}
+				showFailingLogs(client, ns, unready(ws, states), trace)
 				return fault.Jobf("not ready after %s (STAGEHAND_DEPLOY_TIMEOUT): %s", timeout, strings.Join(why, "; "))
 			}
 			return context.Cause(ctx)
 		}
 	}
+}
+
+// unready are the workloads a deploy waits for that are not ready.
+func unready(ws []Workload, states map[Workload]state) []Workload {
+	var out []Workload
+	for _, w := range ws {
+		if !w.Optional && !states[w].ready {
+			out = append(out, w)
+		}
+	}
+	return out
 }
 
 // trackHeartbeat is how often a wait without news says it still waits.

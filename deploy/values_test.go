@@ -116,7 +116,19 @@ metadata: {name: db}
 		t.Fatal(err)
 	}
 	want := []Workload{{Kind: "Deployment", Name: "web"}, {Kind: "Job", Name: "migrate", Optional: true}, {Kind: "StatefulSet", Name: "db"}}
-	if !reflect.DeepEqual(got, want) {
+	if !reflect.DeepEqual(withoutLogs(got), want) {
 		t.Errorf("Workloads = %v, want %v", got, want)
+	}
+}
+
+func TestEnvironmentURL(t *testing.T) {
+	for _, c := range []struct{ manifest, want string }{
+		{"---\nkind: Service\nmetadata: {name: a}\n", ""},
+		{"---\nkind: Ingress\nspec:\n  rules:\n  - host: shop.example.com\n", "http://shop.example.com"},
+		{"---\nkind: Deployment\n---\nkind: Ingress\nspec:\n  tls:\n  - hosts: [shop.example.com]\n  rules:\n  - host: '*.example.com'\n  - host: shop.example.com\n", "https://shop.example.com"},
+	} {
+		if got := EnvironmentURL(c.manifest); got != c.want {
+			t.Errorf("%q: %q, want %q", c.manifest, got, c.want)
+		}
 	}
 }

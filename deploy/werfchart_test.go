@@ -150,11 +150,11 @@ func TestWerfTracking(t *testing.T) {
 		{map[string]string{"werf.io/fail-mode": "sometimes"}, false, false, "invalid value"},
 		{map[string]string{"werf.io/failures-allowed-per-replica": "3"}, true, false, "does not count failures"},
 		{map[string]string{"werf.io/failures-allowed-per-replica": "-1"}, false, false, "positive or zero"},
-		{map[string]string{"werf.io/skip-logs": "true"}, true, false, "not pod logs"},
+		{map[string]string{"werf.io/skip-logs": "true"}, true, false, "honoured"},
 		{map[string]string{"werf.io/skip-logs": "maybe"}, false, false, "true or false"},
 		{map[string]string{"werf.io/show-logs-only-for-containers": "app, ,x"}, false, false, "comma-separated"},
 		{map[string]string{"werf.io/log-regex-for-app": "("}, false, false, "regular expression"},
-		{map[string]string{"werf.io/log-regex-for-app": "^ERR"}, true, false, "not pod logs"},
+		{map[string]string{"werf.io/log-regex-for-app": "^ERR"}, true, false, "honoured"},
 		{map[string]string{"werf.io/set-replicas-only-on-creation": "true"}, true, false, "not applied"},
 		{map[string]string{"werf.io/whatever": "x"}, true, false, "unknown werf annotation"},
 		{map[string]string{"example.com/fail-mode": "x"}, true, false, ""},
@@ -178,7 +178,46 @@ metadata: {name: worker, annotations: {werf.io/skip-logs: "true", werf.io/fail-m
 `
 	ws, notes, err := Workloads(manifest)
 	want := []Workload{{Kind: "Deployment", Name: "web"}, {Kind: "Deployment", Name: "worker", Optional: true}}
-	if err != nil || !reflect.DeepEqual(ws, want) || len(notes) != 1 || !strings.HasPrefix(notes[0], "werf.io/skip-logs (deployment/web, deployment/worker): ") {
+	if err != nil || !reflect.DeepEqual(withoutLogs(ws), want) || len(notes) != 1 || !strings.HasPrefix(notes[0], "werf.io/skip-logs (deployment/web, deployment/worker): ") {
 		t.Errorf("Workloads: %v %q %v", ws, notes, err)
+	}
+}
+
+func withoutLogs(ws []Workload) []Workload {
+	out := append([]Workload{}, ws...)
+	for i := range out {
+		out[i].logs = nil
+	}
+	return out
+}
+
+// TestLogFilter: werf's log annotations decide which containers' logs a
+// failed deploy shows, and through which expression.
+func TestLogFilter(t *testing.T) {
+	for _, c := range []struct {
+		ann       map[string]string
+		container string
+		show      bool
+		re        string
+	}{
+		{nil, "app", true, ""},
+		{map[string]string{"werf.io/skip-logs": "true"}, "app", false, ""},
+		{map[string]string{"werf.io/skip-logs": "false"}, "app", true, ""},
+		{map[string]string{"werf.io/skip-logs-for-containers": "sidecar, proxy"}, "proxy", false, ""},
+		{map[string]string{"werf.io/skip-logs-for-containers": "sidecar, proxy"}, "app", true, ""},
+		{map[string]string{"werf.io/show-logs-only-for-containers": "app"}, "sidecar", false, ""},
+		{map[string]string{"werf.io/show-logs-only-for-containers": "app"}, "app", true, ""},
+		{map[string]string{"werf.io/log-regex": "ERR"}, "app", true, "ERR"},
+		{map[string]string{"werf.io/log-regex": "ERR", "werf.io/log-regex-for-app": "^panic"}, "app", true, "^panic"},
+		{map[string]string{"werf.io/log-regex": "ERR", "werf.io/log-regex-for-app": "^panic"}, "web", true, "ERR"},
+	} {
+		show, re := logFilterOf(c.ann).shows(c.container)
+		got := ""
+		if re != nil {
+			got = re.String()
+		}
+		if show != c.show || got != c.re {
+			t.Errorf("%v, %s: %v %q; want %v %q", c.ann, c.container, show, got, c.show, c.re)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -227,6 +228,11 @@ func TestRolloutThatNeverBecomesReadyFailsAtTheTimeout(t *testing.T) {
 	run, _, _ := runWhile(t, r, job, ns, podImagePullBackOff)
 	wantState(t, run, "failed", "script_failure")
 	wantTrace(t, run, "not ready after 8s", "deployment/backend", "ImagePullBackOff")
+	// The failing container's logs are asked of the real API server,
+	// bounded; without a kubelet it has none to give.
+	if !regexp.MustCompile(`Logs of pod backend-\S+ container backend \(last 20 lines, at most 16 KiB\): (no output|not available \(.+\))\n`).MatchString(run.Result.Trace) {
+		t.Errorf("no bounded log request of the failing container in the trace:\n%s", run.Result.Trace)
+	}
 	if strings.Contains(run.Result.Trace, "deployed namespace=") {
 		t.Error("the script ran after the failed rollout")
 	}

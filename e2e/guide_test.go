@@ -143,7 +143,7 @@ func TestWerfGuideProjectBuildsUnchanged(t *testing.T) {
 		wantState(t, run, "success", "")
 		wantTrace(t, run, "deployed namespace="+ns, "Decrypted the chart's secrets (secret-values.yaml; 1 files of secret/)",
 			"werf.io/failures-allowed-per-replica (deployment/guide-app): accepted",
-			"werf.io/skip-logs-for-containers (deployment/guide-app): accepted, no effect")
+			"werf.io/skip-logs-for-containers (deployment/guide-app): honoured")
 		published := images(t, run)
 		d, err := c.AppsV1().Deployments(ns).Get(ctx, "guide-app", metav1.GetOptions{})
 		if err != nil {

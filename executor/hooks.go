@@ -186,10 +186,14 @@ func (e *Executor) Prepare(ctx context.Context) error {
 }
 
 func (e *Executor) prepareImage(ctx context.Context, img string) error {
-	_, err := worker.Call[struct{}](ctx, e.worker(), request.JobImage{
-		Engine:     e.engine(),
-		Image:      img,
-		PullPolicy: e.Settings.PullPolicy,
+	policies, err := request.PullPolicies(e.Job.ImagePullPolicies, e.Settings.PullPolicy, e.Settings.AllowedPullPolicies)
+	if err != nil {
+		return fault.Job(err)
+	}
+	_, err = worker.Call[struct{}](ctx, e.worker(), request.JobImage{
+		Engine:       e.engine(),
+		Image:        img,
+		PullPolicies: policies,
 	})
 	return err
 }
@@ -327,6 +331,13 @@ func (e *Executor) perform(ctx context.Context, env gitlab.Env) (map[string]stri
 		ac := e.actionContext(env)
 		var err error
 		exports, err = action.Perform(ctx, ac)
+		if err != nil {
+			return err
+		}
+		written, err := writeReports(e.Job.Vars, exports)
+		if len(written) > 0 {
+			e.Log.Infof("Reports for later jobs: %s", strings.Join(written, ", "))
+		}
 		return err
 	})
 	return exports, err
@@ -350,6 +361,7 @@ func (e *Executor) scriptRunner(stage string) ScriptRunner {
 		jobKey:      e.Job.Key(),
 		binds:       binds,
 		stopTimeout: e.Settings.StopTimeout,
+		entrypoint:  e.Job.ImageEntrypoint, overrideEntrypoint: e.Job.ImageEntrypointSet,
 	}
 }
 

@@ -41,6 +41,12 @@ type Job struct {
 	// to change; prepare refuses such a job.
 	Trusted bool
 	Forged  []string
+	// ImageEntrypoint is the job's `image: entrypoint:` when it sets one
+	// (ImageEntrypointSet); ImagePullPolicies its `image: pull_policy:`.
+	// Both come from the job payload only.
+	ImageEntrypoint    []string
+	ImageEntrypointSet bool
+	ImagePullPolicies  []string
 }
 
 // LoadJob decodes a hook's environment (os.Environ() form). It is the only
@@ -75,6 +81,10 @@ func LoadJob(environ []string) (*Job, error) {
 	if p != nil {
 		j.Trusted = true
 		j.Forged = applyTrusted(j.Vars, p.trusted())
+		if p.Image != nil {
+			j.ImageEntrypoint, j.ImageEntrypointSet = p.Image.Entrypoint, p.Image.Entrypoint != nil
+			j.ImagePullPolicies = p.Image.PullPolicy
+		}
 	}
 	j.TempDir = host["TMPDIR"]
 	if j.TempDir == "" {

@@ -37,6 +37,9 @@ type payload struct {
 	} `json:"variables"`
 	Image *struct {
 		Name string `json:"name"`
+		// Entrypoint is `image: entrypoint:` (nil: the image's own).
+		Entrypoint []string `json:"entrypoint"`
+		PullPolicy []string `json:"pull_policy"`
 	} `json:"image"`
 }
 

@@ -83,3 +83,30 @@ func TestTrustedProjectPathFromTheCloneURL(t *testing.T) {
 		t.Errorf("CI_PROJECT_PATH = %q", got)
 	}
 }
+
+// TestImageEntrypointAndPullPolicyFromThePayload: `image: entrypoint:`
+// and `image: pull_policy:` come from the job payload; without them the
+// image's own entrypoint runs.
+func TestImageEntrypointAndPullPolicyFromThePayload(t *testing.T) {
+	for _, c := range []struct {
+		image      string
+		entrypoint []string
+		set        bool
+		policies   []string
+	}{
+		{`{"name":"alpine"}`, nil, false, nil},
+		{`{"name":"alpine","entrypoint":[""],"pull_policy":["always","if-not-present"]}`, []string{""}, true, []string{"always", "if-not-present"}},
+		{`{"name":"alpine","entrypoint":["/init","--"]}`, []string{"/init", "--"}, true, nil},
+	} {
+		dir := t.TempDir()
+		resp := filepath.Join(dir, "response.json")
+		os.WriteFile(resp, []byte(`{"id":1,"job_info":{"project_id":1},"image":`+c.image+`}`), 0o600)
+		j, err := LoadJob([]string{"TMPDIR=" + dir, "JOB_RESPONSE_FILE=" + resp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(j.ImageEntrypoint, c.entrypoint) || j.ImageEntrypointSet != c.set || !reflect.DeepEqual(j.ImagePullPolicies, c.policies) {
+			t.Errorf("%s: entrypoint %q (set %v), pull policies %v", c.image, j.ImageEntrypoint, j.ImageEntrypointSet, j.ImagePullPolicies)
+		}
+	}
+}

@@ -109,6 +109,9 @@ type containerShell struct {
 	jobKey      string
 	binds       []string
 	stopTimeout time.Duration
+	// entrypoint overrides the image's when overrideEntrypoint.
+	entrypoint         []string
+	overrideEntrypoint bool
 }
 
 func (c containerShell) Run(ctx context.Context, s Script) (int, error) {
@@ -121,6 +124,7 @@ func (c containerShell) Run(ctx context.Context, s Script) (int, error) {
 		Env:         s.Env,
 		Binds:       c.binds,
 		StopTimeout: c.stopTimeout,
+		Entrypoint:  c.entrypoint, OverrideEntrypoint: c.overrideEntrypoint,
 	})
 	if err != nil {
 		return -1, err

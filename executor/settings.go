@@ -28,6 +28,9 @@ type Settings struct {
 	// PullPolicy decides when a job image is pulled: if-not-present,
 	// always or never.
 	PullPolicy string
+	// AllowedPullPolicies are the pull policies a job may ask for
+	// (gitlab-runner's allowed_pull_policies); none: only PullPolicy.
+	AllowedPullPolicies []string
 	// Worker is the stagehand-worker program, which does the Docker work.
 	Worker string
 	// StopTimeout is how long the user's script gets after SIGTERM before

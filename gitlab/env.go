@@ -455,3 +455,11 @@ func FormatExports(vars []Var) string {
 	}
 	return b.String()
 }
+
+// EnvironmentNames are the namespace and release a job of environment env
+// (its slug) gets (see DeriveEnv), for an operator's command.
+func EnvironmentNames(n *Naming, gitlabProject, env string) (namespace, release string, err error) {
+	d := deriver{vars: map[string]string{}}
+	namespace, release = d.names(n, gitlabProject, env)
+	return namespace, release, d.err
+}

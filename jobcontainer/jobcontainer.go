@@ -24,15 +24,32 @@ const (
 	labelStage = "io.stagehand.stage"
 )
 
-// EnsureImage makes the job image available per the pull policy. An image
-// that does not exist is the job's fault; an unreachable registry is not.
+// EnsureImage makes the job image available per its pull policies, tried
+// in order as the docker executor does: a policy that fails hands over to
+// the next, and the last one's failure is the answer. An image that does
+// not exist is the job's fault; an unreachable registry is not.
 func EnsureImage(ctx context.Context, r request.JobImage, w io.Writer) error {
 	e, err := docker.Connect(ctx, r.Engine.Host)
 	if err != nil {
 		return err
 	}
 	defer e.Close()
-	if r.PullPolicy != request.PullAlways {
+	policies := r.PullPolicies
+	if len(policies) == 0 {
+		policies = []string{request.PullIfNotPresent}
+	}
+	for i, p := range policies {
+		err = ensureImage(ctx, e, r, p, w)
+		if err == nil || i == len(policies)-1 || ctx.Err() != nil {
+			return err
+		}
+		fmt.Fprintf(w, "Pull policy %s failed (%v): trying %s\n", p, err, policies[i+1])
+	}
+	return err
+}
+
+func ensureImage(ctx context.Context, e *docker.Engine, r request.JobImage, policy string, w io.Writer) error {
+	if policy != request.PullAlways {
 		_, ok, err := e.Inspect(ctx, r.Image)
 		if err != nil {
 			return err
@@ -41,8 +58,8 @@ func EnsureImage(ctx context.Context, r request.JobImage, w io.Writer) error {
 			fmt.Fprintf(w, "Using image %s (present on this host)\n", r.Image)
 			return nil
 		}
-		if r.PullPolicy == request.PullNever {
-			return fault.Jobf("image %s is not on this runner host and the pull policy is %q: pre-load it or change --pull-policy", r.Image, request.PullNever)
+		if policy == request.PullNever {
+			return fault.Jobf("image %s is not on this runner host and the pull policy is %q: pre-load it or use another pull_policy", r.Image, request.PullNever)
 		}
 	}
 	fmt.Fprintf(w, "Pulling image %s ...\n", r.Image)
@@ -71,10 +88,19 @@ func RunScript(ctx context.Context, r request.JobScript, trace io.Writer) (reque
 		return request.ScriptResult{ExitCode: -1}, err
 	}
 	defer e.Close()
+	// The image's entrypoint runs unless the job overrides it; [""]
+	// clears it (Docker's own spelling).
+	var entrypoint []string
+	if r.OverrideEntrypoint {
+		entrypoint = []string{}
+		if len(r.Entrypoint) > 0 && !(len(r.Entrypoint) == 1 && r.Entrypoint[0] == "") {
+			entrypoint = r.Entrypoint
+		}
+	}
 	code, err := e.Run(ctx, docker.ContainerSpec{
 		Name:        "stagehand-" + r.JobKey + "-" + r.Stage,
 		Image:       r.Image,
-		Entrypoint:  []string{},
+		Entrypoint:  entrypoint,
 		Cmd:         []string{"sh", "-c", shellLauncher, "stagehand", r.Path},
 		Env:         r.Env,
 		Labels:      map[string]string{LabelJob: r.JobKey, labelStage: r.Stage},

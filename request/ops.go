@@ -78,9 +78,11 @@ type Image struct {
 // Reference is repository:tag.
 func (i Image) Reference() string { return i.Repository + ":" + i.Tag }
 
-// BuildResult is what a build published.
+// BuildResult is what a build published, and for a deploy the
+// environment's URL it found (its Ingress's host).
 type BuildResult struct {
-	Images []Image
+	Images         []Image
+	EnvironmentURL string `json:",omitempty"`
 }
 
 // Exports are the variables a job's script gets: STAGEHAND_IMAGE_<NAME>
@@ -91,6 +93,11 @@ func (r BuildResult) Exports() map[string]string {
 		v := ExportName(img.Name)
 		out[v] = img.Reference()
 		out[v+"_DIGEST"] = img.Digest
+	}
+	if r.EnvironmentURL != "" {
+		// GitLab's name: `environment: url: $DYNAMIC_ENVIRONMENT_URL`
+		// with the deploy's dotenv report.
+		out["DYNAMIC_ENVIRONMENT_URL"] = r.EnvironmentURL
 	}
 	return out
 }
@@ -173,6 +180,24 @@ func (Deploy) Op() string { return "deploy" }
 
 // Program names the program that serves deploys (it links Helm).
 func (Deploy) Program() string { return DeployProgram }
+
+// Render is a deploy that applies nothing: the build, then the release's
+// manifests as the deploy would apply them (stagehand render).
+type Render struct {
+	Deploy Deploy
+}
+
+// Op names the operation in the worker protocol.
+func (Render) Op() string { return "render" }
+
+// Program names the program that serves renders (it links Helm).
+func (Render) Program() string { return DeployProgram }
+
+// RenderResult is a render's answer: the images built, and the manifests.
+type RenderResult struct {
+	BuildResult
+	Manifest string
+}
 
 // Dismiss removes an environment: its release and its namespace.
 type Dismiss struct {
@@ -261,12 +286,13 @@ const (
 	PullNever        = "never"
 )
 
-// JobImage makes a job's image available on the engine, per PullPolicy,
-// pulling with the job's logins.
+// JobImage makes a job's image available on the engine, per the first of
+// PullPolicies that succeeds (see PullPolicies), pulling with the job's
+// logins.
 type JobImage struct {
-	Engine     Engine
-	Image      string
-	PullPolicy string
+	Engine       Engine
+	Image        string
+	PullPolicies []string
 }
 
 // Op names the operation in the worker protocol.
@@ -289,6 +315,11 @@ type JobScript struct {
 	// Binds are host:container[:ro] mounts.
 	Binds       []string
 	StopTimeout time.Duration
+	// Entrypoint overrides the image's (`image: entrypoint:`; [""]
+	// clears it) when OverrideEntrypoint; else the image's own runs, as
+	// with the docker executor, and gets the shell command as arguments.
+	Entrypoint         []string `json:",omitempty"`
+	OverrideEntrypoint bool     `json:",omitempty"`
 }
 
 // Op names the operation in the worker protocol.

@@ -25,21 +25,44 @@ func main() {
 	h := worker.Handlers{}
 	worker.Handle(h, deployEnvironment)
 	worker.Handle(h, dismiss)
+	worker.Handle(h, render)
 	os.Exit(worker.Serve(h, os.Stdin, os.Stderr))
 }
 
-// deployEnvironment builds first (an idle build when the build job already
-// published this commit), then deploys what the build published.
-func deployEnvironment(ctx context.Context, req request.Deploy, trace io.Writer) (request.BuildResult, error) {
+// built runs the deploy's build (an idle one when the build job already
+// published this commit) and gives the deploy the chart the config names
+// when the job named none.
+func built(ctx context.Context, req *request.Deploy, trace io.Writer) (request.BuildResult, deploy.Built, error) {
 	res, err := stages.Build(ctx, req.Build, trace)
 	if err != nil {
-		return request.BuildResult{}, err
+		return request.BuildResult{}, deploy.Built{}, err
 	}
-	published := res.Published()
 	if req.ChartDir == "" {
 		req.ChartDir = res.ChartDir
 	}
-	return published, deploy.Deploy(ctx, req, deploy.Built{Images: published.Images, Project: res.Project}, trace)
+	published := res.Published()
+	return published, deploy.Built{Images: published.Images, Project: res.Project}, nil
+}
+
+// deployEnvironment builds, then deploys what the build published.
+func deployEnvironment(ctx context.Context, req request.Deploy, trace io.Writer) (request.BuildResult, error) {
+	published, b, err := built(ctx, &req, trace)
+	if err != nil {
+		return published, err
+	}
+	d, err := deploy.Deploy(ctx, req, b, trace)
+	published.EnvironmentURL = d.URL
+	return published, err
+}
+
+// render builds, then renders what a deploy would apply.
+func render(ctx context.Context, req request.Render, trace io.Writer) (request.RenderResult, error) {
+	published, b, err := built(ctx, &req.Deploy, trace)
+	if err != nil {
+		return request.RenderResult{BuildResult: published}, err
+	}
+	manifest, err := deploy.Render(req.Deploy, b, trace)
+	return request.RenderResult{BuildResult: published, Manifest: manifest}, err
 }
 
 func dismiss(ctx context.Context, req request.Dismiss, trace io.Writer) (struct{}, error) {

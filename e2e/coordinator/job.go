@@ -65,8 +65,12 @@ type Job struct {
 	// Variables are user variables; they follow the predefined ones.
 	Variables []Variable
 	// Image is image:name ("" = none); it also sets CI_JOB_IMAGE.
-	Image       string
-	Environment *Environment
+	// ImageEntrypoint and ImagePullPolicy are image:entrypoint and
+	// image:pull_policy.
+	Image           string
+	ImageEntrypoint []string
+	ImagePullPolicy []string
+	Environment     *Environment
 	// PipelineSource is CI_PIPELINE_SOURCE, default "push".
 	PipelineSource string
 	// Repo is the commit to fetch; nil means GIT_STRATEGY=none and a fixed
@@ -166,7 +170,9 @@ type (
 		AllowFailure bool     `json:"allow_failure"`
 	}
 	image struct {
-		Name string `json:"name"`
+		Name       string   `json:"name"`
+		Entrypoint []string `json:"entrypoint,omitempty"`
+		PullPolicy []string `json:"pull_policy,omitempty"`
 	}
 	artifact struct {
 		Name      string   `json:"name"`
@@ -289,7 +295,7 @@ func buildPayload(base string, j Job, n ids, token string, reasons []string) (pa
 		p.Steps = append(p.Steps, step{Name: "after_script", Script: j.AfterScript, Timeout: timeout, When: "always", AllowFailure: true})
 	}
 	if j.Image != "" {
-		p.Image = &image{Name: j.Image}
+		p.Image = &image{Name: j.Image, Entrypoint: j.ImageEntrypoint, PullPolicy: j.ImagePullPolicy}
 	}
 	for _, a := range j.Artifacts {
 		p.Artifacts = append(p.Artifacts, artifact{
