@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -158,6 +159,22 @@ func TestDeployAndStopAnEnvironment(t *testing.T) {
 	nsObj, _ := c.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
 	if nsObj.Labels["app.kubernetes.io/managed-by"] != "stagehand" {
 		t.Errorf("namespace labels %v", nsObj.Labels)
+	}
+	// Reports for later jobs: the images and the Ingress's URL, in the
+	// project directory as a dotenv file.
+	wantTrace(t, run, "Environment URL: https://"+ns+".example.com (DYNAMIC_ENVIRONMENT_URL)", "Reports for later jobs: ")
+	var dotenv string
+	_ = filepath.Walk(r.BuildsDir(), func(path string, _ os.FileInfo, _ error) error {
+		if filepath.Base(path) == "stagehand.env" {
+			b, _ := os.ReadFile(path)
+			dotenv = string(b)
+		}
+		return nil
+	})
+	for _, line := range []string{"DYNAMIC_ENVIRONMENT_URL=https://" + ns + ".example.com\n", "STAGEHAND_IMAGE_BACKEND=" + images["backend"][0] + "\n"} {
+		if !strings.Contains(dotenv, line) {
+			t.Errorf("stagehand.env lacks %q:\n%s", line, dotenv)
+		}
 	}
 
 	t.Run("second deploy of the same commit changes nothing", func(t *testing.T) {
