@@ -35,6 +35,9 @@ type TreeEntry struct {
 	Path string // slash-separated, relative to the repository root
 	Mode string
 	Blob string
+	// Module is the submodule holding the file (its path), "" for the
+	// repository itself.
+	Module string `json:",omitempty"`
 }
 
 // Tree is a project's files sorted by path.
@@ -57,30 +60,73 @@ func OpenSource(dir string) (Source, error) {
 	return openDirSource(dir)
 }
 
-// gitSource reads a commit's tree with git; contents come from one
-// long-running `git cat-file --batch`.
+// gitSource reads a commit's tree with git, and the trees of the
+// submodules checked out in it; contents come from one long-running
+// `git cat-file --batch` per repository.
 type gitSource struct {
 	dir  string
 	tree Tree
 
-	mu  sync.Mutex
+	mu    sync.Mutex
+	cats  map[string]*catFile
+	lfsOf map[string]string // module → its LFS object directory
+}
+
+// catFile is one repository's `git cat-file --batch`.
+type catFile struct {
 	cmd *exec.Cmd
 	in  io.WriteCloser
 	out *bufio.Reader
 }
 
 // OpenGitSource reads the tree of rev (a commit, or HEAD) of the
-// repository at dir (a work tree or a bare repository).
+// repository at dir (a work tree or a bare repository), with the files of
+// the submodules the work tree has checked out (GIT_SUBMODULE_STRATEGY),
+// at the commits the tree records.
 func OpenGitSource(dir, rev string) (Source, error) {
+	tree, err := listTree(dir, "", rev)
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(tree, func(i, j int) bool { return tree[i].Path < tree[j].Path })
+	return &gitSource{dir: dir, tree: tree, cats: map[string]*catFile{}, lfsOf: map[string]string{}}, nil
+}
+
+// listTree lists rev's files in the repository of module (below root),
+// and recursively those of its checked-out submodules.
+func listTree(root, module, rev string) (Tree, error) {
+	dir := filepath.Join(root, filepath.FromSlash(module))
 	out, err := exec.Command("git", "-C", dir, "ls-tree", "-r", "-z", "--full-tree", rev).Output()
 	if err != nil {
 		return nil, fmt.Errorf("list the files of %s in %s: %w", rev, dir, gitError(err))
 	}
-	tree, err := parseLsTree(out)
+	tree, links, err := parseLsTree(out)
 	if err != nil {
 		return nil, fmt.Errorf("list the files of %s in %s: %w", rev, dir, err)
 	}
-	return &gitSource{dir: dir, tree: tree}, nil
+	for i := range tree {
+		tree[i].Module = module
+		if module != "" {
+			tree[i].Path = module + "/" + tree[i].Path
+		}
+	}
+	for _, l := range links {
+		sub := l.Path
+		if module != "" {
+			sub = module + "/" + l.Path
+		}
+		// A submodule the job did not check out has no files here: its
+		// commit is all the repository knows.
+		if _, err := os.Stat(filepath.Join(root, filepath.FromSlash(sub), ".git")); err != nil {
+			continue
+		}
+		subTree, err := listTree(root, sub, l.Blob)
+		if err != nil {
+			return nil, fmt.Errorf("submodule %s: %w", sub, err)
+		}
+		tree = append(tree, subTree...)
+	}
+	return tree, nil
 }
 
 func gitError(err error) error {
@@ -91,10 +137,9 @@ func gitError(err error) error {
 	return err
 }
 
-// parseLsTree reads `git ls-tree -r -z` output. Submodules (commits) are
-// left out: their files are not in this repository.
-func parseLsTree(out []byte) (Tree, error) {
-	var tree Tree
+// parseLsTree reads `git ls-tree -r -z` output: the files, and the
+// submodules (commit entries; Blob is the commit).
+func parseLsTree(out []byte) (tree, links Tree, err error) {
 	for _, rec := range bytes.Split(out, []byte{0}) {
 		if len(rec) == 0 {
 			continue
@@ -102,15 +147,17 @@ func parseLsTree(out []byte) (Tree, error) {
 		meta, path, ok := bytes.Cut(rec, []byte{'\t'})
 		f := strings.Fields(string(meta))
 		if !ok || len(f) != 3 {
-			return nil, fmt.Errorf("unexpected ls-tree line %q", rec)
+			return nil, nil, fmt.Errorf("unexpected ls-tree line %q", rec)
 		}
-		if f[1] != "blob" {
-			continue
+		switch f[1] {
+		case "blob":
+			tree = append(tree, TreeEntry{Path: string(path), Mode: f[0], Blob: f[2]})
+		case "commit":
+			links = append(links, TreeEntry{Path: string(path), Mode: f[0], Blob: f[2]})
 		}
-		tree = append(tree, TreeEntry{Path: string(path), Mode: f[0], Blob: f[2]})
 	}
 	sort.Slice(tree, func(i, j int) bool { return tree[i].Path < tree[j].Path })
-	return tree, nil
+	return tree, links, nil
 }
 
 func (s *gitSource) Tree() Tree { return s.tree }
@@ -118,8 +165,26 @@ func (s *gitSource) Tree() Tree { return s.tree }
 func (s *gitSource) Open(e TreeEntry) (io.ReadCloser, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cmd == nil {
-		cmd := exec.Command("git", "-C", s.dir, "cat-file", "--batch")
+	b, err := s.blob(e)
+	if err != nil {
+		return nil, err
+	}
+	if e.Mode != ModeSymlink {
+		if p, ok := parseLFSPointer(b); ok {
+			if b, err = s.lfsContent(e, p); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return io.NopCloser(bytes.NewReader(b)), nil
+}
+
+// blob reads an entry's object from its repository's cat-file.
+func (s *gitSource) blob(e TreeEntry) ([]byte, error) {
+	c := s.cats[e.Module]
+	if c == nil {
+		dir := filepath.Join(s.dir, filepath.FromSlash(e.Module))
+		cmd := exec.Command("git", "-C", dir, "cat-file", "--batch")
 		in, err := cmd.StdinPipe()
 		if err != nil {
 			return nil, err
@@ -129,14 +194,15 @@ func (s *gitSource) Open(e TreeEntry) (io.ReadCloser, error) {
 			return nil, err
 		}
 		if err := cmd.Start(); err != nil {
-			return nil, fmt.Errorf("start git cat-file in %s: %w", s.dir, err)
+			return nil, fmt.Errorf("start git cat-file in %s: %w", dir, err)
 		}
-		s.cmd, s.in, s.out = cmd, in, bufio.NewReaderSize(out, 1<<16)
+		c = &catFile{cmd: cmd, in: in, out: bufio.NewReaderSize(out, 1<<16)}
+		s.cats[e.Module] = c
 	}
-	if _, err := fmt.Fprintln(s.in, e.Blob); err != nil {
+	if _, err := fmt.Fprintln(c.in, e.Blob); err != nil {
 		return nil, fmt.Errorf("read %s from git: %w", e.Path, err)
 	}
-	header, err := s.out.ReadString('\n')
+	header, err := c.out.ReadString('\n')
 	if err != nil {
 		return nil, fmt.Errorf("read %s from git: %w", e.Path, err)
 	}
@@ -151,22 +217,24 @@ func (s *gitSource) Open(e TreeEntry) (io.ReadCloser, error) {
 	// The batch stream is shared, so the contents are read out whole
 	// before the next request.
 	b := make([]byte, size+1)
-	if _, err := io.ReadFull(s.out, b); err != nil {
+	if _, err := io.ReadFull(c.out, b); err != nil {
 		return nil, fmt.Errorf("read %s from git: %w", e.Path, err)
 	}
-	return io.NopCloser(bytes.NewReader(b[:size])), nil
+	return b[:size], nil
 }
 
 func (s *gitSource) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cmd == nil {
-		return nil
+	var first error
+	for m, c := range s.cats {
+		_ = c.in.Close()
+		if err := c.cmd.Wait(); err != nil && first == nil {
+			first = err
+		}
+		delete(s.cats, m)
 	}
-	_ = s.in.Close()
-	err := s.cmd.Wait()
-	s.cmd = nil
-	return err
+	return first
 }
 
 // dirSource reads a directory that is not a git work tree (an operator's
