@@ -20,6 +20,7 @@ func jobFlags(f *pflag.FlagSet, s *executor.Settings) {
 	f.StringVar(&s.BuildsRoot, "builds-root", s.BuildsRoot, "directory for job checkouts (per runner, project and concurrent slot)")
 	f.StringVar(&s.CacheRoot, "cache-root", s.CacheRoot, "directory for the runner's local cache")
 	f.StringVar(&s.PullPolicy, "pull-policy", s.PullPolicy, "when to pull job images: if-not-present, always, never")
+	f.DurationVar(&s.ServicesTimeout, "wait-for-services-timeout", s.ServicesTimeout, "how long a job's services get to listen on their exposed ports")
 	f.StringSliceVar(&s.AllowedPullPolicies, "allowed-pull-policies", s.AllowedPullPolicies, "the pull policies a job's image: pull_policy: may ask for (default: only --pull-policy)")
 	f.DurationVar(&s.StopTimeout, "stop-timeout", s.StopTimeout, "time a cancelled script gets after SIGTERM before SIGKILL")
 }

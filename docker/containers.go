@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"strings"
 	"time"
 
 	"github.com/moby/moby/api/pkg/stdcopy"
@@ -30,6 +31,9 @@ type ContainerSpec struct {
 	// Binds are host:container[:ro] mounts.
 	Binds   []string
 	Network string
+	// ExtraHosts are "name:address" lines for the container's /etc/hosts
+	// (not with a container: network, which shares its owner's).
+	ExtraHosts []string
 	// StopTimeout is how long the container gets after SIGTERM, when the
 	// context of Wait ends, before SIGKILL.
 	StopTimeout time.Duration
@@ -75,7 +79,7 @@ func (e *Engine) Create(ctx context.Context, s ContainerSpec) (*Container, error
 	created, err := e.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name:       s.Name,
 		Config:     cfg,
-		HostConfig: &container.HostConfig{Binds: s.Binds, NetworkMode: container.NetworkMode(s.Network)},
+		HostConfig: &container.HostConfig{Binds: s.Binds, NetworkMode: container.NetworkMode(s.Network), ExtraHosts: s.ExtraHosts},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create container %s from %s: %w", s.Name, s.Image, err)
@@ -227,4 +231,67 @@ func (e *Engine) RemoveContainers(ctx context.Context, key, value string) (int, 
 		n++
 	}
 	return n, errors.Join(errs...)
+}
+
+// Start starts the container in the background (a job's service).
+func (c *Container) Start(ctx context.Context) error {
+	if _, err := c.e.cli.ContainerStart(ctx, c.ID, client.ContainerStartOptions{}); err != nil {
+		return fmt.Errorf("start container %s: %w", c.spec.Name, err)
+	}
+	return nil
+}
+
+// ContainerState is what a started container is doing.
+type ContainerState struct {
+	Running  bool
+	ExitCode int
+	// Pid is its main process's on the engine's host (0 when stopped).
+	Pid int
+}
+
+// State reads the container's state.
+func (c *Container) State(ctx context.Context) (ContainerState, error) {
+	res, err := c.e.cli.ContainerInspect(ctx, c.ID, client.ContainerInspectOptions{})
+	if err != nil {
+		return ContainerState{}, fmt.Errorf("inspect container %s: %w", c.spec.Name, err)
+	}
+	st := res.Container.State
+	if st == nil {
+		return ContainerState{}, nil
+	}
+	return ContainerState{Running: st.Running, ExitCode: st.ExitCode, Pid: st.Pid}, nil
+}
+
+// Logs answers the last lines of the container's output (stdout and
+// stderr interleaved), at most limit bytes.
+func (c *Container) Logs(ctx context.Context, lines int, limit int64) (string, error) {
+	rc, err := c.e.cli.ContainerLogs(ctx, c.ID, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true, Tail: fmt.Sprint(lines)})
+	if err != nil {
+		return "", fmt.Errorf("logs of container %s: %w", c.spec.Name, err)
+	}
+	defer rc.Close()
+	var out strings.Builder
+	lw := &limitedWriter{w: &out, left: limit}
+	_, err = stdcopy.StdCopy(lw, lw, rc)
+	return out.String(), err
+}
+
+// limitedWriter keeps the first left bytes and drops the rest.
+type limitedWriter struct {
+	w    io.Writer
+	left int64
+}
+
+func (l *limitedWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	l.left -= int64(len(p))
+	if len(p) > 0 {
+		if _, err := l.w.Write(p); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,4 +58,85 @@ func TestImageEntrypointAndPullPolicies(t *testing.T) {
 	wantState(t, run, "success", "")
 	wantTrace(t, run, "Pulling image "+img, "entrypoint=[yes]")
 	assertNoJobContainers(t)
+}
+
+// serviceImage builds a small image into the harness registry: busybox's
+// httpd serving a page on port 8080 (EXPOSE 8080), or cmd instead.
+func serviceImage(t *testing.T, name, cmd string) string {
+	t.Helper()
+	ctx := t.TempDir()
+	dockerfile := "FROM " + h.BaseImage + "\n" +
+		"RUN mkdir -p /www && echo hello from the service > /www/index.html\n" +
+		"EXPOSE 8080\n" + cmd + "\n"
+	if err := os.WriteFile(filepath.Join(ctx, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img := fmt.Sprintf("%s/stagehand/%s:%d", h.Registry, name, time.Now().UnixNano())
+	dockerCLI(t, h.DockerHost, "build", "-q", "-t", img, ctx)
+	dockerCLI(t, h.DockerHost, "push", "-q", img)
+	return img
+}
+
+// TestServicesBesideTheJob: a job's service runs beside its container,
+// reachable by its alias on its exposed port once it listens (the trace
+// says whom it waits for); its variables reach it; a service that exits
+// fails the job as its fault with its last output; services are removed
+// with the job.
+func TestServicesBesideTheJob(t *testing.T) {
+	web := serviceImage(t, "svc-web", `CMD ["sh", "-c", "sleep 1; echo \"page of $SERVICE_NAME\" > /www/index.html; exec httpd -f -p 8080 -h /www"]`)
+	r, err := h.NewRunner(t.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := runOn(t, r, coordinator.Job{
+		Image: h.BaseImage, Registry: h.Registry,
+		Services: []coordinator.Service{{Name: web, Alias: "web", Variables: []coordinator.ServiceVariable{{Key: "SERVICE_NAME", Value: "the web service"}}}},
+		Script:   []string{`wget -q -O - http://web:8080/`},
+	}, nil)
+	wantState(t, run, "success", "")
+	wantTrace(t, run, "Waiting for service "+web+" to listen on port 8080", "is listening", "page of the web service")
+	assertNoJobContainers(t)
+
+	broken := serviceImage(t, "svc-broken", `CMD ["sh", "-c", "echo cannot read the config file; exit 3"]`)
+	run = runOn(t, r, coordinator.Job{
+		Image: h.BaseImage, Registry: h.Registry,
+		Services: []coordinator.Service{{Name: broken, Alias: "db"}},
+		Script:   []string{`echo never-runs`},
+	}, nil)
+	wantState(t, run, "failed", "script_failure")
+	wantTrace(t, run, "service "+broken+" (db) exited with code 3; its last output:", "| cannot read the config file")
+	if strings.Contains(run.Result.Trace, "never-runs\n") {
+		t.Error("the script ran although its service failed")
+	}
+	assertNoJobContainers(t)
+}
+
+// TestDotenvReportReachesLaterJobs: a build job that declares
+// `artifacts: reports: dotenv: stagehand.env` uploads stagehand's report
+// through the real gitlab-runner; the variables GitLab would pass on are
+// the published images, and a later job sees them.
+func TestDotenvReportReachesLaterJobs(t *testing.T) {
+	p := newBuildProject(t)
+	r := p.runner(t, h.Engines[0])
+	build := p.job(p.repo)
+	build.Artifacts = []coordinator.Artifact{{Type: "dotenv", Paths: []string{"stagehand.env"}}}
+	run := runOn(t, r, build, nil)
+	wantState(t, run, "success", "")
+	vars, err := coordinator.DotenvVariables(h.Coordinator.Artifacts(run.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, v := range vars {
+		got[v.Key] = v.Value
+	}
+	images := published(t, run)
+	if got["STAGEHAND_IMAGE_BACKEND"] != images["backend"][0] || got["STAGEHAND_IMAGE_BACKEND_DIGEST"] != images["backend"][1] {
+		t.Fatalf("the dotenv report gives %v (%d files uploaded), the build published %v\n%s", got, len(h.Coordinator.Artifacts(run.ID)), images, run.Result.Trace)
+	}
+	later := coordinator.Job{Name: "uses-build", Stage: "test", Project: p.project, Variables: vars,
+		Script: []string{`echo "later job sees $STAGEHAND_IMAGE_BACKEND"`}}
+	run = runOn(t, r, later, nil)
+	wantState(t, run, "success", "")
+	wantTrace(t, run, "later job sees "+images["backend"][0])
 }

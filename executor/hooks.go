@@ -177,6 +177,9 @@ func (e *Executor) Prepare(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := e.startServices(ctx); err != nil {
+		return err
+	}
 	ac := e.actionContext(env)
 	if err := action.Check(ctx, ac); err != nil {
 		return fmt.Errorf("%s: %w", kind, err)
@@ -362,6 +365,7 @@ func (e *Executor) scriptRunner(stage string) ScriptRunner {
 		binds:       binds,
 		stopTimeout: e.Settings.StopTimeout,
 		entrypoint:  e.Job.ImageEntrypoint, overrideEntrypoint: e.Job.ImageEntrypointSet,
+		network: e.jobNetwork(),
 	}
 }
 

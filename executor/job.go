@@ -47,6 +47,8 @@ type Job struct {
 	ImageEntrypoint    []string
 	ImageEntrypointSet bool
 	ImagePullPolicies  []string
+	// Services are the job's `services:`, from the job payload only.
+	Services []payloadService
 }
 
 // LoadJob decodes a hook's environment (os.Environ() form). It is the only
@@ -85,6 +87,7 @@ func LoadJob(environ []string) (*Job, error) {
 			j.ImageEntrypoint, j.ImageEntrypointSet = p.Image.Entrypoint, p.Image.Entrypoint != nil
 			j.ImagePullPolicies = p.Image.PullPolicy
 		}
+		j.Services = p.Services
 	}
 	j.TempDir = host["TMPDIR"]
 	if j.TempDir == "" {

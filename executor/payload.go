@@ -41,6 +41,20 @@ type payload struct {
 		Entrypoint []string `json:"entrypoint"`
 		PullPolicy []string `json:"pull_policy"`
 	} `json:"image"`
+	Services []payloadService `json:"services"`
+}
+
+// payloadService is one of the job's `services:`.
+type payloadService struct {
+	Name       string   `json:"name"`
+	Alias      string   `json:"alias"`
+	Entrypoint []string `json:"entrypoint"`
+	Command    []string `json:"command"`
+	Variables  []struct {
+		Key   string `json:"key"`
+		Value string `json:"value"`
+	} `json:"variables"`
+	PullPolicy []string `json:"pull_policy"`
 }
 
 // readPayload reads JOB_RESPONSE_FILE; nil when the runner gives none

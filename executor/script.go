@@ -112,6 +112,8 @@ type containerShell struct {
 	// entrypoint overrides the image's when overrideEntrypoint.
 	entrypoint         []string
 	overrideEntrypoint bool
+	// network is the services' namespace, when the job has services.
+	network string
 }
 
 func (c containerShell) Run(ctx context.Context, s Script) (int, error) {
@@ -125,6 +127,7 @@ func (c containerShell) Run(ctx context.Context, s Script) (int, error) {
 		Binds:       c.binds,
 		StopTimeout: c.stopTimeout,
 		Entrypoint:  c.entrypoint, OverrideEntrypoint: c.overrideEntrypoint,
+		Network: c.network,
 	})
 	if err != nil {
 		return -1, err

@@ -31,6 +31,9 @@ type Settings struct {
 	// AllowedPullPolicies are the pull policies a job may ask for
 	// (gitlab-runner's allowed_pull_policies); none: only PullPolicy.
 	AllowedPullPolicies []string
+	// ServicesTimeout bounds the wait for a service's ports
+	// (gitlab-runner's wait_for_services_timeout).
+	ServicesTimeout time.Duration
 	// Worker is the stagehand-worker program, which does the Docker work.
 	Worker string
 	// StopTimeout is how long the user's script gets after SIGTERM before
@@ -92,12 +95,13 @@ type Settings struct {
 // DefaultSettings are used where the operator gives nothing.
 func DefaultSettings() Settings {
 	return Settings{
-		BuildsRoot:  "/var/lib/stagehand/builds",
-		CacheRoot:   "/var/lib/stagehand/cache",
-		DockerHost:  "unix:///var/run/docker.sock",
-		PullPolicy:  request.PullIfNotPresent,
-		Worker:      worker.DefaultPath(),
-		StopTimeout: 10 * time.Second,
+		BuildsRoot:      "/var/lib/stagehand/builds",
+		CacheRoot:       "/var/lib/stagehand/cache",
+		DockerHost:      "unix:///var/run/docker.sock",
+		PullPolicy:      request.PullIfNotPresent,
+		ServicesTimeout: 30 * time.Second,
+		Worker:          worker.DefaultPath(),
+		StopTimeout:     10 * time.Second,
 		// Hosts of one runner fleet share no files: without a cluster,
 		// locks only spare this host's concurrent jobs duplicate work.
 		Synchronization:     ":local",

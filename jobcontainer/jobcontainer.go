@@ -92,10 +92,11 @@ func RunScript(ctx context.Context, r request.JobScript, trace io.Writer) (reque
 	// clears it (Docker's own spelling).
 	var entrypoint []string
 	if r.OverrideEntrypoint {
-		entrypoint = []string{}
-		if len(r.Entrypoint) > 0 && !(len(r.Entrypoint) == 1 && r.Entrypoint[0] == "") {
-			entrypoint = r.Entrypoint
-		}
+		entrypoint = entrypointOf(r.Entrypoint)
+	}
+	network := r.Engine.Network
+	if r.Network != "" {
+		network = r.Network
 	}
 	code, err := e.Run(ctx, docker.ContainerSpec{
 		Name:        "stagehand-" + r.JobKey + "-" + r.Stage,
@@ -105,7 +106,7 @@ func RunScript(ctx context.Context, r request.JobScript, trace io.Writer) (reque
 		Env:         r.Env,
 		Labels:      map[string]string{LabelJob: r.JobKey, labelStage: r.Stage},
 		Binds:       append(append([]string{}, r.Binds...), r.Path+":"+r.Path+":ro"),
-		Network:     r.Engine.Network,
+		Network:     network,
 		StopTimeout: r.StopTimeout,
 	}, trace, trace)
 	return request.ScriptResult{ExitCode: code}, err

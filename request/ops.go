@@ -1,6 +1,7 @@
 package request
 
 import (
+	"fmt"
 	"strings"
 	"time"
 
@@ -320,10 +321,55 @@ type JobScript struct {
 	// with the docker executor, and gets the shell command as arguments.
 	Entrypoint         []string `json:",omitempty"`
 	OverrideEntrypoint bool     `json:",omitempty"`
+	// Network, when set, replaces the engine's network mode: the job's
+	// services' namespace ("container:NAME").
+	Network string `json:",omitempty"`
 }
 
 // Op names the operation in the worker protocol.
 func (JobScript) Op() string { return "job-script" }
+
+// Service is one of a job's `services:` (from GitLab's job payload).
+type Service struct {
+	Image string
+	// Aliases are the names the job reaches it by: its `alias:`es and
+	// the docker executor's names derived from the image.
+	Aliases []string
+	// Entrypoint overrides the image's when OverrideEntrypoint (as for
+	// job images); Command replaces its CMD when not empty.
+	Entrypoint         []string `json:",omitempty"`
+	OverrideEntrypoint bool     `json:",omitempty"`
+	Command            []string `json:",omitempty"`
+	// Env is the service's environment: the job's variables and the
+	// service's own (it holds secrets: it travels on a pipe only).
+	Env          []string
+	PullPolicies []string
+}
+
+// ServiceContainer names the container of a job's i-th service; the
+// first one's network namespace is the job's.
+func ServiceContainer(jobKey string, i int) string {
+	return fmt.Sprintf("stagehand-%s-service-%d", jobKey, i)
+}
+
+// JobServices starts a job's services beside its containers, in one
+// network namespace, and waits until each listens on its exposed ports.
+type JobServices struct {
+	Engine   Engine
+	JobKey   string
+	Services []Service
+	// Timeout bounds the wait for each service's ports.
+	Timeout time.Duration
+}
+
+// Op names the operation in the worker protocol.
+func (JobServices) Op() string { return "job-services" }
+
+// ServicesStarted names the container whose network namespace the job's
+// containers join ("container:NAME").
+type ServicesStarted struct {
+	Network string
+}
 
 // ScriptResult is a script's exit status.
 type ScriptResult struct {

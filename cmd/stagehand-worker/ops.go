@@ -20,6 +20,7 @@ func handlers() worker.Handlers {
 	worker.Handle(h, cleanupProject)
 	worker.Handle(h, syncStages)
 	worker.Handle(h, ensureJobImage)
+	worker.Handle(h, jobcontainer.StartServices)
 	worker.Handle(h, jobcontainer.RunScript)
 	worker.Handle(h, removeJobContainers)
 	return h

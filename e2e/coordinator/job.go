@@ -44,6 +44,9 @@ type Artifact struct {
 	Paths    []string
 	When     string // default "on_success"
 	ExpireIn string // default "1 day"
+	// Type is "archive" (default) or a report's, e.g. "dotenv"
+	// (`artifacts: reports: dotenv:`), which GitLab sends gzipped.
+	Type string
 }
 
 // Cache is one entry of the job's `cache:`.
@@ -70,7 +73,9 @@ type Job struct {
 	Image           string
 	ImageEntrypoint []string
 	ImagePullPolicy []string
-	Environment     *Environment
+	// Services are `services:`, as GitLab sends them.
+	Services    []Service
+	Environment *Environment
 	// PipelineSource is CI_PIPELINE_SOURCE, default "push".
 	PipelineSource string
 	// Repo is the commit to fetch; nil means GIT_STRATEGY=none and a fixed
@@ -126,7 +131,7 @@ type (
 		Variables     []variable   `json:"variables"`
 		Steps         []step       `json:"steps"`
 		Image         *image       `json:"image,omitempty"`
-		Services      []any        `json:"services"`
+		Services      []Service    `json:"services"`
 		Artifacts     []artifact   `json:"artifacts"`
 		Cache         []cache      `json:"cache"`
 		Credentials   []credential `json:"credentials"`
@@ -274,7 +279,7 @@ func buildPayload(base string, j Job, n ids, token string, reasons []string) (pa
 			RefType: refType, Refspecs: []string{refspec}, Depth: depth,
 		},
 		RunnerInfo:   runnerInfo{Timeout: timeout},
-		Services:     []any{},
+		Services:     append([]Service{}, j.Services...),
 		Artifacts:    []artifact{},
 		Cache:        []cache{},
 		Credentials:  []credential{},
@@ -298,9 +303,13 @@ func buildPayload(base string, j Job, n ids, token string, reasons []string) (pa
 		p.Image = &image{Name: j.Image, Entrypoint: j.ImageEntrypoint, PullPolicy: j.ImagePullPolicy}
 	}
 	for _, a := range j.Artifacts {
+		format := "zip"
+		if a.Type != "" && a.Type != "archive" {
+			format = "gzip"
+		}
 		p.Artifacts = append(p.Artifacts, artifact{
 			Name: a.Name, Paths: a.Paths, When: def(a.When, "on_success"),
-			Type: "archive", Format: "zip", ExpireIn: def(a.ExpireIn, "1 day"),
+			Type: def(a.Type, "archive"), Format: format, ExpireIn: def(a.ExpireIn, "1 day"),
 		})
 	}
 	for _, c := range j.Cache {
@@ -465,4 +474,19 @@ func EnvironmentSlug(name string) string {
 		s = s[:24]
 	}
 	return strings.TrimRight(s, "-")
+}
+
+// Service is one of a job's `services:` in the payload's form.
+type Service struct {
+	Name       string            `json:"name"`
+	Alias      string            `json:"alias,omitempty"`
+	Entrypoint []string          `json:"entrypoint,omitempty"`
+	Command    []string          `json:"command,omitempty"`
+	Variables  []ServiceVariable `json:"variables,omitempty"`
+}
+
+// ServiceVariable is a service's own variable.
+type ServiceVariable struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
 }

@@ -316,7 +316,17 @@ func (r *Runner) Run(ctx context.Context, job coordinator.Job, onStart func(id i
 	cmd := exec.CommandContext(ctx, r.h.GitlabRunner, "run-single", "-c", cfgPath, "-r", "stagehand",
 		"--wait-timeout", "30", "--max-builds", "1")
 	cmd.Dir = r.Dir
-	cmd.Env = append(append(os.Environ(), "TMPDIR="+r.TempDir()), r.Env...)
+	// gitlab-runner on PATH, as installed: the job's own stages call it
+	// (artifacts and caches are uploaded by `gitlab-runner
+	// artifacts-uploader` in the job's shell).
+	bin := filepath.Join(r.Dir, "bin")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.Symlink(r.h.GitlabRunner, filepath.Join(bin, "gitlab-runner")); err != nil && !os.IsExist(err) {
+		return nil, err
+	}
+	cmd.Env = append(append(os.Environ(), "TMPDIR="+r.TempDir(), "PATH="+bin+":"+os.Getenv("PATH")), r.Env...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start gitlab-runner: %w", err)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"time"
 
 	"gitlab.com/stagehand/stagehand/e2e/coordinator"
@@ -63,6 +64,10 @@ func demo() error {
 	if err != nil {
 		return err
 	}
+	serviceImage, err := buildServiceImage(h)
+	if err != nil {
+		return err
+	}
 
 	pipeline := []coordinator.Job{
 		{
@@ -72,6 +77,21 @@ func demo() error {
 			Name: "images", Stage: "build", Repo: &repo, Registry: h.Registry,
 			Variables: vars(),
 			Script:    []string{"env | grep '^STAGEHAND_IMAGE' | sort"},
+			// The build's report: later jobs get its variables.
+			Artifacts: []coordinator.Artifact{{Type: "dotenv", Paths: []string{"stagehand.env"}}},
+		},
+		{
+			// A later job reads what the build published, from its
+			// dotenv report (GitLab passes it on; the demo does as GitLab).
+			Name: "uses-build", Stage: "test", Repo: &repo, Registry: h.Registry,
+			Script: []string{`echo "the build published $STAGEHAND_IMAGE_BACKEND ($STAGEHAND_IMAGE_BACKEND_DIGEST)"`, `test -n "$STAGEHAND_IMAGE_BACKEND_DIGEST"`},
+		},
+		{
+			// A test job with a service: busybox's httpd, built by the
+			// demo, reached by its alias.
+			Name: "test-with-service", Stage: "test", Repo: &repo, Registry: h.Registry, Image: h.BaseImage,
+			Services: []coordinator.Service{{Name: serviceImage, Alias: "web"}},
+			Script:   []string{"wget -q -O - http://web:8080/"},
 		},
 		{
 			Name: "unit", Stage: "test", Repo: &repo, Registry: h.Registry,
@@ -111,13 +131,20 @@ func demo() error {
 	go harness.PlayKubelet(kctx, kube, "sample-review-demo", "backend", harness.PodReady, nil)
 	runner.Env = append(runner.Env, "STAGEHAND_DOCKER_NETWORK=none")
 	failed := 0
+	var reported []coordinator.Variable
 	for _, job := range pipeline {
+		job.Variables = append(job.Variables, reported...)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		run, err := runner.Run(ctx, job, nil)
 		cancel()
 		if err != nil {
 			return err
 		}
+		vars, err := coordinator.DotenvVariables(h.Coordinator.Artifacts(run.ID))
+		if err != nil {
+			return err
+		}
+		reported = append(reported, vars...)
 		fmt.Printf("\n===== job %d %q (%s): %s in %s =====\n", run.ID, job.Name, job.Stage, run.Result.State, run.Duration.Round(time.Millisecond))
 		fmt.Print(harness.Readable(run.Result.Trace))
 		if run.Result.State != "success" {
@@ -129,4 +156,29 @@ func demo() error {
 	}
 	fmt.Printf("\n===== pipeline passed: %d jobs =====\n", len(pipeline))
 	return nil
+}
+
+// buildServiceImage builds the demo's service image into the local
+// registry: busybox's httpd serving a page on port 8080.
+func buildServiceImage(h *harness.Harness) (string, error) {
+	dir, err := os.MkdirTemp("", "stagehand-demo-service-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(dir)
+	dockerfile := "FROM " + h.BaseImage + "\n" +
+		"RUN mkdir -p /www && echo 'hello from the web service' > /www/index.html\n" +
+		"EXPOSE 8080\n" +
+		`CMD ["httpd", "-f", "-p", "8080", "-h", "/www"]` + "\n"
+	if err := os.WriteFile(dir+"/Dockerfile", []byte(dockerfile), 0o644); err != nil {
+		return "", err
+	}
+	img := h.Registry + "/stagehand/demo-web:latest"
+	for _, args := range [][]string{{"build", "-q", "-t", img, dir}, {"push", "-q", img}} {
+		cmd := exec.Command("docker", append([]string{"-H", h.DockerHost}, args...)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("docker %s: %v\n%s", args[0], err, out)
+		}
+	}
+	return img, nil
 }
