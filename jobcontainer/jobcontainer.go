@@ -109,6 +109,9 @@ func RunScript(ctx context.Context, r request.JobScript, trace io.Writer) (reque
 		Network:     network,
 		StopTimeout: r.StopTimeout,
 	}, trace, trace)
+	if err != nil && r.Network != "" && strings.Contains(err.Error(), "cannot join network of a non running container") {
+		return request.ScriptResult{ExitCode: -1}, fault.Jobf("the job's services stopped (their first container is not running): %w", err)
+	}
 	return request.ScriptResult{ExitCode: code}, err
 }
 

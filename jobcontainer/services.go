@@ -78,7 +78,7 @@ func StartServices(ctx context.Context, r request.JobServices, w io.Writer) (req
 		if err != nil {
 			return request.ServicesStarted{}, err
 		}
-		if err := waitForPorts(ctx, started[i], s, tcpPorts(info.ExposedPorts), r.Timeout, w); err != nil {
+		if err := waitForPorts(ctx, started[i], s, tcpPorts(info.ExposedPorts), localEngine(r.Engine.Host), r.Timeout, w); err != nil {
 			return request.ServicesStarted{}, err
 		}
 	}
@@ -111,8 +111,12 @@ func tcpPorts(exposed []string) []int {
 // waitForPorts waits until the service listens on every port (read from
 // its process's /proc/PID/net/tcp and tcp6 on the engine's host), or it
 // exits, or timeout passes.
-func waitForPorts(ctx context.Context, c *docker.Container, s request.Service, ports []int, timeout time.Duration, w io.Writer) error {
+func waitForPorts(ctx context.Context, c *docker.Container, s request.Service, ports []int, local bool, timeout time.Duration, w io.Writer) error {
 	if len(ports) == 0 {
+		return nil
+	}
+	if !local {
+		fmt.Fprintf(w, "Service %s: its engine is on another host, whose processes stagehand cannot read: not waiting for its ports\n", s.Image)
 		return nil
 	}
 	fmt.Fprintf(w, "Waiting for service %s to listen on port %s (up to %s)\n", s.Image, joinInts(ports), timeout)
@@ -127,12 +131,11 @@ func waitForPorts(ctx context.Context, c *docker.Container, s request.Service, p
 			return serviceFailed(ctx, c, s, fmt.Sprintf("exited with code %d", st.ExitCode))
 		}
 		listening, err := listeningPorts(st.Pid)
-		if err != nil {
-			// An engine on another host: its processes are not ours to
-			// read.
-			fmt.Fprintf(w, "Service %s: cannot see its ports from here (%v): not waiting\n", s.Image, err)
+		if err != nil && !os.IsNotExist(err) {
+			fmt.Fprintf(w, "Service %s: cannot see its ports (%v): not waiting\n", s.Image, err)
 			return nil
 		}
+		// (Not there: the process is ending; the engine says so next.)
 		missing := 0
 		for _, p := range ports {
 			if !listening[p] {
@@ -205,4 +208,21 @@ func joinInts(ns []int) string {
 		s[i] = strconv.Itoa(n)
 	}
 	return strings.Join(s, ", ")
+}
+
+// localEngine tells an engine on this host (its processes are in this
+// host's /proc): a unix socket, or TCP on a loopback address.
+func localEngine(host string) bool {
+	if host == "" || strings.HasPrefix(host, "unix://") {
+		return true
+	}
+	rest, ok := strings.CutPrefix(host, "tcp://")
+	if !ok {
+		return false
+	}
+	h := rest
+	if i := strings.LastIndex(rest, ":"); i > 0 {
+		h = rest[:i]
+	}
+	return h == "localhost" || strings.HasPrefix(h, "127.") || h == "[::1]"
 }
