@@ -296,10 +296,7 @@ func Deploy(ctx context.Context, req request.Deploy, built Built, trace io.Write
 func (c *Cluster) deploy(ctx context.Context, req request.Deploy, in releaseInput, start time.Time, trace io.Writer) (*release.Release, error) {
 	env := req.Environment
 	ch, vals := in.chart, in.values
-	annotations := map[string]string{}
-	for _, a := range req.Annotations {
-		annotations[a.Key] = a.Value
-	}
+	annotations := releaseAnnotations(req)
 	digest := inputsDigest(ch, vals)
 	if err := checkProtected(env.Namespace, req.Protected); err != nil {
 		return nil, err
@@ -445,6 +442,16 @@ func ChartDir(req request.Deploy) (string, error) {
 // DefaultChartDir is the chart within the project.
 func DefaultChartDir(projectDir string) string { return filepath.Join(projectDir, ".helm") }
 
+// releaseAnnotations are the annotations every object of the release
+// gets (STAGEHAND_ANNOTATIONS).
+func releaseAnnotations(req request.Deploy) map[string]string {
+	out := map[string]string{}
+	for _, a := range req.Annotations {
+		out[a.Key] = a.Value
+	}
+	return out
+}
+
 // Render answers the manifests a deploy of req would apply (hooks
 // included, with the release's annotations), without a cluster: Helm's
 // client-only install of the same chart and values.
@@ -454,10 +461,7 @@ func Render(req request.Deploy, built Built, trace io.Writer) (string, error) {
 		return "", err
 	}
 	env := req.Environment
-	annotations := map[string]string{}
-	for _, a := range req.Annotations {
-		annotations[a.Key] = a.Value
-	}
+	annotations := releaseAnnotations(req)
 	cfg := &action.Configuration{Log: func(string, ...any) {}}
 	install := action.NewInstall(cfg)
 	install.ReleaseName, install.Namespace = env.Release, env.Namespace

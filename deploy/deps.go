@@ -20,6 +20,7 @@ import (
 	"helm.sh/helm/v3/pkg/repo"
 
 	"gitlab.com/stagehand/stagehand/fault"
+	"gitlab.com/stagehand/stagehand/internal/netaddr"
 )
 
 // ChartCacheDir is where a host keeps chart repositories' indexes, shared
@@ -62,7 +63,7 @@ func withDependencies(ch *chart.Chart, chartDir, dockerConfig, cacheDir string, 
 	for _, d := range allDependencies(ch) {
 		switch {
 		case registry.IsOCI(d.Repository):
-			if u, err := url.Parse(d.Repository); err == nil && isLoopback(u.Host) {
+			if u, err := url.Parse(d.Repository); err == nil && netaddr.Loopback(u.Host) {
 				// As go-containerregistry and the Docker Engine: a
 				// registry on this host speaks plain HTTP.
 				plainHTTP = true
@@ -124,12 +125,4 @@ func allDependencies(ch *chart.Chart) []*chart.Dependency {
 func repoName(u string) string {
 	sum := sha256.Sum256([]byte(strings.TrimSuffix(u, "/")))
 	return "stagehand-" + hex.EncodeToString(sum[:8])
-}
-
-func isLoopback(host string) bool {
-	h := host
-	if i := strings.LastIndex(host, ":"); i > 0 && !strings.HasSuffix(host, "]") {
-		h = host[:i]
-	}
-	return h == "localhost" || strings.HasPrefix(h, "127.") || h == "[::1]"
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,7 +39,7 @@ type logFilter struct {
 // (their values were checked by werfTracking).
 func logFilterOf(a map[string]string) *logFilter {
 	f := &logFilter{skipContainers: map[string]bool{}, onlyContainers: map[string]bool{}, regexFor: map[string]*regexp.Regexp{}}
-	f.skip = a[werfSkipLogs] == "true" || a[werfSkipLogs] == "1" || a[werfSkipLogs] == "t" || a[werfSkipLogs] == "True" || a[werfSkipLogs] == "TRUE"
+	f.skip, _ = strconv.ParseBool(a[werfSkipLogs])
 	list := func(v string, into map[string]bool) {
 		for _, c := range strings.Split(v, ",") {
 			if c = strings.TrimSpace(c); c != "" {
@@ -157,16 +158,6 @@ func podsOf(ctx context.Context, client kubernetes.Interface, ns string, w Workl
 			sel = j.Spec.Selector
 		}
 	}
-	if sel == nil {
-		return nil
-	}
-	selector, err := metav1.LabelSelectorAsSelector(sel)
-	if err != nil || selector.Empty() {
-		return nil
-	}
-	pods, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector.String()})
-	if err != nil {
-		return nil
-	}
-	return pods.Items
+	pods, _, _ := podsMatching(ctx, client, ns, sel)
+	return pods
 }

@@ -350,23 +350,19 @@ func jobState(j *batchv1.Job) state {
 // withPods adds why the workload's pods are not running: container
 // waiting/terminated reasons, failed probes and warning events.
 func withPods(ctx context.Context, client kubernetes.Interface, ns string, sel *metav1.LabelSelector, s state) state {
-	if s.ready || sel == nil {
+	if s.ready {
 		return s
 	}
-	selector, err := metav1.LabelSelectorAsSelector(sel)
-	if err != nil || selector.Empty() {
-		return s
-	}
-	pods, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector.String()})
-	if err != nil {
+	pods, selector, ok := podsMatching(ctx, client, ns, sel)
+	if !ok {
 		return s
 	}
 	var why []string
-	for _, p := range pods.Items {
+	for _, p := range pods {
 		why = append(why, podProblems(&p)...)
 	}
 	if len(why) == 0 {
-		why = warningEvents(ctx, client, ns, pods.Items, selector)
+		why = warningEvents(ctx, client, ns, pods, selector)
 	}
 	if len(why) > 0 {
 		if s.failed == "" {
@@ -374,6 +370,23 @@ func withPods(ctx context.Context, client kubernetes.Interface, ns string, sel *
 		}
 	}
 	return s
+}
+
+// podsMatching lists the pods of a workload's selector; ok is false
+// without a usable selector or an answer.
+func podsMatching(ctx context.Context, client kubernetes.Interface, ns string, sel *metav1.LabelSelector) ([]corev1.Pod, labels.Selector, bool) {
+	if sel == nil {
+		return nil, nil, false
+	}
+	selector, err := metav1.LabelSelectorAsSelector(sel)
+	if err != nil || selector.Empty() {
+		return nil, nil, false
+	}
+	pods, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector.String()})
+	if err != nil {
+		return nil, nil, false
+	}
+	return pods.Items, selector, true
 }
 
 // podProblems says what keeps a pod's containers from running or ready.

@@ -47,29 +47,42 @@ func rewriteWerfCalls(tpl string) string {
 // comments; -1 when there is none.
 func actionEnd(body string) int {
 	for i := 0; i < len(body); i++ {
-		switch c := body[i]; {
-		case c == '"' || c == '\'':
-			i = quotedEnd(body, i)
-			if i < 0 {
+		if end, ok := literalEnd(body, i); ok {
+			if end < 0 {
 				return -1
 			}
-		case c == '`':
-			j := strings.IndexByte(body[i+1:], '`')
-			if j < 0 {
-				return -1
-			}
-			i += j + 1
-		case strings.HasPrefix(body[i:], "/*"):
-			j := strings.Index(body[i+2:], "*/")
-			if j < 0 {
-				return -1
-			}
-			i += j + 3
-		case strings.HasPrefix(body[i:], "}}"):
+			i = end - 1
+			continue
+		}
+		if strings.HasPrefix(body[i:], "}}") {
 			return i
 		}
 	}
 	return -1
+}
+
+// literalEnd tells whether a string, raw string, character or comment
+// starts at body[i], and the index just past it (-1 when it is not
+// closed).
+func literalEnd(body string, i int) (end int, ok bool) {
+	switch c := body[i]; {
+	case c == '"' || c == '\'':
+		if j := quotedEnd(body, i); j >= 0 {
+			return j + 1, true
+		}
+		return -1, true
+	case c == '`':
+		if j := strings.IndexByte(body[i+1:], '`'); j >= 0 {
+			return i + j + 2, true
+		}
+		return -1, true
+	case strings.HasPrefix(body[i:], "/*"):
+		if j := strings.Index(body[i+2:], "*/"); j >= 0 {
+			return i + j + 4, true
+		}
+		return -1, true
+	}
+	return 0, false
 }
 
 // quotedEnd is the index of the quote closing the string or character
@@ -96,51 +109,34 @@ func quotedEnd(body string, i int) int {
 func rewriteAction(body string) string {
 	var out strings.Builder
 	for i := 0; i < len(body); {
-		switch c := body[i]; {
-		case c == '"' || c == '\'':
-			j := quotedEnd(body, i)
-			if j < 0 {
-				j = len(body) - 1
+		if end, ok := literalEnd(body, i); ok {
+			if end < 0 {
+				end = len(body)
 			}
-			out.WriteString(body[i : j+1])
-			i = j + 1
-			continue
-		case c == '`':
-			j := strings.IndexByte(body[i+1:], '`')
-			if j < 0 {
-				j = len(body) - i - 2
-			}
-			out.WriteString(body[i : i+j+2])
-			i += j + 2
-			continue
-		case strings.HasPrefix(body[i:], "/*"):
-			j := strings.Index(body[i+2:], "*/")
-			if j < 0 {
-				j = len(body) - i - 4
-			}
-			out.WriteString(body[i : i+j+4])
-			i += j + 4
-			continue
-		case isIdentByte(c):
-			j := i
-			for j < len(body) && isIdentByte(body[j]) {
-				j++
-			}
-			word := body[i:j]
-			prev := byte(' ')
-			if i > 0 {
-				prev = body[i-1]
-			}
-			if prev != '.' && prev != '$' && isWerfFunction(word) {
-				out.WriteString(`include "` + word + `"`)
-			} else {
-				out.WriteString(word)
-			}
-			i = j
+			out.WriteString(body[i:end])
+			i = end
 			continue
 		}
-		out.WriteByte(body[i])
-		i++
+		if !isIdentByte(body[i]) {
+			out.WriteByte(body[i])
+			i++
+			continue
+		}
+		j := i
+		for j < len(body) && isIdentByte(body[j]) {
+			j++
+		}
+		word := body[i:j]
+		prev := byte(' ')
+		if i > 0 {
+			prev = body[i-1]
+		}
+		if prev != '.' && prev != '$' && isWerfFunction(word) {
+			out.WriteString(`include "` + word + `"`)
+		} else {
+			out.WriteString(word)
+		}
+		i = j
 	}
 	return out.String()
 }

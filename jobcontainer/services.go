@@ -12,6 +12,7 @@ import (
 
 	"gitlab.com/stagehand/stagehand/docker"
 	"gitlab.com/stagehand/stagehand/fault"
+	"gitlab.com/stagehand/stagehand/internal/netaddr"
 	"gitlab.com/stagehand/stagehand/request"
 )
 
@@ -217,12 +218,5 @@ func localEngine(host string) bool {
 		return true
 	}
 	rest, ok := strings.CutPrefix(host, "tcp://")
-	if !ok {
-		return false
-	}
-	h := rest
-	if i := strings.LastIndex(rest, ":"); i > 0 {
-		h = rest[:i]
-	}
-	return h == "localhost" || strings.HasPrefix(h, "127.") || h == "[::1]"
+	return ok && netaddr.Loopback(rest)
 }
