@@ -77,8 +77,8 @@ const (
 	// ConfigProgram reads and plans a project's config: werf's template
 	// functions (sprig) cost every program that links them ~7 ms a start.
 	ConfigProgram = "stagehand-config"
-	// DeployProgram deploys and dismisses: it links Helm, which costs
-	// ~70 ms a start.
+	// DeployProgram deploys and dismisses, and cleans up: it links Helm,
+	// which costs ~70 ms a start, and the GitLab API client.
 	DeployProgram = "stagehand-deploy"
 )
 

@@ -252,6 +252,11 @@ type Cleanup struct {
 // Op names the operation in the worker protocol.
 func (Cleanup) Op() string { return "cleanup" }
 
+// Program names the program that serves cleanups: the GitLab API client
+// and Kubernetes' typed client they link would cost every build's start
+// in stagehand-worker some 35 ms.
+func (Cleanup) Program() string { return DeployProgram }
+
 // BuilderLimits bound a host's builder cache: the least recently stored
 // stage images go while the engine data root's filesystem is fuller than
 // ThresholdPercent, or, when MaxBytes is set, while they take more.

@@ -1,5 +1,6 @@
 // Command stagehand-deploy deploys and dismisses environments (Helm and
-// the Kubernetes API) for stagehand's hooks and operator commands. It is
+// the Kubernetes API), and cleans up projects (the GitLab API), for
+// stagehand's hooks and operator commands. It is
 // stagehand-worker's sibling: Helm costs every start of a program that
 // links it some 70 ms, which builds, cleanups and job containers need not
 // pay. Started by stagehand, never by hand (see package worker).
@@ -7,11 +8,13 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 
 	"github.com/google/go-containerregistry/pkg/logs"
 
+	"gitlab.com/stagehand/stagehand/cleanup"
 	"gitlab.com/stagehand/stagehand/deploy"
 	"gitlab.com/stagehand/stagehand/request"
 	"gitlab.com/stagehand/stagehand/stages"
@@ -26,6 +29,7 @@ func main() {
 	worker.Handle(h, deployEnvironment)
 	worker.Handle(h, dismiss)
 	worker.Handle(h, render)
+	worker.Handle(h, cleanupProject)
 	os.Exit(worker.Serve(h, os.Stdin, os.Stderr))
 }
 
@@ -63,6 +67,16 @@ func render(ctx context.Context, req request.Render, trace io.Writer) (request.R
 	}
 	manifest, err := deploy.Render(req.Deploy, b, trace)
 	return request.RenderResult{BuildResult: published, Manifest: manifest}, err
+}
+
+// cleanupProject cleans the project's registry and this host's stage
+// images.
+func cleanupProject(ctx context.Context, req request.Cleanup, trace io.Writer) (struct{}, error) {
+	rep, err := cleanup.Run(ctx, req, trace)
+	if rep != nil {
+		fmt.Fprintf(trace, "Cleanup: %d deleted in the registry, %d local stage images removed; %d GitLab API requests\n", len(rep.Deleted), len(rep.Builder.Removed), rep.APIRequests)
+	}
+	return struct{}{}, err
 }
 
 func dismiss(ctx context.Context, req request.Dismiss, trace io.Writer) (struct{}, error) {

@@ -1,8 +1,9 @@
 // Command stagehand-worker does the heavy work of stagehand's hooks and
 // operator commands (the Docker Engine, registries, the Kubernetes API)
 // in a process of its own, so that the hooks, which gitlab-runner starts
-// for every stage of every job, stay quick to start. Deploys are
-// stagehand-deploy's (Helm), reading configs stagehand-config's. It is started
+// for every stage of every job, stay quick to start. Deploys and cleanups
+// are stagehand-deploy's (Helm, the GitLab API), reading configs
+// stagehand-config's. It is started
 // by stagehand, never by hand: see package worker for the protocol, and
 // ops.go for what each operation calls.
 package main

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 
-	"gitlab.com/stagehand/stagehand/cleanup"
 	"gitlab.com/stagehand/stagehand/jobcontainer"
 	"gitlab.com/stagehand/stagehand/request"
 	"gitlab.com/stagehand/stagehand/stages"
@@ -17,7 +15,6 @@ import (
 func handlers() worker.Handlers {
 	h := worker.Handlers{}
 	worker.Handle(h, build)
-	worker.Handle(h, cleanupProject)
 	worker.Handle(h, syncStages)
 	worker.Handle(h, ensureJobImage)
 	worker.Handle(h, jobcontainer.StartServices)
@@ -32,14 +29,6 @@ func build(ctx context.Context, req request.Build, trace io.Writer) (request.Bui
 		return request.BuildResult{}, err
 	}
 	return res.Published(), nil
-}
-
-func cleanupProject(ctx context.Context, req request.Cleanup, trace io.Writer) (struct{}, error) {
-	rep, err := cleanup.Run(ctx, req, trace)
-	if rep != nil {
-		fmt.Fprintf(trace, "Cleanup: %d deleted in the registry, %d local stage images removed; %d GitLab API requests\n", len(rep.Deleted), len(rep.Builder.Removed), rep.APIRequests)
-	}
-	return struct{}{}, err
 }
 
 func syncStages(ctx context.Context, req request.StagesSync, trace io.Writer) (request.SyncResult, error) {
