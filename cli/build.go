@@ -83,16 +83,26 @@ func shellBuildRequest(s *executor.Settings, b buildFlags) (request.Build, error
 	if stages == "" {
 		stages = b.repo + "/stages"
 	}
-	commit, err := gitOut(b.dir, "rev-parse", "HEAD")
+	// One git call says all of HEAD that a build needs: every process
+	// started is a noticeable part of an idle build.
+	head, err := gitOut(b.dir, "log", "-1", "--decorate=short", "--format=%H%n%cI%n%D", "HEAD")
 	if err != nil {
 		return request.Build{}, fmt.Errorf("%s is not a git checkout with a commit: %w", b.dir, err)
 	}
-	when, _ := gitOut(b.dir, "log", "-1", "--format=%cI")
+	commit, rest, _ := strings.Cut(head, "\n")
+	when, decorations, _ := strings.Cut(rest, "\n")
 	vars := environ()
 	ref, ok := request.RefFromCI(vars)
 	if !ok {
-		branch, _ := gitOut(b.dir, "symbolic-ref", "--quiet", "--short", "HEAD")
-		tag, _ := gitOut(b.dir, "describe", "--tags", "--exact-match", "HEAD")
+		branch, tags := parseDecorations(decorations)
+		tag := ""
+		switch {
+		case len(tags) == 1:
+			tag = tags[0]
+		case len(tags) > 1 && branch == "":
+			// Several tags at HEAD: the one git describe picks.
+			tag, _ = gitOut(b.dir, "describe", "--tags", "--exact-match", "HEAD")
+		}
 		ref = checkoutRef(branch, tag)
 	}
 	project := b.project
@@ -121,6 +131,20 @@ func checkoutRef(branch, tagAtHead string) request.Ref {
 		return request.Ref{Branch: branch}
 	}
 	return request.Ref{Tag: tagAtHead}
+}
+
+// parseDecorations reads git's %D of HEAD ("HEAD -> main, tag: v1,
+// origin/main"; "HEAD, tag: v1" when detached): the branch checked out
+// and the tags at HEAD.
+func parseDecorations(d string) (branch string, tags []string) {
+	for _, item := range strings.Split(d, ", ") {
+		if b, ok := strings.CutPrefix(item, "HEAD -> "); ok {
+			branch = b
+		} else if t, ok := strings.CutPrefix(item, "tag: "); ok {
+			tags = append(tags, t)
+		}
+	}
+	return branch, tags
 }
 
 // repositoryPath is a repository's path without its registry host:

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"gitlab.com/stagehand/stagehand/request"
@@ -21,6 +22,25 @@ func TestCheckoutRef(t *testing.T) {
 	} {
 		if got := checkoutRef(c.branch, c.tag); got != c.want {
 			t.Errorf("checkoutRef(%q, %q) = %+v, want %+v", c.branch, c.tag, got, c.want)
+		}
+	}
+}
+
+func TestParseDecorations(t *testing.T) {
+	for _, c := range []struct {
+		in     string
+		branch string
+		tags   []string
+	}{
+		{"HEAD -> main, tag: v1.0.0, origin/main", "main", []string{"v1.0.0"}},
+		{"HEAD -> feature/x", "feature/x", nil},
+		{"HEAD, tag: v2, tag: v2.0.1", "", []string{"v2", "v2.0.1"}},
+		{"HEAD", "", nil},
+		{"", "", nil},
+	} {
+		branch, tags := parseDecorations(c.in)
+		if branch != c.branch || !slices.Equal(tags, c.tags) {
+			t.Errorf("parseDecorations(%q) = %q, %q; want %q, %q", c.in, branch, tags, c.branch, c.tags)
 		}
 	}
 }
