@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -88,6 +89,15 @@ type Builder struct {
 	stored  map[*plan.Stage]stagesrepo.StageTag
 	reports []StageReport
 	mu      sync.Mutex
+	// pushes are the engine's stages being pushed in the background;
+	// pushing, their signatures; pushed, when each push ended.
+	pushes  backgroundPushes
+	pushing map[string]bool
+	pushed  map[*plan.Stage]<-chan struct{}
+	// basesPulled is closed when the base images pulled ahead of need
+	// are in the engine (see pullBasesAhead).
+	basesPulled chan struct{}
+	engineMu    sync.Mutex
 }
 
 // Build makes sure every stage of the plan is in the storage. It answers
@@ -95,6 +105,9 @@ type Builder struct {
 func (b *Builder) Build(ctx context.Context) (map[*plan.Stage]stagesrepo.StageTag, []StageReport, error) {
 	b.stored = map[*plan.Stage]stagesrepo.StageTag{}
 	b.written = map[*plan.Stage]v1.Image{}
+	b.pushing = map[string]bool{}
+	b.pushed = map[*plan.Stage]<-chan struct{}{}
+	b.Trace = trace.Synced(b.Trace)
 	defer func() {
 		if b.engine != nil && !b.keepEngine {
 			b.engine.Close()
@@ -118,18 +131,31 @@ func (b *Builder) Build(ctx context.Context) (map[*plan.Stage]stagesrepo.StageTa
 		ctx, cancel = lock.WhileHeld(ctx, lease)
 		defer cancel(nil)
 	}
+	// Pushes still going when the build stops early end before the
+	// project lock and the engine are given back.
+	defer b.pushes.wait()
 	if err := b.Storage.Refresh(ctx); err != nil {
 		return nil, nil, fault.System(err)
 	}
+
+	b.pullBasesAhead(ctx)
+	defer b.waitBases()
 	for _, ip := range b.Plan.Images {
 		for _, s := range ip.Stages {
-			if err := b.stage(ctx, s); err != nil {
+			err := b.pushes.failure()
+			if err == nil {
+				err = b.stage(ctx, s)
+			}
+			if err != nil {
 				if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) && ctx.Err() != nil {
 					return b.stored, b.reports, fmt.Errorf("%s: %w", s, cause)
 				}
 				return b.stored, b.reports, err
 			}
 		}
+	}
+	if err := b.pushes.wait(); err != nil {
+		return b.stored, b.reports, err
 	}
 	return b.stored, b.reports, nil
 }
@@ -158,6 +184,13 @@ func (b *Builder) report(r StageReport) {
 // stage makes one stage available in the storage.
 func (b *Builder) stage(ctx context.Context, s *plan.Stage) error {
 	start := time.Now()
+	if b.pushing[s.Signature] {
+		// Another image's stage of the same signature, still being
+		// pushed: its lock is this build's until then.
+		if err := b.pushes.wait(); err != nil {
+			return err
+		}
+	}
 	if st, ok, err := b.Storage.Find(ctx, s.Signature); err != nil {
 		return fault.System(err)
 	} else if ok {
@@ -170,6 +203,7 @@ func (b *Builder) stage(ctx context.Context, s *plan.Stage) error {
 	}
 
 	var waited time.Duration
+	release := func() {}
 	// lost turns an error of work cut short by a lost lease into that
 	// loss, which is what the trace must say.
 	lost := func(err error) error { return err }
@@ -190,9 +224,13 @@ func (b *Builder) stage(ctx context.Context, s *plan.Stage) error {
 			b.report(StageReport{Stage: s, Stored: st, Outcome: OutcomeWaited, Waited: waited, Duration: time.Since(start)})
 			return nil
 		}
-		defer lease.Release()
 		lctx, cancel := lock.WhileHeld(ctx, lease)
-		defer cancel(nil)
+		// A stage pushed in the background keeps its lock until stored.
+		release = func() {
+			cancel(nil)
+			lease.Release()
+		}
+		defer func() { release() }()
 		parent := ctx
 		ctx = lctx
 		lost = func(err error) error {
@@ -225,16 +263,69 @@ func (b *Builder) stage(ctx context.Context, s *plan.Stage) error {
 	} else {
 		fmt.Fprintln(b.Trace, header)
 	}
-	st, outcome, pulled, err := b.build(ctx, s)
+	img, pulled, err := b.make(ctx, s)
 	if b.Sections {
 		trace.SectionEnd(b.Trace, section)
 	}
 	if err != nil {
 		return lost(err)
 	}
+	if storage, ok := b.Storage.(*Storage); ok && img.engineID != "" && b.Locker != nil {
+		st, stored, err := b.pushInBackground(ctx, s, img, storage, lost, release)
+		if err != nil {
+			return lost(err)
+		}
+		if stored {
+			release = func() {}
+		}
+		b.stored[s] = st
+		outcome := OutcomeBuilt
+		if !stored {
+			outcome = OutcomeDiscarded
+		}
+		b.report(StageReport{Stage: s, Stored: st, Outcome: outcome, Pulled: pulled, Waited: waited, Duration: time.Since(start)})
+		return nil
+	}
+	st, outcome, err := b.store(ctx, s, img)
+	if err != nil {
+		return lost(err)
+	}
 	b.stored[s] = st
 	b.report(StageReport{Stage: s, Stored: st, Outcome: outcome, Pulled: pulled, Waited: waited, Duration: time.Since(start)})
 	return nil
+}
+
+// pushInBackground stores a stage the engine built, as store does, but
+// pushes it while the build goes on (see backgroundPushes): the engine's
+// image gets the stage's tag now, so that the next stage builds on it,
+// and the push, then release (the stage's lock), in the background. It
+// answers the stage's tag, and whether it is this build's copy (false: a
+// host stored it meanwhile, and its copy is used).
+func (b *Builder) pushInBackground(ctx context.Context, s *plan.Stage, img built, storage *Storage, lost func(error) error, release func()) (stagesrepo.StageTag, bool, error) {
+	if st, ok, err := b.storedMeanwhile(ctx, s); err != nil || ok {
+		return st, false, err
+	}
+	if err := b.ensureEdges(ctx, s); err != nil {
+		return stagesrepo.StageTag{}, false, err
+	}
+	st := stagesrepo.StageTag{Signature: s.Signature, Millis: time.Now().UnixMilli()}
+	if err := img.engine.Tag(ctx, img.engineID, storage.EngineRef(st)); err != nil {
+		return stagesrepo.StageTag{}, false, fault.System(fmt.Errorf("stage %s: %w", s, err))
+	}
+	b.pushing[s.Signature] = true
+	b.pushed[s] = b.pushes.add(func(earlier error) error {
+		defer release()
+		if earlier != nil {
+			return errEarlierPushFailed
+		}
+		start := time.Now()
+		if err := storage.putAs(ctx, st, img); err != nil {
+			return lost(fault.System(fmt.Errorf("stage %s: %w", s, err)))
+		}
+		fmt.Fprintf(b.Trace, "%-32s stored (%s) %s\n", s.String(), time.Since(start).Round(time.Millisecond), st)
+		return nil
+	})
+	return st, true, nil
 }
 
 // tempLayer makes a temporary layer file that lives until the build ends
@@ -267,25 +358,109 @@ func (b *Builder) labels(s *plan.Stage) map[string]string {
 	}
 }
 
-// build builds a missing stage and stores it, unless another host stored
-// it meanwhile: then that copy wins and this one is dropped. Stages that
-// run something (shell, Dockerfile) are built in the engine; the others
-// the storage's way.
-func (b *Builder) build(ctx context.Context, s *plan.Stage) (stagesrepo.StageTag, Outcome, bool, error) {
-	var img built
-	var pulled bool
-	var err error
+// pullBasesAhead starts pulling into the engine the base images of the
+// images whose first missing stage leads to one built in the engine: the
+// stages before it are made in the registry, and the engine would pull
+// the last of them, base layers and all, only once they are stored. With
+// the base already there, that pull brings the new layers alone. Nothing
+// is said unless it helps: a failure here is left to the pull that needs
+// the image, which reports it.
+func (b *Builder) pullBasesAhead(ctx context.Context) {
+	b.basesPulled = make(chan struct{})
+	var refs []string
+	if _, registry := b.Storage.(*Storage); registry {
+		for _, ip := range b.Plan.Images {
+			if ref := baseToPullAhead(ctx, b.Storage, ip.Stages); ref != "" && !slices.Contains(refs, ref) {
+				refs = append(refs, ref)
+			}
+		}
+	}
+	if len(refs) == 0 {
+		close(b.basesPulled)
+		return
+	}
+	go func() {
+		defer close(b.basesPulled)
+		e, err := b.ensureEngine(ctx)
+		if err != nil {
+			return
+		}
+		for _, ref := range refs {
+			if has, err := e.Has(ctx, ref); err != nil || has {
+				continue
+			}
+			start := time.Now()
+			if e.Pull(ctx, ref) == nil {
+				fmt.Fprintf(b.Trace, "Pulled base image %s ahead of the stages built on it (%s)\n", ref, time.Since(start).Round(time.Millisecond))
+			}
+		}
+	}()
+}
+
+// baseToPullAhead is the base image of an image's stages when its first
+// missing stage is made in the registry and a stage after it, before any
+// Dockerfile stage, in the engine.
+func baseToPullAhead(ctx context.Context, storage Store, stages []*plan.Stage) string {
+	base, first := "", -1
+	for i, s := range stages {
+		if s.Kind == plan.KindBase {
+			base = s.BaseRef
+		}
+		if _, ok, err := storage.Find(ctx, s.Signature); err == nil && !ok {
+			first = i
+			break
+		}
+	}
+	if base == "" || first < 0 {
+		return ""
+	}
+	for i, s := range stages[first:] {
+		switch s.Kind {
+		case plan.KindShell:
+			if i > 0 {
+				return base
+			}
+			return ""
+		case plan.KindDockerfile:
+			return ""
+		}
+	}
+	return ""
+}
+
+// waitStored waits until the stages given (nil ones are skipped) are in
+// the storage, when they are being pushed in the background. It answers
+// the first push that failed.
+func (b *Builder) waitStored(stages ...*plan.Stage) error {
+	for _, s := range stages {
+		if done, ok := b.pushed[s]; ok {
+			<-done
+		}
+	}
+	return b.pushes.failure()
+}
+
+// waitBases waits for the pulls of pullBasesAhead.
+func (b *Builder) waitBases() {
+	if b.basesPulled != nil {
+		<-b.basesPulled
+	}
+}
+
+// make builds a missing stage. Stages that run something (shell,
+// Dockerfile) are built in the engine; the others the storage's way, on
+// stages read from it, once the pushes under way are done.
+func (b *Builder) make(ctx context.Context, s *plan.Stage) (built, bool, error) {
 	switch s.Kind {
 	case plan.KindShell, plan.KindDockerfile:
-		img, pulled, err = b.buildInEngine(ctx, s)
+		return b.buildInEngine(ctx, s)
 	default:
-		img, err = b.Storage.makeConfigStage(ctx, b, s)
+		if err := b.waitStored(append([]*plan.Stage{s.Parent}, s.ImportSource...)...); err != nil {
+			return built{}, false, err
+		}
+		img, err := b.Storage.makeConfigStage(ctx, b, s)
+		return img, false, err
 	}
-	if err != nil {
-		return stagesrepo.StageTag{}, "", pulled, err
-	}
-	st, outcome, err := b.store(ctx, s, img)
-	return st, outcome, pulled, err
 }
 
 // store is the one way a built stage enters the storage: list again (a
@@ -423,6 +598,8 @@ func (b *Builder) storedMeanwhile(ctx context.Context, s *plan.Stage) (stagesrep
 
 // ensureEngine connects to the engine on first use.
 func (b *Builder) ensureEngine(ctx context.Context) (*Engine, error) {
+	b.engineMu.Lock()
+	defer b.engineMu.Unlock()
 	if b.engine == nil {
 		e, err := b.Engine(ctx)
 		if err != nil {
@@ -476,6 +653,7 @@ func (b *Builder) buildInEngine(ctx context.Context, s *plan.Stage) (built, bool
 	}
 	parent := b.Storage.EngineRef(b.stored[s.Parent])
 	pulled := false
+	b.waitBases()
 	has, err := e.Has(ctx, parent)
 	if err != nil {
 		return built{}, false, fault.System(err)
@@ -497,6 +675,13 @@ func (b *Builder) buildInEngine(ctx context.Context, s *plan.Stage) (built, bool
 // stage as the engine names it, its repository and tag, its image id,
 // its manifest digest.
 func (b *Builder) dependencyValues(ctx context.Context, e *Engine, s *plan.Stage) (map[string]string, error) {
+	deps := make([]*plan.Stage, len(s.Dependencies))
+	for i, d := range s.Dependencies {
+		deps[i] = d.Final
+	}
+	if err := b.waitStored(deps...); err != nil {
+		return nil, err
+	}
 	out := map[string]string{}
 	for _, d := range s.Dependencies {
 		ref := b.Storage.EngineRef(b.stored[d.Final])

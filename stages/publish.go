@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"golang.org/x/sync/errgroup"
 
 	"gitlab.com/stagehand/stagehand/fault"
 	"gitlab.com/stagehand/stagehand/gitlab"
@@ -88,21 +89,38 @@ func publish(ctx context.Context, req request.Build, storage Store, st stagesrep
 		ann[stagesrepo.AnnotationRef], ann[stagesrepo.AnnotationRefKind] = req.Ref.Branch, stagesrepo.RefKindBranch
 	}
 	p := Published{Image: request.Image{Name: ip.Image.Name, Repository: repoName, Tag: tags[0]}, Tags: tags, Stage: st}
+	records := make([]string, len(tags))
 	for i, tag := range tags {
-		record := stagesrepo.PublicationRecord(publicationKind(req, i), repo.String(), tag, final.Signature)
-		if err := storage.EnsureRecords(ctx, []string{record}); err != nil {
-			return Published{}, fault.System(fmt.Errorf("publish %s: %w", ip.Image.Describe(), err))
-		}
-		var pub Publication
+		records[i] = stagesrepo.PublicationRecord(publicationKind(req, i), repo.String(), tag, final.Signature)
+	}
+	if err := storage.EnsureRecords(ctx, records); err != nil {
+		return Published{}, fault.System(fmt.Errorf("publish %s: %w", ip.Image.Describe(), err))
+	}
+	// The first tag mounts the blobs into the repository; the others,
+	// which need nothing but their manifests, go at once.
+	pubs := make([]Publication, len(tags))
+	one := func(i int) error {
+		tag := tags[i]
 		err := registry.Retry(ctx, trace, "publishing "+repo.Tag(tag).String(), func() (err error) {
-			pub, err = storage.publish(ctx, st, repo, tag, ann)
+			pubs[i], err = storage.publish(ctx, st, repo, tag, ann)
 			return err
 		})
 		if err != nil {
-			return Published{}, fault.System(fmt.Errorf("publish %s: %w", ip.Image.Describe(), err))
+			return fault.System(fmt.Errorf("publish %s: %w", ip.Image.Describe(), err))
 		}
-		p.Digest, p.ID = pub.Digest.String(), pub.ID.String()
+		return nil
 	}
+	if err := one(0); err != nil {
+		return Published{}, err
+	}
+	var g errgroup.Group
+	for i := 1; i < len(tags); i++ {
+		g.Go(func() error { return one(i) })
+	}
+	if err := g.Wait(); err != nil {
+		return Published{}, err
+	}
+	p.Digest, p.ID = pubs[len(pubs)-1].Digest.String(), pubs[len(pubs)-1].ID.String()
 	fmt.Fprintf(trace, "Published %s as %s (%s)\n", ip.Image.Describe(), strings.Join(prefixTags(repoName, tags), ", "), p.Digest)
 	return p, nil
 }

@@ -63,7 +63,7 @@ func (r *Storage) buildRemote(ctx context.Context, b *Builder, s *plan.Stage) (v
 		if perr != nil {
 			return nil, fault.Jobf("%s: from: %q is not an image reference: %v", s.Image.Describe(), s.BaseRef, perr)
 		}
-		img, err = remote.Image(ref, append(r.opts, remote.WithContext(ctx))...)
+		img, err = remote.Image(ref, r.calls(ctx)...)
 		if err != nil {
 			if registry.IsNotFound(err) {
 				return nil, fault.Jobf("%s: base image %s not found (check from: in %s)", s.Image.Describe(), s.BaseRef, b.Plan.Config.File)

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -14,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sync/errgroup"
 
 	"gitlab.com/stagehand/stagehand/registry"
 	"gitlab.com/stagehand/stagehand/stagesrepo"
@@ -26,10 +29,21 @@ import (
 type Storage struct {
 	Repo name.Repository
 	opts []remote.Option
+	// reuse makes every call but the progress-reporting writes share
+	// one connection setup per repository: without it each call first
+	// asks the registry for /v2/ again.
+	reuse []remote.Option
 	// Trace, when set, is told of retried registry operations.
 	Trace io.Writer
 
 	index stageIndex
+
+	mu sync.Mutex
+	// manifests are the stored stages' manifests read for publishing
+	// (a stage's tag never changes what it points at).
+	manifests map[stagesrepo.StageTag]*remote.Descriptor
+	// mounted are the blobs this process mounted, by repository.
+	mounted map[string]bool
 }
 
 // NewStorage opens the stages storage at repo (e.g.
@@ -40,7 +54,22 @@ func NewStorage(repo string, opts []remote.Option, trace io.Writer) (*Storage, e
 	if err != nil {
 		return nil, fmt.Errorf("stages storage %q (%s) is not a repository name: %w", repo, "STAGEHAND_STAGES_STORAGE", err)
 	}
-	return &Storage{Repo: r, opts: opts, Trace: trace}, nil
+	s := &Storage{Repo: r, opts: slices.Clip(opts), Trace: trace}
+	puller, err := remote.NewPuller(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("stages storage %s: %w", repo, err)
+	}
+	pusher, err := remote.NewPusher(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("stages storage %s: %w", repo, err)
+	}
+	s.reuse = []remote.Option{remote.Reuse(puller), remote.Reuse(pusher)}
+	return s, nil
+}
+
+// calls are the options of a registry call made for ctx.
+func (s *Storage) calls(ctx context.Context) []remote.Option {
+	return append(append(slices.Clip(s.opts), s.reuse...), remote.WithContext(ctx))
 }
 
 // String names the storage for the trace.
@@ -50,7 +79,7 @@ func (s *Storage) String() string { return s.Repo.String() }
 func (s *Storage) Refresh(ctx context.Context) error {
 	var tags []string
 	err := registry.Retry(ctx, s.Trace, "listing "+s.Repo.String(), func() (err error) {
-		tags, err = remote.List(s.Repo, append(s.opts, remote.WithContext(ctx))...)
+		tags, err = remote.List(s.Repo, s.calls(ctx)...)
 		if registry.IsNotFound(err) {
 			return nil
 		}
@@ -74,14 +103,19 @@ func (s *Storage) All(ctx context.Context) ([]stagesrepo.StageTag, error) {
 }
 
 // EnsureRecords implements Store.
+// The records are written at once.
 func (s *Storage) EnsureRecords(ctx context.Context, records []string) error {
+	g, gctx := errgroup.WithContext(ctx)
 	for _, r := range s.index.missing(records) {
-		if err := registry.Retry(ctx, s.Trace, "writing record "+r, func() error { return WriteRecord(ctx, s.Repo, r, s.opts) }); err != nil {
-			return err
-		}
-		s.index.addRecord(r)
+		g.Go(func() error {
+			if err := registry.Retry(gctx, s.Trace, "writing record "+r, func() error { return WriteRecord(gctx, s.Repo, r, s.calls(gctx)) }); err != nil {
+				return err
+			}
+			s.index.addRecord(r)
+			return nil
+		})
 	}
-	return nil
+	return g.Wait()
 }
 
 // recordImage is a record's manifest: an empty image annotated with the
@@ -111,7 +145,7 @@ func (s *Storage) sendTo(ctx context.Context, st stagesrepo.StageTag, dst Store)
 // receiveFromRegistry copies a stage of another repository: within one
 // registry blobs are mounted, from another they are streamed.
 func (s *Storage) receiveFromRegistry(ctx context.Context, src name.Tag, st stagesrepo.StageTag) error {
-	img, err := remote.Image(src, append(s.opts, remote.WithContext(ctx))...)
+	img, err := remote.Image(src, s.calls(ctx)...)
 	if err != nil {
 		return fmt.Errorf("read stage %s: %w", src, err)
 	}
@@ -130,7 +164,7 @@ func (s *Storage) write(ctx context.Context, ref name.Tag, img v1.Image) error {
 			p.Update(u.Complete, u.Total)
 		}
 	}()
-	err := remote.Write(ref, img, append(s.opts, remote.WithContext(ctx), remote.WithProgress(updates))...)
+	err := remote.Write(ref, img, append(slices.Clip(s.opts), remote.WithContext(ctx), remote.WithProgress(updates))...)
 	// go-containerregistry closes updates when it is done (but not when
 	// its options are refused, before any transfer).
 	select {
@@ -156,7 +190,7 @@ func (s *Storage) Ref(st stagesrepo.StageTag) name.Tag { return s.Repo.Tag(st.St
 // Image opens a stored stage without downloading anything but what is
 // asked of it later (the manifest now, the config or layers on demand).
 func (s *Storage) Image(ctx context.Context, st stagesrepo.StageTag) (v1.Image, error) {
-	img, err := remote.Image(s.Ref(st), append(s.opts, remote.WithContext(ctx))...)
+	img, err := remote.Image(s.Ref(st), s.calls(ctx)...)
 	if err != nil {
 		return nil, fmt.Errorf("read stage %s: %w", s.Ref(st), err)
 	}
@@ -169,6 +203,11 @@ func (s *Storage) Image(ctx context.Context, st stagesrepo.StageTag) (v1.Image, 
 // engine. Tags are never overwritten: each copy has its own timestamp.
 func (s *Storage) put(ctx context.Context, sig string, b built) (stagesrepo.StageTag, error) {
 	st := stagesrepo.StageTag{Signature: sig, Millis: time.Now().UnixMilli()}
+	return st, s.putAs(ctx, st, b)
+}
+
+// putAs stores a built stage under the tag st.
+func (s *Storage) putAs(ctx context.Context, st stagesrepo.StageTag, b built) error {
 	ref := s.Ref(st)
 	var err error
 	if b.image != nil {
@@ -179,16 +218,16 @@ func (s *Storage) put(ctx context.Context, sig string, b built) (stagesrepo.Stag
 		err = b.engine.Push(ctx, b.engineID, ref.String())
 	}
 	if err != nil {
-		return stagesrepo.StageTag{}, fmt.Errorf("push stage %s: %w", ref, err)
+		return fmt.Errorf("push stage %s: %w", ref, err)
 	}
 	s.index.add(st)
-	return st, nil
+	return nil
 }
 
 // ImportLayer finds the stored layer of an import key; the layer stays in
 // the registry (it is mounted, never downloaded, when used).
 func (s *Storage) ImportLayer(ctx context.Context, key string) (v1.Layer, bool, error) {
-	img, err := remote.Image(s.Repo.Tag(stagesrepo.ImportTag(key)), append(s.opts, remote.WithContext(ctx))...)
+	img, err := remote.Image(s.Repo.Tag(stagesrepo.ImportTag(key)), s.calls(ctx)...)
 	if registry.IsNotFound(err) {
 		return nil, false, nil
 	}
@@ -208,7 +247,7 @@ func (s *Storage) PutImportLayer(ctx context.Context, key string, layer v1.Layer
 	if err != nil {
 		return err
 	}
-	if err := remote.Write(s.Repo.Tag(stagesrepo.ImportTag(key)), img, append(s.opts, remote.WithContext(ctx))...); err != nil {
+	if err := remote.Write(s.Repo.Tag(stagesrepo.ImportTag(key)), img, s.calls(ctx)...); err != nil {
 		return fmt.Errorf("store import layer %s: %w", key, err)
 	}
 	return nil
@@ -220,11 +259,11 @@ func (s *Storage) PutImportLayer(ctx context.Context, key string, layer v1.Layer
 // annotations added, is put last. When the tag already has exactly this
 // manifest, nothing is written.
 func (s *Storage) publish(ctx context.Context, st stagesrepo.StageTag, repo name.Repository, tag string, annotations map[string]string) (Publication, error) {
-	opts := append(s.opts, remote.WithContext(ctx))
+	opts := s.calls(ctx)
 	src := s.Ref(st)
-	desc, err := remote.Get(src, opts...)
+	desc, err := s.manifest(ctx, st)
 	if err != nil {
-		return Publication{}, fmt.Errorf("read stage %s: %w", src, err)
+		return Publication{}, err
 	}
 	m, err := v1.ParseManifest(strings.NewReader(string(desc.Manifest)))
 	if err != nil {
@@ -243,20 +282,70 @@ func (s *Storage) publish(ctx context.Context, st stagesrepo.StageTag, repo name
 	if cur, err := remote.Head(dst, opts...); err == nil && cur.Digest == digest {
 		return pub, nil
 	}
-	blobs := append([]v1.Descriptor{m.Config}, m.Layers...)
-	for _, b := range blobs {
-		l, err := remote.Layer(s.Repo.Digest(b.Digest.String()), opts...)
-		if err != nil {
-			return Publication{}, err
-		}
-		if err := remote.WriteLayer(repo, l, opts...); err != nil {
-			return Publication{}, fmt.Errorf("mount %s from %s into %s: %w", b.Digest, s.Repo, repo, err)
-		}
+	if err := s.mount(ctx, repo, append([]v1.Descriptor{m.Config}, m.Layers...)); err != nil {
+		return Publication{}, err
 	}
 	if err := remote.Put(dst, rawManifest{raw: raw, mediaType: desc.MediaType}, opts...); err != nil {
 		return Publication{}, fmt.Errorf("tag %s: %w", dst, err)
 	}
 	return pub, nil
+}
+
+// manifest reads a stored stage's manifest, once per process.
+func (s *Storage) manifest(ctx context.Context, st stagesrepo.StageTag) (*remote.Descriptor, error) {
+	s.mu.Lock()
+	desc, ok := s.manifests[st]
+	s.mu.Unlock()
+	if ok {
+		return desc, nil
+	}
+	src := s.Ref(st)
+	desc, err := remote.Get(src, s.calls(ctx)...)
+	if err != nil {
+		return nil, fmt.Errorf("read stage %s: %w", src, err)
+	}
+	s.mu.Lock()
+	if s.manifests == nil {
+		s.manifests = map[stagesrepo.StageTag]*remote.Descriptor{}
+	}
+	s.manifests[st] = desc
+	s.mu.Unlock()
+	return desc, nil
+}
+
+// mount makes the blobs of the stages repository available in repo, all
+// at once: the registry mounts them across repositories (a blob repo has
+// is left alone), nothing is downloaded. Blobs this process mounted
+// already are skipped.
+func (s *Storage) mount(ctx context.Context, repo name.Repository, blobs []v1.Descriptor) error {
+	opts := s.calls(ctx)
+	g, gctx := errgroup.WithContext(ctx)
+	for _, b := range blobs {
+		key := repo.String() + "@" + b.Digest.String()
+		s.mu.Lock()
+		done := s.mounted[key]
+		s.mu.Unlock()
+		if done {
+			continue
+		}
+		g.Go(func() error {
+			l, err := remote.Layer(s.Repo.Digest(b.Digest.String()), append(opts, remote.WithContext(gctx))...)
+			if err != nil {
+				return err
+			}
+			if err := remote.WriteLayer(repo, l, append(opts, remote.WithContext(gctx))...); err != nil {
+				return fmt.Errorf("mount %s from %s into %s: %w", b.Digest, s.Repo, repo, err)
+			}
+			s.mu.Lock()
+			if s.mounted == nil {
+				s.mounted = map[string]bool{}
+			}
+			s.mounted[key] = true
+			s.mu.Unlock()
+			return nil
+		})
+	}
+	return g.Wait()
 }
 
 // annotate adds annotations to a manifest, keeping every other byte's

@@ -2,6 +2,7 @@ package stages
 
 import (
 	"context"
+	"slices"
 	"sort"
 	"sync"
 
@@ -70,6 +71,9 @@ type stageIndex struct {
 	// records are the record tags of the listing.
 	records map[string]bool
 	listed  bool
+	// own are the copies this process stored: a listing made while one
+	// was pushed (in the background) may lack it, and must not hide it.
+	own []stagesrepo.StageTag
 }
 
 // set replaces the index with the stage and record tags among tags.
@@ -84,8 +88,13 @@ func (x *stageIndex) set(tags []string) {
 		}
 	}
 	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, st := range x.own {
+		if !slices.Contains(stages[st.Signature], st) {
+			stages[st.Signature] = append(stages[st.Signature], st)
+		}
+	}
 	x.stages, x.records, x.listed = stages, records, true
-	x.mu.Unlock()
 }
 
 // missing answers the records among names that the index lacks.
@@ -118,6 +127,7 @@ func (x *stageIndex) add(st stagesrepo.StageTag) {
 		x.stages = map[string][]stagesrepo.StageTag{}
 	}
 	x.stages[st.Signature] = append(x.stages[st.Signature], st)
+	x.own = append(x.own, st)
 }
 
 // find answers the copy of sig every reader picks, listing first when

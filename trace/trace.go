@@ -183,3 +183,24 @@ func Bytes(n int64) string {
 	}
 	return fmt.Sprintf("%d B", n)
 }
+
+// Synced is a writer safe for concurrent use: work going on in the
+// background (a stage's push) writes to the trace beside the stage being
+// built, each Write whole.
+func Synced(w io.Writer) io.Writer {
+	if _, ok := w.(*synced); ok {
+		return w
+	}
+	return &synced{w: w}
+}
+
+type synced struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *synced) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
