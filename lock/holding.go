@@ -2,6 +2,7 @@ package lock
 
 import (
 	"context"
+	"sync"
 
 	"gitlab.com/stagehand/stagehand/request"
 )
@@ -39,11 +40,61 @@ func For(l request.Locks) (*Holding, error) {
 	if l.Sync.Kind == request.SyncNone {
 		return nil, nil
 	}
-	locker, err := open(l.Sync, Config{Project: l.Project, LocalDir: l.Dir, Kubeconfig: l.Cluster.Kubeconfig})
+	cfg := Config{Project: l.Project, LocalDir: l.Dir, Kubeconfig: l.Cluster.Kubeconfig}
+	if l.Sync.Kind == request.SyncKubernetes && l.Project != "" {
+		// Connecting (a client, a read of the ConfigMap) waits for the
+		// first lock: an idle build takes none.
+		return &Holding{Locker: &lazyLocker{
+			open:     func() (Locker, error) { return open(l.Sync, cfg) },
+			describe: kubeDescription(l.Sync.Namespace, configMapName(l.Project)),
+		}, holder: l.Holder}, nil
+	}
+	locker, err := open(l.Sync, cfg)
 	if err != nil {
 		return nil, err
 	}
 	return &Holding{Locker: locker, holder: l.Holder}, nil
+}
+
+// lazyLocker opens its locker at the first Acquire.
+type lazyLocker struct {
+	open     func() (Locker, error)
+	describe string
+
+	mu     sync.Mutex
+	locker Locker
+}
+
+func (z *lazyLocker) get() (Locker, error) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	if z.locker == nil {
+		l, err := z.open()
+		if err != nil {
+			return nil, err
+		}
+		z.locker = l
+	}
+	return z.locker, nil
+}
+
+func (z *lazyLocker) Acquire(ctx context.Context, name string, opts Options) (*Lease, error) {
+	l, err := z.get()
+	if err != nil {
+		return nil, err
+	}
+	return l.Acquire(ctx, name, opts)
+}
+
+func (z *lazyLocker) Describe() string { return z.describe }
+
+func (z *lazyLocker) Close() error {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	if z.locker == nil {
+		return nil
+	}
+	return z.locker.Close()
 }
 
 // Take implements Taker.

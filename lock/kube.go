@@ -90,8 +90,10 @@ func configMapName(project string) string {
 	return strings.TrimRight(string(b[:min(len(b), 253)]), "-.")
 }
 
-func (k *kubeLocker) Describe() string {
-	return fmt.Sprintf("ConfigMap %s in namespace %s (Kubernetes leases)", k.cm, k.ns)
+func (k *kubeLocker) Describe() string { return kubeDescription(k.ns, k.cm) }
+
+func kubeDescription(ns, cm string) string {
+	return fmt.Sprintf("ConfigMap %s in namespace %s (Kubernetes leases)", cm, ns)
 }
 
 // Close does nothing: leases are given back by Release, and the client

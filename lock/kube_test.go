@@ -19,6 +19,8 @@ import (
 	"github.com/werf/lockgate/pkg/util"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
+
+	"gitlab.com/stagehand/stagehand/request"
 )
 
 const testNamespace = "stagehand-synchronization"
@@ -102,6 +104,43 @@ current-context: c
 	}
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("New took %s to fail", d)
+	}
+}
+
+// TestBuildLocksConnectAtTheFirstLock: an operation's locker (For)
+// reaches the API server only when a lock is taken, so an idle build pays
+// nothing for it; the first Take then fails as New would have.
+func TestBuildLocksConnectAtTheFirstLock(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	kc := filepath.Join(t.TempDir(), "kubeconfig")
+	os.WriteFile(kc, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://`+addr+`", insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`), 0o600)
+	spec, err := request.ParseSynchronization("--synchronization", "kubernetes://locks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	h, err := For(request.Locks{Sync: spec, Project: "p", Cluster: request.Cluster{Kubeconfig: kc}, Holder: "a test"})
+	if err != nil || time.Since(start) > time.Second {
+		t.Fatalf("For = %v after %s: it should not connect", err, time.Since(start))
+	}
+	if got, want := h.Describe(), "ConfigMap stagehand-p in namespace locks (Kubernetes leases)"; got != want {
+		t.Errorf("Describe = %q, want %q", got, want)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := h.Take(ctx, ProjectLock("p"), true, nil); err == nil || !strings.Contains(err.Error(), "ConfigMap stagehand-p in namespace locks") {
+		t.Errorf("Take against a dead API server = %v, want an error naming the ConfigMap and namespace", err)
 	}
 }
 
