@@ -98,6 +98,10 @@ type Builder struct {
 	// are in the engine (see pullBasesAhead).
 	basesPulled chan struct{}
 	engineMu    sync.Mutex
+	// projectCtx, once the project lock is taken, ends when its lease is
+	// lost; releaseProject gives it back.
+	projectCtx     context.Context
+	releaseProject func()
 }
 
 // Build makes sure every stage of the plan is in the storage. It answers
@@ -108,6 +112,7 @@ func (b *Builder) Build(ctx context.Context) (map[*plan.Stage]stagesrepo.StageTa
 	b.pushing = map[string]bool{}
 	b.pushed = map[*plan.Stage]<-chan struct{}{}
 	b.Trace = trace.Synced(b.Trace)
+	b.projectCtx, b.releaseProject = nil, func() {}
 	defer func() {
 		if b.engine != nil && !b.keepEngine {
 			b.engine.Close()
@@ -119,45 +124,103 @@ func (b *Builder) Build(ctx context.Context) (map[*plan.Stage]stagesrepo.StageTa
 			os.RemoveAll(b.tmp)
 		}
 	}()
-	if b.Locker != nil {
-		lease, err := b.Locker.Take(ctx, lock.ProjectLock(b.Project), true, func(holder string) {
-			fmt.Fprintf(b.Trace, "Waiting for the project lock of %s (held exclusively by %s, a cleanup)\n", b.Project, orUnknown(holder))
-		})
-		if err != nil {
-			return nil, nil, fmt.Errorf("take the project lock of %s: %w", b.Project, err)
-		}
-		defer lease.Release()
-		var cancel context.CancelCauseFunc
-		ctx, cancel = lock.WhileHeld(ctx, lease)
-		defer cancel(nil)
-	}
-	// Pushes still going when the build stops early end before the
-	// project lock and the engine are given back.
+	// The project lock goes last: pushes still going when the build stops
+	// early end before it (and the engine) are given back.
+	defer func() { b.releaseProject() }()
 	defer b.pushes.wait()
 	if err := b.Storage.Refresh(ctx); err != nil {
 		return nil, nil, fault.System(err)
 	}
-
 	b.pullBasesAhead(ctx)
 	defer b.waitBases()
+	err := b.stages(ctx)
+	if errors.Is(err, errFoundStagesGone) {
+		// A cleanup deleted stages found before the project lock: look
+		// again from the first stage, under the lock now.
+		b.stored, b.reports = map[*plan.Stage]stagesrepo.StageTag{}, nil
+		fmt.Fprintln(b.Trace, "Stages found before the project lock changed in the storage meanwhile (a cleanup ran?): looking again")
+		err = b.stages(b.projectCtx)
+	}
+	if err == nil {
+		err = b.pushes.wait()
+	}
+	return b.stored, b.reports, err
+}
+
+// errFoundStagesGone: stages found before the project lock was taken are
+// no longer stored as they were.
+var errFoundStagesGone = errors.New("stages found before the project lock are gone")
+
+// stages makes every stage of the plan available, in order. The project
+// lock (shared by builds; a cleanup holds it exclusively) is taken at the
+// first stage not stored: an idle build, which reads tags and manifests
+// alone, takes none (two writes to the API server each way, most of an
+// idle build's time). Once it is held, the stages found before it are
+// looked for again.
+func (b *Builder) stages(ctx context.Context) error {
+	if b.projectCtx != nil {
+		ctx = b.projectCtx
+	}
 	for _, ip := range b.Plan.Images {
 		for _, s := range ip.Stages {
 			err := b.pushes.failure()
+			if err == nil && b.Locker != nil && b.projectCtx == nil {
+				if _, ok, ferr := b.Storage.Find(ctx, s.Signature); ferr == nil && !ok {
+					if ctx, err = b.takeProject(ctx); err == nil {
+						err = b.foundStillStored(ctx)
+					}
+				}
+			}
 			if err == nil {
 				err = b.stage(ctx, s)
 			}
 			if err != nil {
-				if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) && ctx.Err() != nil {
-					return b.stored, b.reports, fmt.Errorf("%s: %w", s, cause)
+				if errors.Is(err, errFoundStagesGone) {
+					return err
 				}
-				return b.stored, b.reports, err
+				if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) && ctx.Err() != nil {
+					return fmt.Errorf("%s: %w", s, cause)
+				}
+				return err
 			}
 		}
 	}
-	if err := b.pushes.wait(); err != nil {
-		return b.stored, b.reports, err
+	return nil
+}
+
+// takeProject takes the project lock; the context answered ends when
+// its lease is lost.
+func (b *Builder) takeProject(ctx context.Context) (context.Context, error) {
+	lease, err := b.Locker.Take(ctx, lock.ProjectLock(b.Project), true, func(holder string) {
+		fmt.Fprintf(b.Trace, "Waiting for the project lock of %s (held exclusively by %s, a cleanup)\n", b.Project, orUnknown(holder))
+	})
+	if err != nil {
+		return ctx, fmt.Errorf("take the project lock of %s: %w", b.Project, err)
 	}
-	return b.stored, b.reports, nil
+	lctx, cancel := lock.WhileHeld(ctx, lease)
+	b.projectCtx = lctx
+	b.releaseProject = func() {
+		cancel(nil)
+		lease.Release()
+	}
+	return lctx, nil
+}
+
+// foundStillStored lists the storage again and checks the stages found
+// so far are still there.
+func (b *Builder) foundStillStored(ctx context.Context) error {
+	if len(b.stored) == 0 {
+		return nil
+	}
+	if err := b.Storage.Refresh(ctx); err != nil {
+		return fault.System(err)
+	}
+	for s, st := range b.stored {
+		if cur, ok, err := b.Storage.Find(ctx, s.Signature); err != nil || !ok || cur != st {
+			return errFoundStagesGone
+		}
+	}
+	return nil
 }
 
 func orUnknown(s string) string {

@@ -217,3 +217,109 @@ func TestLostLeaseStopsTheBuildBeforeStoring(t *testing.T) {
 		t.Errorf("the build went on after the lost lease:\n%s", trace.String())
 	}
 }
+
+// countingLocker grants every lock and counts the takes of the project
+// lock and of stage locks; onProject runs as the project lock is taken
+// (a cleanup that ran just before, in a test).
+type countingLocker struct {
+	mu             sync.Mutex
+	project, stage int
+	onProject      func()
+}
+
+func (l *countingLocker) Take(_ context.Context, name string, _ bool, _ func(string)) (lock.Held, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if name == lock.ProjectLock("sample") {
+		l.project++
+		if l.onProject != nil {
+			l.onProject()
+		}
+	} else {
+		l.stage++
+	}
+	return &testLease{lost: make(chan struct{})}, nil
+}
+
+// TestOnlyBuildsThatBuildTakeTheProjectLock: a cold build takes the
+// project lock once; an idle build, which reads tags alone, takes no
+// lock; and when a cleanup deleted a stage found before the lock was
+// taken, the build looks again under the lock and builds that stage.
+func TestOnlyBuildsThatBuildTakeTheProjectLock(t *testing.T) {
+	c := needComponents(t)
+	dir := sampleProject(t)
+	repo := fmt.Sprintf("%s/stagehand-test/projectlock-%d", c.registry, time.Now().UnixNano())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	build := func(l *countingLocker) (*stages.Result, string) {
+		t.Helper()
+		var trace syncBuffer
+		res, err := stages.Build(ctx, buildRequest(t, c, dir, repo, c.engines[0].Host), &trace, stages.WithLocker(l))
+		if err != nil {
+			t.Fatalf("build: %v\n%s", err, trace.String())
+		}
+		return res, trace.String()
+	}
+	cold := &countingLocker{}
+	first, _ := build(cold)
+	if cold.project != 1 || cold.stage == 0 {
+		t.Errorf("the cold build took the project lock %d times and %d stage locks, want once and some", cold.project, cold.stage)
+	}
+	idle := &countingLocker{}
+	build(idle)
+	if idle.project != 0 || idle.stage != 0 {
+		t.Errorf("the idle build took the project lock %d times and %d stage locks, want none", idle.project, idle.stage)
+	}
+
+	// A change to the backend's setup stage; a cleanup deletes its
+	// beforeInstall stage once this build has found it, just before the
+	// build takes the project lock.
+	var victim stages.StageReport
+	for _, r := range first.Reports {
+		if r.Stage.Image.Name == "backend" && r.Stage.Name == plan.StageBeforeInstall {
+			victim = r
+		}
+	}
+	if victim.Stage == nil {
+		t.Fatal("the first build has no backend/beforeInstall")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "app/setup.sh"), []byte("echo setup changed\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	gitRun(t, dir, "commit", "-q", "-am", "setup changed")
+	racing := &countingLocker{onProject: func() { deleteManifest(t, c.registry, repo+"/stages", victim.Stored.String()) }}
+	res, trace := build(racing)
+	if !strings.Contains(trace, "looking again") {
+		t.Errorf("the build did not say it looked again:\n%s", trace)
+	}
+	rebuilt := false
+	for _, r := range res.Reports {
+		if r.Stage.Image.Name == "backend" && r.Stage.Name == plan.StageBeforeInstall {
+			rebuilt = r.Outcome == stages.OutcomeBuilt
+		}
+	}
+	if !rebuilt || racing.project != 1 {
+		t.Errorf("after the cleanup: beforeInstall rebuilt %v, project lock taken %d times (want true, 1)\n%s", rebuilt, racing.project, trace)
+	}
+}
+
+// deleteManifest deletes what tag points at in repo, through the
+// registry's API, as a cleanup does.
+func deleteManifest(t *testing.T, registry, repo, tag string) {
+	t.Helper()
+	path := strings.TrimPrefix(repo, registry+"/")
+	head, err := exec.Command("curl", "-fsSI", "-H", "Accept: application/vnd.docker.distribution.manifest.v2+json", "-H", "Accept: application/vnd.oci.image.manifest.v1+json",
+		"http://"+registry+"/v2/"+path+"/manifests/"+tag).Output()
+	if err != nil {
+		t.Fatalf("HEAD %s:%s: %v", repo, tag, err)
+	}
+	digest := ""
+	for _, line := range strings.Split(string(head), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(k, "Docker-Content-Digest") {
+			digest = strings.TrimSpace(v)
+		}
+	}
+	if out, err := exec.Command("curl", "-fsS", "-X", "DELETE", "http://"+registry+"/v2/"+path+"/manifests/"+digest).CombinedOutput(); err != nil {
+		t.Fatalf("DELETE %s@%s: %v\n%s", repo, digest, err, out)
+	}
+}
