@@ -96,8 +96,7 @@ func publish(ctx context.Context, req request.Build, storage Store, st stagesrep
 	if err := storage.EnsureRecords(ctx, records); err != nil {
 		return Published{}, fault.System(fmt.Errorf("publish %s: %w", ip.Image.Describe(), err))
 	}
-	// The first tag mounts the blobs into the repository; the others,
-	// which need nothing but their manifests, go at once.
+	// The tags go at once (their blobs are mounted once).
 	pubs := make([]Publication, len(tags))
 	one := func(i int) error {
 		tag := tags[i]
@@ -110,11 +109,8 @@ func publish(ctx context.Context, req request.Build, storage Store, st stagesrep
 		}
 		return nil
 	}
-	if err := one(0); err != nil {
-		return Published{}, err
-	}
 	var g errgroup.Group
-	for i := 1; i < len(tags); i++ {
+	for i := range tags {
 		g.Go(func() error { return one(i) })
 	}
 	if err := g.Wait(); err != nil {

@@ -38,7 +38,9 @@ type Storage struct {
 
 	index stageIndex
 
-	mu sync.Mutex
+	mu       sync.Mutex
+	fetching sync.Mutex // one read of a manifest at a time
+	mounting sync.Mutex // one mount of blobs at a time
 	// manifests are the stored stages' manifests read for publishing
 	// (a stage's tag never changes what it points at).
 	manifests map[stagesrepo.StageTag]*remote.Descriptor
@@ -69,7 +71,7 @@ func NewStorage(repo string, opts []remote.Option, trace io.Writer) (*Storage, e
 
 // calls are the options of a registry call made for ctx.
 func (s *Storage) calls(ctx context.Context) []remote.Option {
-	return append(append(slices.Clip(s.opts), s.reuse...), remote.WithContext(ctx))
+	return slices.Clip(append(append(slices.Clip(s.opts), s.reuse...), remote.WithContext(ctx)))
 }
 
 // String names the storage for the trace.
@@ -261,6 +263,18 @@ func (s *Storage) PutImportLayer(ctx context.Context, key string, layer v1.Layer
 func (s *Storage) publish(ctx context.Context, st stagesrepo.StageTag, repo name.Repository, tag string, annotations map[string]string) (Publication, error) {
 	opts := s.calls(ctx)
 	src := s.Ref(st)
+	dst := repo.Tag(tag)
+	// What the tag has now is asked at the same time as the stage's
+	// manifest: an idle build's publication is these two requests.
+	type current struct {
+		desc *v1.Descriptor
+		err  error
+	}
+	cur := make(chan current, 1)
+	go func() {
+		d, err := remote.Head(dst, opts...)
+		cur <- current{d, err}
+	}()
 	desc, err := s.manifest(ctx, st)
 	if err != nil {
 		return Publication{}, err
@@ -278,8 +292,7 @@ func (s *Storage) publish(ctx context.Context, st stagesrepo.StageTag, repo name
 		return Publication{}, err
 	}
 	pub := Publication{Digest: digest, ID: m.Config.Digest}
-	dst := repo.Tag(tag)
-	if cur, err := remote.Head(dst, opts...); err == nil && cur.Digest == digest {
+	if c := <-cur; c.err == nil && c.desc.Digest == digest {
 		return pub, nil
 	}
 	if err := s.mount(ctx, repo, append([]v1.Descriptor{m.Config}, m.Layers...)); err != nil {
@@ -293,6 +306,8 @@ func (s *Storage) publish(ctx context.Context, st stagesrepo.StageTag, repo name
 
 // manifest reads a stored stage's manifest, once per process.
 func (s *Storage) manifest(ctx context.Context, st stagesrepo.StageTag) (*remote.Descriptor, error) {
+	s.fetching.Lock()
+	defer s.fetching.Unlock()
 	s.mu.Lock()
 	desc, ok := s.manifests[st]
 	s.mu.Unlock()
@@ -318,6 +333,10 @@ func (s *Storage) manifest(ctx context.Context, st stagesrepo.StageTag) (*remote
 // is left alone), nothing is downloaded. Blobs this process mounted
 // already are skipped.
 func (s *Storage) mount(ctx context.Context, repo name.Repository, blobs []v1.Descriptor) error {
+	// Tags published at once mount the same blobs: the first mounts them,
+	// the others find them mounted.
+	s.mounting.Lock()
+	defer s.mounting.Unlock()
 	opts := s.calls(ctx)
 	g, gctx := errgroup.WithContext(ctx)
 	for _, b := range blobs {
