@@ -397,6 +397,11 @@ type leaseState struct {
 	// back to its stop signal instead of returning before it (lockgate
 	// would then wait for it forever).
 	releasing bool
+	// writing is held while this process writes the record (a renewal,
+	// lockgate's release): lockgate sleeps a second whenever the record
+	// changed between its read and its write, and a renewal finishing
+	// during a release made a short stage's release take a second more.
+	writing sync.Mutex
 }
 
 func newWatchedBackend(inner distributed_locker.DistributedLockerBackend, store optimistic_locking_store.OptimisticLockingStore, where string) *watchedBackend {
@@ -475,18 +480,19 @@ func (w *watchedBackend) renew(h lockgate.LockHandle, st *leaseState) {
 			}
 			<-t.C
 		}
+		st.writing.Lock()
 		w.mu.Lock()
 		gone := w.leases[h.UUID] != st || st.releasing || st.stopped
-		w.mu.Unlock()
-		if gone {
-			return
-		}
-		w.mu.Lock()
-		if st.failingSince.IsZero() {
+		if !gone && st.failingSince.IsZero() {
 			st.failingSince = time.Now()
 		}
 		w.mu.Unlock()
+		if gone {
+			st.writing.Unlock()
+			return
+		}
 		expiry, err := w.renewRecord(h)
+		st.writing.Unlock()
 		if err == nil {
 			w.settle(st, func() { st.okUntil(expiry) })
 			continue
@@ -580,7 +586,16 @@ func (w *watchedBackend) RenewLease(h lockgate.LockHandle) error {
 	return nil
 }
 
+// Release waits for a renewal of the record under way (see
+// leaseState.writing); the renewals after it see the release.
 func (w *watchedBackend) Release(h lockgate.LockHandle) error {
+	w.mu.Lock()
+	st := w.leases[h.UUID]
+	w.mu.Unlock()
+	if st != nil {
+		st.writing.Lock()
+		defer st.writing.Unlock()
+	}
 	return w.inner.Release(h)
 }
 
