@@ -417,11 +417,6 @@ func (w *watchedBackend) state(uuid string) *leaseState {
 	return st
 }
 
-func (st *leaseState) ok(start time.Time) {
-	// lockgate writes time.Now().Unix() + TTL: whole seconds, rounded down.
-	st.okUntil(time.Unix(start.Unix(), 0).Add(leaseTTL))
-}
-
 func (st *leaseState) okUntil(expiry time.Time) {
 	st.expiry, st.renewed = expiry, time.Now()
 	st.failingSince, st.lastErr = time.Time{}, nil
@@ -431,12 +426,20 @@ func (w *watchedBackend) Acquire(name string, opts distributed_locker.AcquireOpt
 	start := time.Now()
 	h, err := w.inner.Acquire(name, opts)
 	if err == nil {
+		// lockgate wrote the record's expiry, TTL ahead (whole seconds,
+		// rounded down), somewhere in the call; the call's start is the
+		// safe guess. But lockgate sleeps a
+		// second at every conflict on a busy record (dozens of builds
+		// sharing the project lock), and a call that took longer than the
+		// TTL would have the lease expire as it is taken: then the record
+		// is renewed now, and its expiry is the one written.
+		expiry := acquiredExpiry(start, time.Now(), func() (time.Time, error) { return w.renewRecord(h) })
 		w.mu.Lock()
 		_, renewing := w.leases[h.UUID]
 		st := w.state(h.UUID)
-		if !renewing || st.expiry.Before(time.Unix(start.Unix(), 0).Add(leaseTTL)) {
+		if !renewing || st.expiry.Before(expiry) {
 			// A shared lease already renewed here keeps its later expiry.
-			st.ok(start)
+			st.okUntil(expiry)
 		}
 		w.mu.Unlock()
 		if !renewing {
@@ -444,6 +447,19 @@ func (w *watchedBackend) Acquire(name string, opts distributed_locker.AcquireOpt
 		}
 	}
 	return h, err
+}
+
+// acquiredExpiry is the expiry of a record lockgate wrote during a call
+// from start to end: start's second + TTL for a quick call, else what
+// renew (the record renewed now) answers.
+func acquiredExpiry(start, end time.Time, renew func() (time.Time, error)) time.Time {
+	expiry := time.Unix(start.Unix(), 0).Add(leaseTTL)
+	if end.Sub(start) > slowAcquire {
+		if e, err := renew(); err == nil {
+			return e
+		}
+	}
+	return expiry
 }
 
 // Leases are renewed here rather than by lockgate: lockgate renews a
@@ -456,9 +472,12 @@ func (w *watchedBackend) Acquire(name string, opts distributed_locker.AcquireOpt
 // who share one record, renew it once between them instead of each every
 // few seconds. The price: a host that died holds its locks up to 20 s.
 const (
-	renewCheck = time.Second
-	renewTTL   = 20 * time.Second
-	renewBelow = 15 * time.Second
+	// slowAcquire: an acquire that took longer reads its record's
+	// expiry instead of assuming it (see Acquire).
+	slowAcquire = 2 * time.Second
+	renewCheck  = time.Second
+	renewTTL    = 20 * time.Second
+	renewBelow  = 15 * time.Second
 )
 
 // renew keeps the lease of record h until it is released or lost.

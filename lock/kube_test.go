@@ -423,3 +423,28 @@ func TestBrieflyHeldLocksReleaseAtOnce(t *testing.T) {
 		t.Errorf("a release took %s: it waited out a conflict with its own renewal", slowest.Round(time.Millisecond))
 	}
 }
+
+// TestAcquiredExpiry: a quick acquire assumes lockgate's TTL from the
+// call's start; a slow one (lockgate sleeping out conflicts on a shared
+// record, longer than the TTL) takes the expiry of the record renewed at
+// once — before, such a lease was declared lost as it was taken.
+func TestAcquiredExpiry(t *testing.T) {
+	start := time.Unix(1_800_000_000, 400_000_000)
+	renewedUntil := start.Add(32 * time.Second)
+	renewed := func() (time.Time, error) { return renewedUntil, nil }
+	failed := func() (time.Time, error) { return time.Time{}, io.ErrUnexpectedEOF }
+	for _, c := range []struct {
+		name  string
+		took  time.Duration
+		renew func() (time.Time, error)
+		want  time.Time
+	}{
+		{"quick", 300 * time.Millisecond, renewed, time.Unix(1_800_000_000, 0).Add(leaseTTL)},
+		{"slower than the TTL", 12 * time.Second, renewed, renewedUntil},
+		{"slow, and the renewal failed", 12 * time.Second, failed, time.Unix(1_800_000_000, 0).Add(leaseTTL)},
+	} {
+		if got := acquiredExpiry(start, start.Add(c.took), c.renew); !got.Equal(c.want) {
+			t.Errorf("%s: expiry %s, want %s", c.name, got, c.want)
+		}
+	}
+}
