@@ -83,7 +83,10 @@ func TestKubernetesLocker(t *testing.T) {
 	}
 }
 
-func TestKubernetesUnreachable(t *testing.T) {
+// deadAPIServer writes a kubeconfig whose API server address nobody
+// listens on.
+func deadAPIServer(t *testing.T) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -98,8 +101,13 @@ users: [{name: u, user: {token: t}}]
 contexts: [{name: c, context: {cluster: c, user: u}}]
 current-context: c
 `), 0o600)
+	return kc
+}
+
+func TestKubernetesUnreachable(t *testing.T) {
+	kc := deadAPIServer(t)
 	start := time.Now()
-	_, err = New("kubernetes://locks", Config{Project: "p", Kubeconfig: kc})
+	_, err := New("kubernetes://locks", Config{Project: "p", Kubeconfig: kc})
 	if err == nil || !strings.Contains(err.Error(), "ConfigMap stagehand-p in namespace locks") {
 		t.Errorf("New against a dead API server = %v, want an error naming the ConfigMap and namespace", err)
 	}
@@ -112,20 +120,7 @@ current-context: c
 // reaches the API server only when a lock is taken, so an idle build pays
 // nothing for it; the first Take then fails as New would have.
 func TestBuildLocksConnectAtTheFirstLock(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	kc := filepath.Join(t.TempDir(), "kubeconfig")
-	os.WriteFile(kc, []byte(`apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: "https://`+addr+`", insecure-skip-tls-verify: true}}]
-users: [{name: u, user: {token: t}}]
-contexts: [{name: c, context: {cluster: c, user: u}}]
-current-context: c
-`), 0o600)
+	kc := deadAPIServer(t)
 	spec, err := request.ParseSynchronization("--synchronization", "kubernetes://locks")
 	if err != nil {
 		t.Fatal(err)
