@@ -58,7 +58,7 @@ var transientMarks = []string{
 func Transient(err error) bool {
 	var te *transport.Error
 	if errors.As(err, &te) {
-		return te.StatusCode == http.StatusTooManyRequests || te.StatusCode >= 500
+		return te.StatusCode == http.StatusTooManyRequests || te.StatusCode >= 500 || blobsUnreadable(te)
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
 		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE) {
@@ -71,6 +71,27 @@ func Transient(err error) bool {
 	msg := err.Error()
 	for _, m := range transientMarks {
 		if strings.Contains(msg, m) {
+			return true
+		}
+	}
+	return false
+}
+
+// blobsUnreadable tells a manifest put refused because the registry could
+// not read one of the blobs it names. Distribution's filesystem storage
+// rewrites a blob's link in a repository in place each time a client
+// uploads or mounts that blob there; a manifest put checking the link in
+// that moment reads it empty and answers DIGEST_INVALID and
+// MANIFEST_BLOB_UNKNOWN, though the blob is there before and after. Many
+// builds publishing the same image at once meet this. The same put passes
+// when tried again; a blob really missing fails every attempt.
+func blobsUnreadable(te *transport.Error) bool {
+	if te.StatusCode != http.StatusBadRequest || te.Request == nil || te.Request.Method != http.MethodPut ||
+		!strings.Contains(te.Request.URL.Path, "/manifests/") {
+		return false
+	}
+	for _, d := range te.Errors {
+		if d.Code == transport.DigestInvalidErrorCode || d.Code == transport.ManifestBlobUnknownErrorCode {
 			return true
 		}
 	}

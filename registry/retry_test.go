@@ -26,6 +26,12 @@ func TestTransient(t *testing.T) {
 		{fmt.Errorf("push x: %w", &transport.Error{StatusCode: 502}), true},
 		{&transport.Error{StatusCode: 401}, false},
 		{&transport.Error{StatusCode: 404}, false},
+		// A manifest put that found a blob's link mid-rewrite (see blobsUnreadable).
+		{manifestPut(400, transport.DigestInvalidErrorCode, transport.ManifestBlobUnknownErrorCode), true},
+		{fmt.Errorf("tag r:x: %w", manifestPut(400, transport.ManifestBlobUnknownErrorCode)), true},
+		{manifestPut(400, transport.ManifestInvalidErrorCode), false},
+		{manifestPut(404, transport.NameUnknownErrorCode), false},
+		{blobPut(400, transport.DigestInvalidErrorCode), false},
 		{fmt.Errorf("list: %w", io.ErrUnexpectedEOF), true},
 		{fmt.Errorf("post: %w", syscall.ECONNRESET), true},
 		{errors.New(`push 127.0.0.1:5000/p/stages:x: received unexpected HTTP status: 503 Service Unavailable`), true},
@@ -38,6 +44,23 @@ func TestTransient(t *testing.T) {
 			t.Errorf("Transient(%v) = %v, want %v", c.err, got, c.want)
 		}
 	}
+}
+
+func manifestPut(status int, codes ...transport.ErrorCode) error {
+	return registryError(http.MethodPut, "/v2/p/app/manifests/main", status, codes)
+}
+
+func blobPut(status int, codes ...transport.ErrorCode) error {
+	return registryError(http.MethodPut, "/v2/p/app/blobs/uploads/u", status, codes)
+}
+
+func registryError(method, path string, status int, codes []transport.ErrorCode) error {
+	r := httptest.NewRequest(method, "http://127.0.0.1:5000"+path, nil)
+	e := &transport.Error{StatusCode: status, Request: r}
+	for _, c := range codes {
+		e.Errors = append(e.Errors, transport.Diagnostic{Code: c})
+	}
+	return e
 }
 
 func TestRetryRegistryIsBounded(t *testing.T) {

@@ -32,6 +32,8 @@ import (
 type memRegistry struct {
 	host     string
 	requests sync.Map // method -> *atomic.Int64
+	// answer, when set, sees each request first and may answer it itself.
+	answer atomic.Pointer[func(http.ResponseWriter, *http.Request) bool]
 }
 
 func newMemRegistry(t *testing.T) *memRegistry {
@@ -41,6 +43,9 @@ func newMemRegistry(t *testing.T) *memRegistry {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, _ := m.requests.LoadOrStore(r.Method, new(atomic.Int64))
 		n.(*atomic.Int64).Add(1)
+		if a := m.answer.Load(); a != nil && (*a)(w, r) {
+			return
+		}
 		reg.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
@@ -201,6 +206,48 @@ func TestPublishCopiesTheManifestWithAnnotations(t *testing.T) {
 	}
 	if m.count(http.MethodPut) != puts {
 		t.Error("publishing a tag that already has the manifest wrote again")
+	}
+}
+
+// Distribution's filesystem storage rewrites a blob's link in place when
+// another client mounts that blob into the same repository; a manifest
+// put checking the link in that moment is refused with DIGEST_INVALID and
+// MANIFEST_BLOB_UNKNOWN (seen in CI with 32 builds publishing one image
+// at once). The blob is there before and after: publishing puts again.
+func TestPublishPutsAgainWhenTheRegistryCouldNotReadABlob(t *testing.T) {
+	ctx := context.Background()
+	m := newMemRegistry(t)
+	s := m.storage(t, "p/stages")
+	st, err := s.put(ctx, sig(4), built{image: randomImage(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refused atomic.Int64
+	answer := func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodPut || r.URL.Path != "/v2/p/app/manifests/main" || !refused.CompareAndSwap(0, 1) {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		io.WriteString(w, `{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match uploaded content"},`+
+			`{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry","detail":"sha256:0"}]}`)
+		return true
+	}
+	m.answer.Store(&answer)
+	repo, _ := name.NewRepository(m.host + "/p/app")
+	var trace strings.Builder
+	err = registry.Retry(ctx, &trace, "publishing", func() (err error) {
+		_, err = s.publish(ctx, st, repo, "main", nil)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("publish after one refused put: %v", err)
+	}
+	if refused.Load() != 1 || !strings.Contains(trace.String(), "MANIFEST_BLOB_UNKNOWN") {
+		t.Errorf("the refused put is not in the trace:\n%s", &trace)
+	}
+	if _, err := remote.Head(repo.Tag("main")); err != nil {
+		t.Errorf("main is not published: %v", err)
 	}
 }
 
