@@ -22,7 +22,10 @@
 // annotation lockgate.io/<hash of the name> per lock; stagehand adds
 // holder.stagehand.io/<hash of the name> with the holders' descriptions
 // and the lease they belong to, so a waiter is told who holds the lock and
-// a description left by a dead holder is never shown.
+// a description left by a dead holder is never shown. The description is
+// written in the same update of the ConfigMap as lockgate's record
+// (recordStore in records.go), so taking a lock and giving it back are one
+// read and one write each.
 //
 // Anything else is refused with an error naming STAGEHAND_SYNCHRONIZATION.
 //
@@ -39,9 +42,10 @@
 // the expiry down to the second, so 9 to 10 s). stagehand then renews it
 // itself (watchedBackend in kube.go) instead of leaving it to lockgate's
 // 3 s ticker, which gave a renewal that took more than 4 s on a busy API
-// server a lost lease: the first renewal goes out as soon as the lease is
-// taken (taking it may itself have waited seconds on a busy API server),
-// then the lease record is read every second and, once
+// server a lost lease: the first renewal goes out a second after the
+// lease is taken, or at once when less than 8 s of it was left (taking it
+// waited on a busy API server; one slower than 2 s renews the record as
+// it is taken), then the lease record is read every second and, once
 // less than 15 s of it is left, rewritten (in lockgate's format) to
 // expire 20 s later, so a renewal has 15 s to get through. The holders of
 // a shared lock share one record and renew it once between them; an

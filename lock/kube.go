@@ -13,13 +13,11 @@ import (
 	"github.com/werf/lockgate"
 	"github.com/werf/lockgate/pkg/distributed_locker"
 	"github.com/werf/lockgate/pkg/distributed_locker/optimistic_locking_store"
-	"github.com/werf/lockgate/pkg/util"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/util/retry"
 
 	"gitlab.com/stagehand/stagehand/internal/kubeconfig"
 )
@@ -57,6 +55,8 @@ type kubeLocker struct {
 	// one lock in one process share lockgate's handle, its renewal and
 	// their bookkeeping here.
 	ops sync.Mutex
+	// records are lockgate's records and the holders' descriptions.
+	records *recordStore
 }
 
 func newKubeLocker(ns string, cfg Config) (*kubeLocker, error) {
@@ -73,8 +73,8 @@ func newKubeLocker(ns string, cfg Config) (*kubeLocker, error) {
 	if err := k.ensureConfigMap(); err != nil {
 		return nil, err
 	}
-	records := optimistic_locking_store.NewKubernetesResourceAnnotationsStore(client, configMaps, k.cm, ns)
-	k.backend = newWatchedBackend(distributed_locker.NewOptimisticLockingStorageBasedBackend(newKeyedStore(records)), records, k.Describe())
+	k.records = newRecordStore(client.Resource(configMaps).Namespace(ns), k.cm)
+	k.backend = newWatchedBackend(distributed_locker.NewOptimisticLockingStorageBasedBackend(k.records), k.records, k.Describe())
 	k.locker = distributed_locker.NewDistributedLocker(k.backend)
 	return k, nil
 }
@@ -132,6 +132,11 @@ func (k *kubeLocker) Acquire(ctx context.Context, name string, opts Options) (*L
 	try := func() (bool, error) {
 		k.ops.Lock()
 		defer k.ops.Unlock()
+		if opts.Holder != "" {
+			// The description goes with lockgate's write of the record.
+			k.records.withNextWrite(name, addHolder(lease.id, opts.Holder))
+			defer k.records.withNextWrite(name, nil)
+		}
 		ok, h, err := k.locker.Acquire(name, lockgate.AcquireOptions{NonBlocking: true, Shared: opts.Shared})
 		if err != nil {
 			return false, fmt.Errorf("lock %s in %s: %w", name, k.Describe(), err)
@@ -150,7 +155,7 @@ func (k *kubeLocker) Acquire(ctx context.Context, name string, opts Options) (*L
 	if err := acquireLoop(ctx, pollKube, try, onBusy); err != nil {
 		return nil, err
 	}
-	described := opts.Holder != "" && k.addHolder(name, handle.UUID, lease.id, opts.Holder) == nil
+	described := opts.Holder != ""
 	go k.watch(lease, handle)
 	lease.release = func() error { return k.release(lease, handle, described) }
 	return lease, nil
@@ -160,14 +165,16 @@ func (k *kubeLocker) release(lease *Lease, h lockgate.LockHandle, described bool
 	k.ops.Lock()
 	defer k.ops.Unlock()
 	stopped := k.backend.untrack(h, lease)
-	if described && lease.Err() == nil {
-		_ = k.removeHolder(lease.name, h.UUID, lease.id)
-	}
 	if stopped {
 		// lockgate's renewal of this lease ended when it found the lock
 		// someone else's: its Release would wait for that renewal
 		// forever, and nothing in the ConfigMap is ours any more.
 		return nil
+	}
+	if described {
+		// The description goes with lockgate's write of the record.
+		k.records.withNextWrite(lease.name, removeHolder(h.UUID, lease.id))
+		defer k.records.withNextWrite(lease.name, nil)
 	}
 	err := k.locker.Release(h)
 	k.backend.forget(h)
@@ -224,7 +231,7 @@ func (k *kubeLocker) holders(name string) string {
 	}
 	ann := obj.GetAnnotations()
 	var held distributed_locker.LockLeaseRecord
-	if json.Unmarshal([]byte(ann[leaseAnnotation+util.Sha3_224Hash(name)]), &held) != nil || held.UUID == "" {
+	if json.Unmarshal([]byte(ann[recordKey(name)]), &held) != nil || held.UUID == "" {
 		return ""
 	}
 	var rec holderRecord
@@ -237,127 +244,6 @@ func (k *kubeLocker) holders(name string) string {
 	}
 	sort.Strings(hs)
 	return joinHolders(hs)
-}
-
-// addHolder records a holder of the lockgate lease uuid.
-func (k *kubeLocker) addHolder(name, uuid, id, holder string) error {
-	return k.changeHolders(name, func(rec *holderRecord) bool {
-		if rec.Lease != uuid || rec.Holders == nil {
-			*rec = holderRecord{Lease: uuid, Holders: map[string]string{}}
-		}
-		rec.Holders[id] = holder
-		return true
-	})
-}
-
-// removeHolder forgets a holder, unless the lock is another lease's now.
-func (k *kubeLocker) removeHolder(name, uuid, id string) error {
-	return k.changeHolders(name, func(rec *holderRecord) bool {
-		if rec.Lease != uuid {
-			return false
-		}
-		if _, ok := rec.Holders[id]; !ok {
-			return false
-		}
-		delete(rec.Holders, id)
-		return true
-	})
-}
-
-// changeHolders rewrites a lock's holder annotation. Descriptions are a
-// courtesy: callers ignore the errors.
-func (k *kubeLocker) changeHolders(name string, change func(*holderRecord) bool) error {
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	defer cancel()
-	cms := k.client.Resource(configMaps).Namespace(k.ns)
-	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		obj, err := cms.Get(ctx, k.cm, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		ann := obj.GetAnnotations()
-		if ann == nil {
-			ann = map[string]string{}
-		}
-		var rec holderRecord
-		_ = json.Unmarshal([]byte(ann[holderKey(name)]), &rec)
-		if !change(&rec) {
-			return nil
-		}
-		if len(rec.Holders) == 0 {
-			delete(ann, holderKey(name))
-		} else {
-			b, _ := json.Marshal(rec)
-			ann[holderKey(name)] = string(b)
-		}
-		obj.SetAnnotations(ann)
-		_, err = cms.Update(ctx, obj, metav1.UpdateOptions{})
-		return err
-	})
-}
-
-// keyedStore makes lockgate's records conflict per lock rather than per
-// ConfigMap. Every lock of a project is an annotation of one ConfigMap,
-// and the API server refuses an update of an object changed since it was
-// read; lockgate then sleeps a second and starts over, even when what
-// changed was another lock's annotation. With a few dozen builds, such
-// conflicts made renewals take longer than a lease lives. Here a refused
-// update is made again at once on the object as it is now, when this
-// lock's own annotation is still what lockgate read; only a change of
-// that annotation is a conflict for lockgate to handle.
-type keyedStore struct {
-	inner optimistic_locking_store.OptimisticLockingStore
-	mu    sync.Mutex
-	// read is the last value read of each key and its data as read (one
-	// per key, so that reads never written back are not kept).
-	read map[string]readValue
-}
-
-type readValue struct {
-	v    *optimistic_locking_store.Value
-	data string
-}
-
-func newKeyedStore(inner optimistic_locking_store.OptimisticLockingStore) *keyedStore {
-	return &keyedStore{inner: inner, read: map[string]readValue{}}
-}
-
-// keyedRetries bounds the updates made again for one PutValue.
-const keyedRetries = 20
-
-func (s *keyedStore) GetValue(key string) (*optimistic_locking_store.Value, error) {
-	v, err := s.inner.GetValue(key)
-	if err == nil && v != nil {
-		s.mu.Lock()
-		s.read[key] = readValue{v, v.Data}
-		s.mu.Unlock()
-	}
-	return v, err
-}
-
-func (s *keyedStore) PutValue(key string, v *optimistic_locking_store.Value) error {
-	s.mu.Lock()
-	r := s.read[key]
-	// Known only when v is the last value read of key (another reader of
-	// the same key since: lockgate's own retry decides).
-	before, known := r.data, r.v == v
-	if known {
-		delete(s.read, key)
-	}
-	s.mu.Unlock()
-	err := s.inner.PutValue(key, v)
-	for i := 0; known && i < keyedRetries && optimistic_locking_store.IsErrRecordVersionChanged(err); i++ {
-		now, gerr := s.inner.GetValue(key)
-		if gerr != nil {
-			return err
-		}
-		if now.Data != before {
-			return err // this lock's record changed: a real conflict
-		}
-		now.Data = v.Data
-		err = s.inner.PutValue(key, now)
-	}
-	return err
 }
 
 // watchedBackend wraps lockgate's backend: it renews the leases itself
@@ -476,17 +362,26 @@ const (
 	// expiry instead of assuming it (see Acquire).
 	slowAcquire = 2 * time.Second
 	renewCheck  = time.Second
-	renewTTL    = 20 * time.Second
-	renewBelow  = 15 * time.Second
+	// quickLeft: a lease taken with this much left waits a tick for its
+	// first renewal (a quick take leaves 9 to 10 s of lockgate's 10, and
+	// a renewal has callTimeout to get through).
+	quickLeft  = 8 * time.Second
+	renewTTL   = 20 * time.Second
+	renewBelow = 15 * time.Second
 )
 
 // renew keeps the lease of record h until it is released or lost.
 func (w *watchedBackend) renew(h lockgate.LockHandle, st *leaseState) {
-	// lockgate's first lease has less than renewBelow left from the start
-	// (and less still when taking it waited on a busy API server): the
-	// first renewal goes out at once, not after a tick. Later checks of
-	// holders started together are spread over the second.
-	first := true
+	// lockgate's first lease has less than renewBelow left from the start.
+	// One taken quickly is renewed after a tick, like every lease after:
+	// a lock held a moment (a stage made in the registry) is then written
+	// only to take and give it back, and its release never waits for a
+	// renewal. One taken slowly (on a busy API server), with less than
+	// quickLeft left, is renewed at once. Later checks of holders started
+	// together are spread over the second.
+	w.mu.Lock()
+	first := time.Until(st.expiry) < quickLeft
+	w.mu.Unlock()
 	var t *time.Ticker
 	for {
 		if first {
@@ -544,7 +439,7 @@ func (w *watchedBackend) renew(h lockgate.LockHandle, st *leaseState) {
 // first try: when another holder of a shared lock renewed the record
 // meanwhile, that renewal is this one's too.
 func (w *watchedBackend) renewRecord(h lockgate.LockHandle) (time.Time, error) {
-	key := leaseAnnotation + util.Sha3_224Hash(h.LockName)
+	key := recordKey(h.LockName)
 	for {
 		v, err := w.store.GetValue(key)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -19,8 +20,10 @@ import (
 	"github.com/werf/lockgate/pkg/distributed_locker"
 	"github.com/werf/lockgate/pkg/util"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/util/retry"
 
+	"gitlab.com/stagehand/stagehand/internal/kubeconfig"
 	"gitlab.com/stagehand/stagehand/request"
 )
 
@@ -440,6 +443,74 @@ func TestAcquiredExpiry(t *testing.T) {
 	} {
 		if got := acquiredExpiry(start, start.Add(c.took), c.renew); !got.Equal(c.want) {
 			t.Errorf("%s: expiry %s, want %s", c.name, got, c.want)
+		}
+	}
+}
+
+// countingTransport counts the API calls by method.
+type countingTransport struct {
+	base  http.RoundTripper
+	calls sync.Map // method -> *atomic.Int64
+}
+
+func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	n, _ := c.calls.LoadOrStore(r.Method, new(atomic.Int64))
+	n.(*atomic.Int64).Add(1)
+	return c.base.RoundTrip(r)
+}
+
+// take reads and zeroes the count of method's calls.
+func (c *countingTransport) take(method string) int64 {
+	n, ok := c.calls.Load(method)
+	if !ok {
+		return 0
+	}
+	return n.(*atomic.Int64).Swap(0)
+}
+
+// TestADescribedLockIsOneReadAndOneWriteEachWay: the holder's description
+// goes with lockgate's write of the record, and a lease taken quickly is
+// not renewed at once, so taking a described lock and giving it back are
+// a read and a write each. They were three of each (lockgate's, the
+// description's and the first renewal's), which cost a stage made in the
+// registry more than its own work.
+func TestADescribedLockIsOneReadAndOneWriteEachWay(t *testing.T) {
+	kc := testKubeconfig(t)
+	t.Parallel()
+	k := newKube(t, kc, testProject(t))
+	rc, err := kubeconfig.RESTConfig(kc, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := &countingTransport{}
+	rc.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { calls.base = rt; return calls }
+	client, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.records.cms = client.Resource(configMaps).Namespace(k.ns)
+
+	ctx := context.Background()
+	lease, err := k.Acquire(ctx, "stage-1", Options{Holder: "host A, job 1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // held a moment, as a stage made in the registry
+	if gets, puts := calls.take(http.MethodGet), calls.take(http.MethodPut); gets != 1 || puts != 1 {
+		t.Errorf("taking the lock made %d reads and %d writes, want 1 and 1", gets, puts)
+	}
+	if got := k.holders("stage-1"); got != "host A, job 1" {
+		t.Errorf("the lock's description is %q, want the holder's", got)
+	}
+	if err := lease.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if gets, puts := calls.take(http.MethodGet), calls.take(http.MethodPut); gets != 1 || puts != 1 {
+		t.Errorf("giving the lock back made %d reads and %d writes, want 1 and 1", gets, puts)
+	}
+	for key := range annotations(t, k) {
+		if key == holderKey("stage-1") || key == recordKey("stage-1") {
+			t.Errorf("annotation %s left after the release", key)
 		}
 	}
 }
