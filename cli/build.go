@@ -35,11 +35,10 @@ func buildCommand() *cobra.Command {
 			"or the tag a detached HEAD is at.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			req, err := shellBuildRequest(s, b)
-			if err != nil {
-				return err
-			}
-			res, err := call[request.BuildResult](cmd, s, req)
+			// The checkout is read (git) while the worker starts.
+			res, err := callPrepared[request.Build, request.BuildResult](cmd, s, func() (request.Build, error) {
+				return shellBuildRequest(s, b)
+			})
 			if err != nil {
 				return err
 			}

@@ -41,11 +41,9 @@ func deployCommand() *cobra.Command {
 			"references go to stdout as export lines.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			req, err := shellDeployRequest(cmd, s, b, d)
-			if err != nil {
-				return err
-			}
-			res, err := call[request.BuildResult](cmd, s, req)
+			res, err := callPrepared[request.Deploy, request.BuildResult](cmd, s, func() (request.Deploy, error) {
+				return shellDeployRequest(cmd, s, b, d)
+			})
 			if err != nil {
 				return err
 			}
@@ -71,11 +69,10 @@ func renderCommand() *cobra.Command {
 			"output goes.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			req, err := shellDeployRequest(cmd, s, b, d)
-			if err != nil {
-				return err
-			}
-			res, err := call[request.RenderResult](cmd, s, request.Render{Deploy: req})
+			res, err := callPrepared[request.Render, request.RenderResult](cmd, s, func() (request.Render, error) {
+				req, err := shellDeployRequest(cmd, s, b, d)
+				return request.Render{Deploy: req}, err
+			})
 			if err != nil {
 				return err
 			}

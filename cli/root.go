@@ -87,8 +87,20 @@ func signalContext(cmd *cobra.Command) (context.Context, context.CancelFunc) {
 func call[Out any](cmd *cobra.Command, s *executor.Settings, op worker.Operation) (Out, error) {
 	ctx, stop := signalContext(cmd)
 	defer stop()
-	c := worker.Client{Path: s.Worker, Trace: cmd.ErrOrStderr(), StopGrace: time.Minute}
-	return worker.Call[Out](ctx, c, op)
+	return worker.Call[Out](ctx, workerClient(cmd, s), op)
+}
+
+func workerClient(cmd *cobra.Command, s *executor.Settings) worker.Client {
+	return worker.Client{Path: s.Worker, Trace: cmd.ErrOrStderr(), StopGrace: time.Minute}
+}
+
+// callPrepared is call of the operation prepare answers, the worker
+// started while prepare runs (see worker.CallPrepared).
+func callPrepared[In worker.Operation, Out any](cmd *cobra.Command, s *executor.Settings, prepare func() (In, error)) (Out, error) {
+	ctx, stop := signalContext(cmd)
+	defer stop()
+	var zero In // a concrete operation type: its zero value names the program
+	return worker.CallPrepared[In, Out](ctx, workerClient(cmd, s), worker.ProgramOf(zero), prepare)
 }
 
 // dockerConfigDir is where the docker CLI keeps logins.

@@ -23,7 +23,6 @@
 package worker
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -175,8 +174,27 @@ var defaultPath = sync.OnceValue(func() string {
 // comes back as an error carrying its fault kind; a stopped one as an
 // error wrapping ctx's cause.
 func Call[Out any](ctx context.Context, c Client, in Operation) (Out, error) {
+	return CallPrepared[Operation, Out](ctx, c, ProgramOf(in), func() (Operation, error) { return in, nil })
+}
+
+// CallPrepared is Call of the operation prepare answers, served by
+// program (ProgramOf of the operation's type): the worker starts first,
+// and its start — tens of milliseconds, the most of an idle build's time
+// after the git calls — overlaps prepare's work (an operator command
+// reading the checkout with git). When prepare fails, the worker is
+// stopped and prepare's error answered.
+func CallPrepared[In Operation, Out any](ctx context.Context, c Client, program string, prepare func() (In, error)) (Out, error) {
 	var out Out
-	resp, err := c.call(ctx, in)
+	w, err := c.start(program)
+	if err != nil {
+		return out, err
+	}
+	in, err := prepare()
+	if err != nil {
+		w.abandon()
+		return out, err
+	}
+	resp, err := w.finish(ctx, in)
 	if len(resp.Body) > 0 && string(resp.Body) != "null" {
 		if derr := json.Unmarshal(resp.Body, &out); derr != nil && err == nil {
 			err = fmt.Errorf("%s result: %w", in.Op(), derr)
@@ -185,38 +203,77 @@ func Call[Out any](ctx context.Context, c Client, in Operation) (Out, error) {
 	return out, err
 }
 
-func (c Client) call(ctx context.Context, in Operation) (Response, error) {
-	op := in.Op()
+// started is a worker waiting for its request.
+type started struct {
+	c       Client
+	program string
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser
+	result  *os.File
+}
+
+func (c Client) start(program string) (*started, error) {
 	path := c.Path
-	if p := ProgramOf(in); p != Program {
-		path = filepath.Join(filepath.Dir(c.Path), p)
+	if program != Program {
+		path = filepath.Join(filepath.Dir(c.Path), program)
 	}
-	program := filepath.Base(path)
 	if _, err := os.Stat(path); err != nil {
-		return Response{}, fmt.Errorf("%s is not installed at %s: install it next to stagehand-worker (--worker): %w", program, path, err)
-	}
-	body, err := json.Marshal(in)
-	if err != nil {
-		return Response{}, fmt.Errorf("%s request: %w", op, err)
-	}
-	req, err := json.Marshal(Request{Op: op, Body: body})
-	if err != nil {
-		return Response{}, fmt.Errorf("%s request: %w", op, err)
+		return nil, fmt.Errorf("%s is not installed at %s: install it next to stagehand-worker (--worker): %w", program, path, err)
 	}
 	pr, pw, err := os.Pipe()
 	if err != nil {
-		return Response{}, err
+		return nil, err
 	}
-	defer pr.Close()
 	cmd := exec.Command(path)
-	cmd.Stdin = bytes.NewReader(req)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		pr.Close()
+		pw.Close()
+		return nil, err
+	}
 	cmd.Stdout, cmd.Stderr = c.Trace, c.Trace
 	cmd.ExtraFiles = []*os.File{pw} // fd 3
 	if err := cmd.Start(); err != nil {
+		pr.Close()
 		pw.Close()
-		return Response{}, fmt.Errorf("start %s: %w", program, err)
+		return nil, fmt.Errorf("start %s: %w", program, err)
 	}
 	pw.Close()
+	return &started{c: c, program: program, cmd: cmd, stdin: stdin, result: pr}, nil
+}
+
+// encodeRequest is the request line of operation in.
+func encodeRequest(in Operation) ([]byte, error) {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(Request{Op: in.Op(), Body: body})
+}
+
+// abandon stops a worker that got no request.
+func (w *started) abandon() {
+	w.stdin.Close()
+	_ = w.cmd.Process.Kill()
+	_ = w.cmd.Wait()
+	w.result.Close()
+}
+
+// finish sends the request and waits for the response.
+func (w *started) finish(ctx context.Context, in Operation) (Response, error) {
+	c, cmd, program, pr := w.c, w.cmd, w.program, w.result
+	defer pr.Close()
+	op := in.Op()
+	req, err := encodeRequest(in)
+	if err == nil {
+		_, err = w.stdin.Write(req)
+	}
+	w.stdin.Close()
+	if err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return Response{}, fmt.Errorf("%s request: %w", op, err)
+	}
 
 	var resp Response
 	decoded := make(chan error, 1)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -65,6 +66,9 @@ var testHandlers = func() Handlers {
 
 func TestMain(m *testing.M) {
 	if os.Getenv(beWorker) != "" {
+		if f := os.Getenv(startedFile); f != "" {
+			os.WriteFile(f, nil, 0o600)
+		}
 		os.Exit(Serve(testHandlers, os.Stdin, os.Stderr))
 	}
 	os.Exit(m.Run())
@@ -184,6 +188,44 @@ type plainOp struct{}
 
 func (plainOp) Op() string { return "plain-test" }
 
+// startedFile, when set, names a file the test worker makes as it starts.
+const startedFile = "WORKER_TEST_STARTED_FILE"
+
+// TestCallPreparedStartsTheWorkerFirst: the worker starts before the
+// request is prepared (the two overlap), and a failed preparation
+// answers its own error.
+func TestCallPreparedStartsTheWorkerFirst(t *testing.T) {
+	var trace syncBuffer
+	c := client(t, &trace)
+	started := filepath.Join(t.TempDir(), "started")
+	t.Setenv(startedFile, started)
+	prepare := func() (echoOp, error) {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if _, err := os.Stat(started); err == nil {
+				return echoOp{testOp{Image: "img"}}, nil
+			}
+			if time.Now().After(deadline) {
+				return echoOp{}, errors.New("the worker did not start before the request was ready")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	resp, err := CallPrepared[echoOp, testResult](context.Background(), c, Program, prepare)
+	if err != nil || !strings.Contains(trace.sb.String(), "echo img") {
+		t.Fatalf("resp %+v err %v; trace %q", resp, err, trace.sb.String())
+	}
+	bad := errors.New("no images repository: give --repo")
+	start := time.Now()
+	_, err = CallPrepared[echoOp, testResult](context.Background(), c, Program, func() (echoOp, error) { return echoOp{}, bad })
+	if !errors.Is(err, bad) {
+		t.Errorf("a failed preparation answered %v, want its own error", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("stopping the worker that got no request took %s", d)
+	}
+}
+
 func TestProgramOf(t *testing.T) {
 	if got := ProgramOf(deployOp{}); got != "stagehand-deploy" {
 		t.Errorf("ProgramOf(deploy) = %q", got)
@@ -193,7 +235,7 @@ func TestProgramOf(t *testing.T) {
 	}
 	// The program is looked for next to the worker.
 	c := Client{Path: "/opt/stagehand/bin/stagehand-worker"}
-	_, err := c.call(context.Background(), deployOp{})
+	_, err := Call[struct{}](context.Background(), c, deployOp{})
 	if err == nil || !strings.Contains(err.Error(), "stagehand-deploy is not installed at /opt/stagehand/bin/stagehand-deploy") {
 		t.Errorf("err = %v", err)
 	}
