@@ -100,7 +100,32 @@ func Build(ctx context.Context, req request.Build, trace io.Writer, opts ...Opti
 		}
 	}
 
+	// While werf.yaml is read and rendered, git reads the commit's tree
+	// and the registry lists the stored stages: an idle build is mostly
+	// these three.
+	regOpts := registry.Options(ctx, req.Engine.DockerConfig, o.transport)
+	var storage *Storage
+	if req.StagesStorage != LocalStorageName {
+		var err error
+		if storage, err = NewStorage(req.StagesStorage, regOpts, trace); err != nil {
+			return nil, fault.Job(err)
+		}
+		storage.ListAhead(ctx)
+	}
+	type opened struct {
+		src plan.Source
+		err error
+	}
+	openings := make(chan opened, 1)
+	go func() {
+		src, err := plan.OpenSource(req.Dir)
+		openings <- opened{src, err}
+	}()
 	cfg, err := config.LoadConfig(req.Dir, req.Vars)
+	opening := <-openings
+	if opening.err == nil {
+		defer opening.src.Close()
+	}
 	if err != nil {
 		return nil, fault.Job(err)
 	}
@@ -109,13 +134,10 @@ func Build(ctx context.Context, req request.Build, trace io.Writer, opts ...Opti
 			return nil, fault.Job(&config.ConfigError{File: cfg.File, Line: img.Line, Msg: `image name "stages" is taken by the stages storage ($CI_REGISTRY_IMAGE/stages): rename the image`})
 		}
 	}
-	src, err := plan.OpenSource(req.Dir)
-	if err != nil {
-		return nil, fault.System(err)
+	if opening.err != nil {
+		return nil, fault.System(opening.err)
 	}
-	defer src.Close()
-
-	regOpts := registry.Options(ctx, req.Engine.DockerConfig, o.transport)
+	src := opening.src
 	bases := plan.BaseDigests{}
 	for _, ref := range cfg.LatestBases() {
 		r, err := name.ParseReference(ref)
@@ -171,10 +193,6 @@ func Build(ctx context.Context, req request.Build, trace io.Writer, opts ...Opti
 		b.engine, b.keepEngine = e, true
 		b.Storage = NewLocalStorage(e, req.Project, regOpts)
 	} else {
-		storage, err := NewStorage(req.StagesStorage, regOpts, trace)
-		if err != nil {
-			return nil, fault.Job(err)
-		}
 		b.Storage = storage
 	}
 	fmt.Fprintf(trace, "Stages storage %s; %d images, %d stages in %s\n", b.Storage, len(pl.Images), countStages(pl), cfg.File)

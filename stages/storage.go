@@ -37,6 +37,9 @@ type Storage struct {
 	Trace io.Writer
 
 	index stageIndex
+	// ahead is a listing started before it was needed (ListAhead), which
+	// the next Refresh takes instead of listing again.
+	ahead chan error
 
 	mu       sync.Mutex
 	fetching sync.Mutex // one read of a manifest at a time
@@ -77,8 +80,34 @@ func (s *Storage) calls(ctx context.Context) []remote.Option {
 // String names the storage for the trace.
 func (s *Storage) String() string { return s.Repo.String() }
 
+// ListAhead starts listing the storage now, while the build prepares:
+// the first Refresh after it takes this listing instead of making one.
+func (s *Storage) ListAhead(ctx context.Context) {
+	done := make(chan error, 1)
+	s.mu.Lock()
+	s.ahead = done
+	s.mu.Unlock()
+	go func() { done <- s.list(ctx) }()
+}
+
 // Refresh lists the storage's tags again.
 func (s *Storage) Refresh(ctx context.Context) error {
+	s.mu.Lock()
+	ahead := s.ahead
+	s.ahead = nil
+	s.mu.Unlock()
+	if ahead != nil {
+		select {
+		case err := <-ahead:
+			return err
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+	return s.list(ctx)
+}
+
+func (s *Storage) list(ctx context.Context) error {
 	var tags []string
 	err := registry.Retry(ctx, s.Trace, "listing "+s.Repo.String(), func() (err error) {
 		tags, err = remote.List(s.Repo, s.calls(ctx)...)

@@ -251,6 +251,42 @@ func TestPublishPutsAgainWhenTheRegistryCouldNotReadABlob(t *testing.T) {
 	}
 }
 
+// TestListAheadIsTheNextRefresh: a build lists the storage while it reads
+// werf.yaml and the commit's tree; its first Refresh takes that listing,
+// and later ones list again.
+func TestListAheadIsTheNextRefresh(t *testing.T) {
+	ctx := context.Background()
+	m := newMemRegistry(t)
+	if _, err := m.storage(t, "p/stages").put(ctx, sig(5), built{image: randomImage(t)}); err != nil {
+		t.Fatal(err)
+	}
+	var lists atomic.Int64
+	answer := func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.HasSuffix(r.URL.Path, "/tags/list") {
+			lists.Add(1)
+		}
+		return false
+	}
+	m.answer.Store(&answer)
+	s := m.storage(t, "p/stages")
+	s.ListAhead(ctx)
+	if err := s.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := s.Find(ctx, sig(5)); !ok {
+		t.Error("the listing made ahead does not have the stored stage")
+	}
+	if n := lists.Load(); n != 1 {
+		t.Errorf("ListAhead then Refresh listed %d times, want once", n)
+	}
+	if err := s.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := lists.Load(); n != 2 {
+		t.Errorf("a second Refresh did not list again (%d listings)", n)
+	}
+}
+
 func TestSyncCopiesWhatTheTargetLacksAndResumes(t *testing.T) {
 	ctx := context.Background()
 	m := newMemRegistry(t)
