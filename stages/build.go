@@ -326,6 +326,10 @@ func (b *Builder) stage(ctx context.Context, s *plan.Stage) error {
 	} else {
 		fmt.Fprintln(b.Trace, header)
 	}
+	// The stage's edge records are written while it is made: they need
+	// only be stored before its tag.
+	edges := b.edgesAhead(ctx, s)
+	defer edges()
 	img, pulled, err := b.make(ctx, s)
 	if b.Sections {
 		trace.SectionEnd(b.Trace, section)
@@ -334,7 +338,7 @@ func (b *Builder) stage(ctx context.Context, s *plan.Stage) error {
 		return lost(err)
 	}
 	if storage, ok := b.Storage.(*Storage); ok && img.engineID != "" && b.Locker != nil {
-		st, stored, err := b.pushInBackground(ctx, s, img, storage, lost, release)
+		st, stored, err := b.pushInBackground(ctx, s, img, storage, edges, lost, release)
 		if err != nil {
 			return lost(err)
 		}
@@ -349,7 +353,7 @@ func (b *Builder) stage(ctx context.Context, s *plan.Stage) error {
 		b.report(StageReport{Stage: s, Stored: st, Outcome: outcome, Pulled: pulled, Waited: waited, Duration: time.Since(start)})
 		return nil
 	}
-	st, outcome, err := b.store(ctx, s, img)
+	st, outcome, err := b.store(ctx, s, img, edges)
 	if err != nil {
 		return lost(err)
 	}
@@ -364,11 +368,11 @@ func (b *Builder) stage(ctx context.Context, s *plan.Stage) error {
 // and the push, then release (the stage's lock), in the background. It
 // answers the stage's tag, and whether it is this build's copy (false: a
 // host stored it meanwhile, and its copy is used).
-func (b *Builder) pushInBackground(ctx context.Context, s *plan.Stage, img built, storage *Storage, lost func(error) error, release func()) (stagesrepo.StageTag, bool, error) {
+func (b *Builder) pushInBackground(ctx context.Context, s *plan.Stage, img built, storage *Storage, edges func() error, lost func(error) error, release func()) (stagesrepo.StageTag, bool, error) {
 	if st, ok, err := b.storedMeanwhile(ctx, s); err != nil || ok {
 		return st, false, err
 	}
-	if err := b.ensureEdges(ctx, s); err != nil {
+	if err := edges(); err != nil {
 		return stagesrepo.StageTag{}, false, err
 	}
 	st := stagesrepo.StageTag{Signature: s.Signature, Millis: time.Now().UnixMilli()}
@@ -530,11 +534,11 @@ func (b *Builder) make(ctx context.Context, s *plan.Stage) (built, bool, error) 
 // host without the lock may have stored it meanwhile: its copy wins),
 // write the stage's edge records, store the stage (tag last), then settle
 // on the oldest copy.
-func (b *Builder) store(ctx context.Context, s *plan.Stage, img built) (stagesrepo.StageTag, Outcome, error) {
+func (b *Builder) store(ctx context.Context, s *plan.Stage, img built, edges func() error) (stagesrepo.StageTag, Outcome, error) {
 	if st, ok, err := b.storedMeanwhile(ctx, s); err != nil || ok {
 		return st, OutcomeDiscarded, err
 	}
-	if err := b.ensureEdges(ctx, s); err != nil {
+	if err := edges(); err != nil {
 		return stagesrepo.StageTag{}, "", err
 	}
 	st, err := b.Storage.put(ctx, s.Signature, img)
@@ -614,6 +618,21 @@ func (b *Builder) ensureEdges(ctx context.Context, s *plan.Stage) error {
 		return fault.System(fmt.Errorf("stage %s: %w", s, err))
 	}
 	return nil
+}
+
+// edgesAhead starts writing the edge records of stage s (ensureEdges);
+// the function answered waits for them.
+func (b *Builder) edgesAhead(ctx context.Context, s *plan.Stage) func() error {
+	done := make(chan struct{})
+	var err error
+	go func() {
+		defer close(done)
+		err = b.ensureEdges(ctx, s)
+	}()
+	return func() error {
+		<-done
+		return err
+	}
 }
 
 // edgeRecords are the records a stage must have: one per stage it is
