@@ -220,6 +220,8 @@ func (c Client) start(program string) (*started, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("%s is not installed at %s: install it next to stagehand-worker (--worker): %w", program, path, err)
 	}
+	// Messages name the file run (a --worker of another name included).
+	program = filepath.Base(path)
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -262,18 +264,20 @@ func (w *started) abandon() {
 // finish sends the request and waits for the response.
 func (w *started) finish(ctx context.Context, in Operation) (Response, error) {
 	c, cmd, program, pr := w.c, w.cmd, w.program, w.result
-	defer pr.Close()
 	op := in.Op()
 	req, err := encodeRequest(in)
-	if err == nil {
-		_, err = w.stdin.Write(req)
-	}
-	w.stdin.Close()
 	if err != nil {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		w.abandon()
 		return Response{}, fmt.Errorf("%s request: %w", op, err)
 	}
+	defer pr.Close()
+	// Written beside the wait below, as exec.Cmd writes a Stdin: a worker
+	// that died before reading its request is reported by how it ended,
+	// and a cancelled job is never stuck behind a full pipe.
+	go func() {
+		_, _ = w.stdin.Write(req)
+		w.stdin.Close()
+	}()
 
 	var resp Response
 	decoded := make(chan error, 1)
