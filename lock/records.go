@@ -97,6 +97,14 @@ func (s *recordStore) get() (*unstructured.Unstructured, error) {
 	return obj, nil
 }
 
+// update writes obj, bounded like every call (callTimeout).
+func (s *recordStore) update(obj *unstructured.Unstructured) error {
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	_, err := s.cms.Update(ctx, obj, metav1.UpdateOptions{})
+	return err
+}
+
 func (s *recordStore) GetValue(key string) (*optimistic_locking_store.Value, error) {
 	obj, err := s.get()
 	if err != nil {
@@ -123,8 +131,6 @@ func (s *recordStore) PutValue(key string, v *optimistic_locking_store.Value) er
 		// must look again.
 		return optimistic_locking_store.ErrRecordVersionChanged
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	defer cancel()
 	obj := r.obj
 	for i := 0; ; i++ {
 		ann := obj.GetAnnotations()
@@ -140,7 +146,7 @@ func (s *recordStore) PutValue(key string, v *optimistic_locking_store.Value) er
 			desc.apply(ann, v.Data)
 		}
 		obj.SetAnnotations(ann)
-		_, err := s.cms.Update(ctx, obj, metav1.UpdateOptions{})
+		err := s.update(obj)
 		if err == nil {
 			if described {
 				s.mu.Lock()
