@@ -428,10 +428,12 @@ func (b *Builder) labels(s *plan.Stage) map[string]string {
 // pullBasesAhead starts pulling into the engine the base images of the
 // images whose first missing stage leads to one built in the engine: the
 // stages before it are made in the registry, and the engine would pull
-// the last of them, base layers and all, only once they are stored. With
-// the base already there, that pull brings the new layers alone. Nothing
-// is said unless it helps: a failure here is left to the pull that needs
-// the image, which reports it.
+// the last of them, base layers and all, only once they are stored. The
+// base's layers are then on their way or there: that pull does not wait
+// for this one (the engine downloads a layer once for all the pulls that
+// need it at the same time), and brings the new layers itself. Nothing is
+// said unless it helps: a failure here is left to the pull that needs the
+// image, which reports it.
 func (b *Builder) pullBasesAhead(ctx context.Context) {
 	b.basesPulled = make(chan struct{})
 	var refs []string
@@ -735,7 +737,6 @@ func (b *Builder) buildInEngine(ctx context.Context, s *plan.Stage) (built, bool
 	}
 	parent := b.Storage.EngineRef(b.stored[s.Parent])
 	pulled := false
-	b.waitBases()
 	has, err := e.Has(ctx, parent)
 	if err != nil {
 		return built{}, false, fault.System(err)

@@ -4,6 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +15,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"gitlab.com/stagehand/stagehand/config"
 	"gitlab.com/stagehand/stagehand/e2e/harness"
@@ -321,5 +328,73 @@ func deleteManifest(t *testing.T, registry, repo, tag string) {
 	}
 	if out, err := exec.Command("curl", "-fsS", "-X", "DELETE", "http://"+registry+"/v2/"+path+"/manifests/"+digest).CombinedOutput(); err != nil {
 		t.Fatalf("DELETE %s@%s: %v\n%s", repo, digest, err, out)
+	}
+}
+
+// TestStagePullDoesNotWaitForTheBasePulledAhead: the first engine stage
+// pulls its parent (made in the registry) as soon as that is stored, not
+// after the base image pulled ahead (the Docker Engine shares the layers
+// both pulls need). The engine's requests for the base's manifest are
+// held 3 s by a proxy: the stage must be pulled before the base is.
+func TestStagePullDoesNotWaitForTheBasePulledAhead(t *testing.T) {
+	c := needComponents(t)
+	stamp := time.Now().UnixNano()
+	target := &url.URL{Scheme: "http", Host: c.registry}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.UserAgent(), "docker/") && strings.Contains(r.URL.Path, "/manifests/") {
+			time.Sleep(3 * time.Second)
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	defer slow.Close()
+	// A base reference this engine has never pulled, copied from the
+	// harness's base image (same layers).
+	baseRepo := fmt.Sprintf("stagehand-test/pullbase-%d", stamp)
+	src, err := name.ParseReference(c.baseImage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyRef, err := name.ParseReference(c.registry + "/" + baseRepo + ":latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(copyRef, img); err != nil {
+		t.Fatal(err)
+	}
+	base := strings.TrimPrefix(slow.URL, "http://") + "/" + baseRepo + ":latest"
+
+	dir := t.TempDir()
+	files := map[string]string{
+		"werf.yaml": "project: sample\nconfigVersion: 1\n---\nimage: ~\nfrom: {{ env \"BASE_IMAGE\" }}\ngit:\n- add: /\n  to: /app\nshell:\n  install:\n  - cat /app/hello.txt\n",
+		"hello.txt": "hello\n",
+	}
+	for f, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gitRun(t, dir, "init", "-q", "-b", "main")
+	gitRun(t, dir, "add", ".")
+	gitRun(t, dir, "commit", "-q", "-m", "pull")
+	repo := fmt.Sprintf("%s/stagehand-test/pull-%d", c.registry, stamp)
+	req := buildRequest(t, c, dir, repo, c.engines[0].Host)
+	req.Vars["BASE_IMAGE"] = base
+	defer exec.Command("docker", "-H", c.engines[0].Host, "rmi", base).Run()
+
+	var trace syncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := stages.Build(ctx, req, &trace); err != nil {
+		t.Fatalf("build: %v\n%s", err, trace.String())
+	}
+	out := trace.String()
+	stagePulled, basePulled := strings.Index(out, "to build on it"), strings.Index(out, "Pulled base image")
+	if stagePulled < 0 || basePulled < 0 || stagePulled > basePulled {
+		t.Errorf("want the install stage's parent pulled (at %d) before the base pulled ahead (at %d):\n%s", stagePulled, basePulled, out)
 	}
 }
