@@ -97,7 +97,10 @@ type Builder struct {
 	// basesPulled is closed when the base images pulled ahead of need
 	// are in the engine (see pullBasesAhead).
 	basesPulled chan struct{}
-	engineMu    sync.Mutex
+	// edges writes the edge records of the stages from the first one
+	// missing to the last (see edgesAhead); nil until then.
+	edges    *edgeWrites
+	engineMu sync.Mutex
 	// projectCtx, once the project lock is taken, ends when its lease is
 	// lost; releaseProject gives it back.
 	projectCtx     context.Context
@@ -128,6 +131,7 @@ func (b *Builder) Build(ctx context.Context) (map[*plan.Stage]stagesrepo.StageTa
 	// early end before it (and the engine) are given back.
 	defer func() { b.releaseProject() }()
 	defer b.pushes.wait()
+	defer b.waitEdges()
 	if err := b.Storage.Refresh(ctx); err != nil {
 		return nil, nil, fault.System(err)
 	}
@@ -138,6 +142,8 @@ func (b *Builder) Build(ctx context.Context) (map[*plan.Stage]stagesrepo.StageTa
 		// A cleanup deleted stages found before the project lock: look
 		// again from the first stage, under the lock now.
 		b.stored, b.reports = map[*plan.Stage]stagesrepo.StageTag{}, nil
+		b.waitEdges()
+		b.edges = nil
 		fmt.Fprintln(b.Trace, "Stages found before the project lock changed in the storage meanwhile (a cleanup ran?): looking again")
 		err = b.stages(b.projectCtx)
 	}
@@ -169,6 +175,11 @@ func (b *Builder) stages(ctx context.Context) error {
 					if ctx, err = b.takeProject(ctx); err == nil {
 						err = b.foundStillStored(ctx)
 					}
+				}
+			}
+			if err == nil && b.edges == nil {
+				if _, ok, ferr := b.Storage.Find(ctx, s.Signature); ferr == nil && !ok {
+					b.edgesAhead(ctx, s)
 				}
 			}
 			if err == nil {
@@ -326,9 +337,9 @@ func (b *Builder) stage(ctx context.Context, s *plan.Stage) error {
 	} else {
 		fmt.Fprintln(b.Trace, header)
 	}
-	// The stage's edge records are written while it is made: they need
+	// The stage's edge records are being written (edgesAhead): they need
 	// only be stored before its tag.
-	edges := b.edgesAhead(ctx, s)
+	edges := b.edgesOf(ctx, s)
 	defer edges()
 	img, pulled, err := b.make(ctx, s)
 	if b.Sections {
@@ -535,10 +546,16 @@ func (b *Builder) make(ctx context.Context, s *plan.Stage) (built, bool, error) 
 // store is the one way a built stage enters the storage: list again (a
 // host without the lock may have stored it meanwhile: its copy wins),
 // write the stage's edge records, store the stage (tag last), then settle
-// on the oldest copy.
+// on the oldest copy. A stage made in the registry under its lock is not
+// listed again: the listing made when the lock was taken stands (a host
+// without locks that stored it meanwhile leaves a second copy, as two
+// such hosts do), and one more request would lengthen each such stage,
+// a few requests long, by a tenth.
 func (b *Builder) store(ctx context.Context, s *plan.Stage, img built, edges func() error) (stagesrepo.StageTag, Outcome, error) {
-	if st, ok, err := b.storedMeanwhile(ctx, s); err != nil || ok {
-		return st, OutcomeDiscarded, err
+	if b.Locker == nil || img.image == nil {
+		if st, ok, err := b.storedMeanwhile(ctx, s); err != nil || ok {
+			return st, OutcomeDiscarded, err
+		}
 	}
 	if err := edges(); err != nil {
 		return stagesrepo.StageTag{}, "", err
@@ -622,9 +639,54 @@ func (b *Builder) ensureEdges(ctx context.Context, s *plan.Stage) error {
 	return nil
 }
 
-// edgesAhead starts writing the edge records of stage s (ensureEdges);
-// the function answered waits for them.
-func (b *Builder) edgesAhead(ctx context.Context, s *plan.Stage) func() error {
+// edgeWrites are edge records being written for the stages of a plan
+// from one stage on.
+type edgeWrites struct {
+	stages map[*plan.Stage]bool
+	done   chan struct{}
+	err    error
+}
+
+// edgesAhead starts writing the edge records of first, the first stage
+// the storage lacks, and of every stage after it in the plan, all at once
+// and while the stages are made. A stage's records need only be stored
+// before its tag, and all their names are known from the plan: a stage
+// made in the registry in a few requests no longer waits for its own.
+// Records of stages that end up not built (the build fails, or another
+// host stores them) are harmless: cleanup deletes the edge records of
+// stages it finds no copy of. They are written under the project lock,
+// as the stages are, so that no cleanup runs between them and the tags.
+func (b *Builder) edgesAhead(ctx context.Context, first *plan.Stage) {
+	w := &edgeWrites{stages: map[*plan.Stage]bool{}, done: make(chan struct{})}
+	var records []string
+	after := false
+	for _, ip := range b.Plan.Images {
+		for _, s := range ip.Stages {
+			after = after || s == first
+			if after {
+				w.stages[s] = true
+				records = append(records, edgeRecords(s)...)
+			}
+		}
+	}
+	b.edges = w
+	go func() {
+		defer close(w.done)
+		if err := b.Storage.EnsureRecords(ctx, records); err != nil {
+			w.err = fault.System(fmt.Errorf("write the edge records of the stages to build: %w", err))
+		}
+	}()
+}
+
+// edgesOf answers a function that waits until stage s's edge records
+// are stored: those edgesAhead writes, else its own, written now.
+func (b *Builder) edgesOf(ctx context.Context, s *plan.Stage) func() error {
+	if w := b.edges; w != nil && w.stages[s] {
+		return func() error {
+			<-w.done
+			return w.err
+		}
+	}
 	done := make(chan struct{})
 	var err error
 	go func() {
@@ -634,6 +696,14 @@ func (b *Builder) edgesAhead(ctx context.Context, s *plan.Stage) func() error {
 	return func() error {
 		<-done
 		return err
+	}
+}
+
+// waitEdges waits for the records edgesAhead writes, so that none is
+// written once the build has given its locks back.
+func (b *Builder) waitEdges() {
+	if b.edges != nil {
+		<-b.edges.done
 	}
 }
 

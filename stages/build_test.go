@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -26,6 +27,7 @@ import (
 	"gitlab.com/stagehand/stagehand/plan"
 	"gitlab.com/stagehand/stagehand/request"
 	"gitlab.com/stagehand/stagehand/stages"
+	"gitlab.com/stagehand/stagehand/stagesrepo"
 )
 
 // components are the harness's real Docker Engines and registry; outside
@@ -217,7 +219,9 @@ func TestLostLeaseStopsTheBuildBeforeStoring(t *testing.T) {
 	if lerr != nil {
 		t.Fatal(lerr)
 	}
-	if strings.Contains(string(out), install) {
+	// (Its edge records, written ahead, name it too: a stored copy is
+	// a tag of its signature and a time.)
+	if regexp.MustCompile(`"` + install + `-[0-9]+"`).Match(out) {
 		t.Errorf("the stage whose lock was lost was stored: %s", out)
 	}
 	if strings.Contains(trace.String(), "backend/setup") {
@@ -396,5 +400,54 @@ func TestStagePullDoesNotWaitForTheBasePulledAhead(t *testing.T) {
 	stagePulled, basePulled := strings.Index(out, "to build on it"), strings.Index(out, "Pulled base image")
 	if stagePulled < 0 || basePulled < 0 || stagePulled > basePulled {
 		t.Errorf("want the install stage's parent pulled (at %d) before the base pulled ahead (at %d):\n%s", stagePulled, basePulled, out)
+	}
+}
+
+// recordCheckingLocker grants every lock; as each stage lock after the
+// first is taken, it reads the storage's tags and notes the stages whose
+// edge records are not there yet.
+type recordCheckingLocker struct {
+	mu      sync.Mutex
+	tags    func() string
+	taken   int
+	missing []string
+}
+
+func (l *recordCheckingLocker) Take(_ context.Context, name string, _ bool, _ func(string)) (lock.Held, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if sig, ok := strings.CutPrefix(name, lock.ProjectLock("sample")+"/stage/"); ok {
+		if l.taken > 0 && !strings.Contains(l.tags(), `"`+stagesrepo.EdgeRecord(sig, "")[:len("e-")+len(sig)]) {
+			l.missing = append(l.missing, sig)
+		}
+		l.taken++
+	}
+	return &testLease{lost: make(chan struct{})}, nil
+}
+
+// TestEdgeRecordsAreWrittenAhead: the edge records of every stage a cold
+// build makes are written from its first stage on, all at once, not as
+// each stage is made: each later stage finds its records stored when it
+// takes its lock.
+func TestEdgeRecordsAreWrittenAhead(t *testing.T) {
+	c := needComponents(t)
+	dir := sampleProject(t)
+	repo := fmt.Sprintf("%s/stagehand-test/edges-%d", c.registry, time.Now().UnixNano())
+	path := strings.TrimPrefix(repo, c.registry+"/") + "/stages"
+	l := &recordCheckingLocker{tags: func() string {
+		out, err := exec.Command("curl", "-fsS", "http://"+c.registry+"/v2/"+path+"/tags/list?n=10000").Output()
+		if err != nil {
+			t.Errorf("list %s: %v", path, err)
+		}
+		return string(out)
+	}}
+	var trace syncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if _, err := stages.Build(ctx, buildRequest(t, c, dir, repo, c.engines[0].Host), &trace, stages.WithLocker(l)); err != nil {
+		t.Fatalf("build: %v\n%s", err, trace.String())
+	}
+	if l.taken < 5 || len(l.missing) > 0 {
+		t.Errorf("%d stage locks taken; stages without their edge records when their lock was taken: %v", l.taken, l.missing)
 	}
 }

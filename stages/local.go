@@ -97,8 +97,11 @@ func (l *LocalStorage) put(ctx context.Context, sig string, b built) (stagesrepo
 // publish implements Store: the stage is only on this host, so the engine
 // pushes it under the image's tag. Its labels, not manifest annotations,
 // say what it is.
-func (l *LocalStorage) publish(ctx context.Context, st stagesrepo.StageTag, repo name.Repository, tag string, _ map[string]string) (Publication, error) {
+func (l *LocalStorage) publish(ctx context.Context, st stagesrepo.StageTag, repo name.Repository, tag string, _ map[string]string, recorded func() error) (Publication, error) {
 	ref := repo.Tag(tag)
+	if err := recorded(); err != nil {
+		return Publication{}, err
+	}
 	if err := l.Engine.Push(ctx, l.EngineRef(st), ref.String()); err != nil {
 		return Publication{}, err
 	}

@@ -2,6 +2,7 @@ package stages
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -62,8 +63,10 @@ func imagesRepo(base, image string) string {
 }
 
 // publish gives an image its tags, each after its publication record, so
-// that a tag stagehand published always has one. Manifests carry what
-// cleanup needs to know of the image (see stagesrepo's annotations).
+// that a tag stagehand published always has one: the records are written
+// while the tags' blobs are mounted, and each tag waits for them.
+// Manifests carry what cleanup needs to know of the image (see
+// stagesrepo's annotations).
 func publish(ctx context.Context, req request.Build, storage Store, st stagesrepo.StageTag, ip *plan.ImagePlan, trace io.Writer) (Published, error) {
 	final := ip.Final
 	tags, err := PublishTags(req, final)
@@ -93,17 +96,32 @@ func publish(ctx context.Context, req request.Build, storage Store, st stagesrep
 	for i, tag := range tags {
 		records[i] = stagesrepo.PublicationRecord(publicationKind(req, i), repo.String(), tag, final.Signature)
 	}
-	if err := storage.EnsureRecords(ctx, records); err != nil {
-		return Published{}, fault.System(fmt.Errorf("publish %s: %w", ip.Image.Describe(), err))
+	written := make(chan struct{})
+	var recordsErr error
+	go func() {
+		defer close(written)
+		recordsErr = storage.EnsureRecords(ctx, records)
+	}()
+	defer func() { <-written }()
+	recorded := func() error {
+		<-written
+		return recordsErr
 	}
 	// The tags go at once (their blobs are mounted once).
 	pubs := make([]Publication, len(tags))
 	one := func(i int) error {
 		tag := tags[i]
 		err := registry.Retry(ctx, trace, "publishing "+repo.Tag(tag).String(), func() (err error) {
-			pubs[i], err = storage.publish(ctx, st, repo, tag, ann)
+			if recordsFailed(written, recordsErr) {
+				// Already retried: not the tag's to try again.
+				return errRecordsFailed
+			}
+			pubs[i], err = storage.publish(ctx, st, repo, tag, ann, recorded)
 			return err
 		})
+		if errors.Is(err, errRecordsFailed) || (err != nil && recordsFailed(written, recordsErr)) {
+			err = recordsErr
+		}
 		if err != nil {
 			return fault.System(fmt.Errorf("publish %s: %w", ip.Image.Describe(), err))
 		}
@@ -119,6 +137,20 @@ func publish(ctx context.Context, req request.Build, storage Store, st stagesrep
 	p.Digest, p.ID = pubs[len(pubs)-1].Digest.String(), pubs[len(pubs)-1].ID.String()
 	fmt.Fprintf(trace, "Published %s as %s (%s)\n", ip.Image.Describe(), strings.Join(prefixTags(repoName, tags), ", "), p.Digest)
 	return p, nil
+}
+
+// errRecordsFailed: the publication records could not be written.
+var errRecordsFailed = errors.New("the publication records could not be written")
+
+// recordsFailed tells, without waiting, that the records being written
+// (written closes when done) failed.
+func recordsFailed(written <-chan struct{}, err error) bool {
+	select {
+	case <-written:
+		return err != nil
+	default:
+		return false
+	}
 }
 
 func prefixTags(repo string, tags []string) []string {

@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sync/errgroup"
 
@@ -134,20 +135,35 @@ func (s *Storage) All(ctx context.Context) ([]stagesrepo.StageTag, error) {
 }
 
 // EnsureRecords implements Store.
-// The records are written at once.
+// The records are written at once, a few at a time; in a repository with
+// no record yet, the first alone: every record's manifest refers to the
+// same empty config, which the registry would otherwise receive from
+// each of them at the same time (see registry.Transient).
 func (s *Storage) EnsureRecords(ctx context.Context, records []string) error {
+	missing := s.index.missing(records)
+	write := func(ctx context.Context, r string) error {
+		if err := registry.Retry(ctx, s.Trace, "writing record "+r, func() error { return WriteRecord(ctx, s.Repo, r, s.calls(ctx)) }); err != nil {
+			return err
+		}
+		s.index.addRecord(r)
+		return nil
+	}
+	if len(missing) > 1 && !s.index.hasRecords() {
+		if err := write(ctx, missing[0]); err != nil {
+			return err
+		}
+		missing = missing[1:]
+	}
 	g, gctx := errgroup.WithContext(ctx)
-	for _, r := range s.index.missing(records) {
-		g.Go(func() error {
-			if err := registry.Retry(gctx, s.Trace, "writing record "+r, func() error { return WriteRecord(gctx, s.Repo, r, s.calls(gctx)) }); err != nil {
-				return err
-			}
-			s.index.addRecord(r)
-			return nil
-		})
+	g.SetLimit(recordWrites)
+	for _, r := range missing {
+		g.Go(func() error { return write(gctx, r) })
 	}
 	return g.Wait()
 }
+
+// recordWrites is how many records are written at the same time.
+const recordWrites = 8
 
 // recordImage is a record's manifest: an empty image annotated with the
 // record's name, so that every record has a manifest of its own.
@@ -205,6 +221,44 @@ func (s *Storage) write(ctx context.Context, ref name.Tag, img v1.Image) error {
 	return err
 }
 
+// hasAllLayers tells an image whose layers are all stored stages' layers
+// of this repository (a docker: stage, a git stage with nothing new): the
+// registry has them, and writing the image is writing its config and
+// manifest.
+func (s *Storage) hasAllLayers(img v1.Image) bool {
+	layers, err := img.Layers()
+	if err != nil {
+		return false
+	}
+	for _, l := range layers {
+		ml, ok := l.(*remote.MountableLayer)
+		if !ok || ml.Reference.Context().String() != s.Repo.String() {
+			return false
+		}
+	}
+	return true
+}
+
+// writeConfig writes an image whose layers the repository has (see
+// hasAllLayers): its config, then its manifest. remote.Write would first
+// ask for the manifest and every layer, and set up a connection of its
+// own to report progress; these two calls share the storage's and skip
+// the questions, which is most of the time of a stage made this way.
+func (s *Storage) writeConfig(ctx context.Context, ref name.Tag, img v1.Image) error {
+	raw, err := img.RawConfigFile()
+	if err != nil {
+		return err
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		return err
+	}
+	if err := remote.WriteLayer(s.Repo, static.NewLayer(raw, m.Config.MediaType), s.calls(ctx)...); err != nil {
+		return fmt.Errorf("write the config of %s: %w", ref, err)
+	}
+	return remote.Put(ref, img, s.calls(ctx)...)
+}
+
 // receiveFromEngine pushes a stage the engine holds.
 func (s *Storage) receiveFromEngine(ctx context.Context, e *Engine, ref string, st stagesrepo.StageTag) error {
 	dst := s.EngineRef(st)
@@ -242,8 +296,12 @@ func (s *Storage) putAs(ctx context.Context, st stagesrepo.StageTag, b built) er
 	ref := s.Ref(st)
 	var err error
 	if b.image != nil {
+		write := s.write
+		if s.hasAllLayers(b.image) {
+			write = s.writeConfig
+		}
 		err = registry.Retry(ctx, s.Trace, "storing "+ref.String(), func() error {
-			return s.write(ctx, ref, b.image)
+			return write(ctx, ref, b.image)
 		})
 	} else {
 		err = b.engine.Push(ctx, b.engineID, ref.String())
@@ -289,7 +347,7 @@ func (s *Storage) PutImportLayer(ctx context.Context, key string, layer v1.Layer
 // across repositories (never downloaded), then the manifest, with
 // annotations added, is put last. When the tag already has exactly this
 // manifest, nothing is written.
-func (s *Storage) publish(ctx context.Context, st stagesrepo.StageTag, repo name.Repository, tag string, annotations map[string]string) (Publication, error) {
+func (s *Storage) publish(ctx context.Context, st stagesrepo.StageTag, repo name.Repository, tag string, annotations map[string]string, recorded func() error) (Publication, error) {
 	opts := s.calls(ctx)
 	src := s.Ref(st)
 	dst := repo.Tag(tag)
@@ -322,9 +380,12 @@ func (s *Storage) publish(ctx context.Context, st stagesrepo.StageTag, repo name
 	}
 	pub := Publication{Digest: digest, ID: m.Config.Digest}
 	if c := <-cur; c.err == nil && c.desc.Digest == digest {
-		return pub, nil
+		return pub, recorded()
 	}
 	if err := s.mount(ctx, repo, append([]v1.Descriptor{m.Config}, m.Layers...)); err != nil {
+		return Publication{}, err
+	}
+	if err := recorded(); err != nil {
 		return Publication{}, err
 	}
 	if err := remote.Put(dst, rawManifest{raw: raw, mediaType: desc.MediaType}, opts...); err != nil {

@@ -2,6 +2,7 @@ package stages
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
@@ -19,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
 
 	"gitlab.com/stagehand/stagehand/gitlab"
 	"gitlab.com/stagehand/stagehand/registry"
@@ -163,7 +166,7 @@ func TestPublishCopiesTheManifestWithAnnotations(t *testing.T) {
 	}
 	repo, _ := name.NewRepository(m.host + "/p/app")
 	ann := map[string]string{stagesrepo.AnnotationCommit: strings.Repeat("c", 40), stagesrepo.AnnotationStage: st.String()}
-	published, err := s.publish(ctx, st, repo, "main", ann)
+	published, err := s.publish(ctx, st, repo, "main", ann, recordedNow)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,11 +204,147 @@ func TestPublishCopiesTheManifestWithAnnotations(t *testing.T) {
 	}
 	// The same publication again writes nothing.
 	puts := m.count(http.MethodPut)
-	if again, err := s.publish(ctx, st, repo, "main", ann); err != nil || again.Digest != d {
+	if again, err := s.publish(ctx, st, repo, "main", ann, recordedNow); err != nil || again.Digest != d {
 		t.Fatalf("second publish: %s %v", again.Digest, err)
 	}
 	if m.count(http.MethodPut) != puts {
 		t.Error("publishing a tag that already has the manifest wrote again")
+	}
+}
+
+// TestAStageOfStoredLayersIsItsConfigAndManifest: a stage made on its
+// stored parent without a layer of its own (a docker: stage) is stored
+// with its config and its manifest alone: no question about the parent's
+// layers, no connection set up again; and it reads back whole.
+func TestAStageOfStoredLayersIsItsConfigAndManifest(t *testing.T) {
+	ctx := context.Background()
+	m := newMemRegistry(t)
+	s := m.storage(t, "p/stages")
+	parentTag, err := s.put(ctx, sig(6), built{image: randomImage(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent, err := s.Image(ctx, parentTag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := parent.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.Config.Cmd = []string{"cat", "/opt/built.txt"}
+	child, err := mutate.ConfigFile(parent, cf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.hasAllLayers(child) {
+		t.Fatal("the child of a stored stage is not seen as made of stored layers")
+	}
+	if s.hasAllLayers(randomImage(t)) {
+		t.Fatal("an image of new layers is seen as made of stored layers")
+	}
+	// The stage's edge record goes first, as in a build: the storage has
+	// its connection for writes set up.
+	if err := s.EnsureRecords(ctx, []string{stagesrepo.EdgeRecord(sig(7), sig(6))}); err != nil {
+		t.Fatal(err)
+	}
+	var asked []string
+	watch := func(w http.ResponseWriter, r *http.Request) bool {
+		asked = append(asked, r.Method+" "+r.URL.Path)
+		return false
+	}
+	m.answer.Store(&watch)
+	st, err := s.put(ctx, sig(7), built{image: child})
+	m.answer.Store(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, _ := parent.Layers()
+	for _, a := range asked {
+		for _, l := range layers {
+			if d, _ := l.Digest(); strings.HasSuffix(a, d.String()) {
+				t.Errorf("storing the child asked about its parent's layer: %s", a)
+			}
+		}
+		if strings.HasSuffix(a, "/v2/") || strings.Contains(a, "/manifests/") && !strings.HasPrefix(a, "PUT ") {
+			t.Errorf("storing the child made a needless request: %s", a)
+		}
+	}
+	back, err := s.Image(ctx, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := child.Digest()
+	if got, err := back.Digest(); err != nil || got != want {
+		t.Errorf("stored child digest %s (%v), want %s", got, err, want)
+	}
+	if err := validate.Image(back); err != nil {
+		t.Errorf("the stored child does not read back whole: %v", err)
+	}
+}
+
+// recordedNow: the publication's records are already written.
+func recordedNow() error { return nil }
+
+// TestPublishWritesTheTagOnlyOnceRecorded: the tag's blobs are mounted
+// while the publication records are written, and the tag waits for them;
+// when they fail, no tag is written and publish answers their error.
+func TestPublishWritesTheTagOnlyOnceRecorded(t *testing.T) {
+	ctx := context.Background()
+	m := newMemRegistry(t)
+	s := m.storage(t, "p/stages")
+	st, err := s.put(ctx, sig(5), built{image: randomImage(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mounts, tagPuts atomic.Int64
+	watch := func(w http.ResponseWriter, r *http.Request) bool {
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/v2/p/app/blobs/"):
+			// (This registry keeps one set of blobs for all
+			// repositories: a mount is its HEAD.)
+			mounts.Add(1)
+		case r.Method == http.MethodPut && strings.HasPrefix(r.URL.Path, "/v2/p/app/manifests/"):
+			tagPuts.Add(1)
+		}
+		return false
+	}
+	m.answer.Store(&watch)
+	repo, _ := name.NewRepository(m.host + "/p/app")
+
+	release := make(chan struct{})
+	var mountsBefore, putsBefore int64
+	recorded := func() error {
+		mountsBefore, putsBefore = mounts.Load(), tagPuts.Load()
+		<-release
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.publish(ctx, st, repo, "main", nil, recorded)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("publish ended before its records were written: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if mountsBefore == 0 || putsBefore != 0 || tagPuts.Load() != 1 {
+		t.Errorf("before the records: %d mounts and %d tag puts (want some and none); after: %d tag puts (want 1)", mountsBefore, putsBefore, tagPuts.Load())
+	}
+
+	failed := errors.New("records refused")
+	_, err = s.publish(ctx, st, repo, "other", nil, func() error { return failed })
+	if !errors.Is(err, failed) {
+		t.Errorf("publish with failed records = %v, want their error", err)
+	}
+	if _, err := remote.Head(repo.Tag("other")); err == nil {
+		t.Error("the tag was written though its records failed")
 	}
 }
 
@@ -237,7 +376,7 @@ func TestPublishPutsAgainWhenTheRegistryCouldNotReadABlob(t *testing.T) {
 	repo, _ := name.NewRepository(m.host + "/p/app")
 	var trace strings.Builder
 	err = registry.Retry(ctx, &trace, "publishing", func() (err error) {
-		_, err = s.publish(ctx, st, repo, "main", nil)
+		_, err = s.publish(ctx, st, repo, "main", nil, recordedNow)
 		return err
 	})
 	if err != nil {

@@ -40,7 +40,9 @@ type Store interface {
 	put(ctx context.Context, sig string, img built) (stagesrepo.StageTag, error)
 	// publish makes repo:tag the stored stage st, with annotations on its
 	// manifest where the storage can, and answers the manifest's digest.
-	publish(ctx context.Context, st stagesrepo.StageTag, repo name.Repository, tag string, annotations map[string]string) (Publication, error)
+	// The tag is written only once recorded (the publication's records)
+	// answers nil; its error is publish's.
+	publish(ctx context.Context, st stagesrepo.StageTag, repo name.Repository, tag string, annotations map[string]string, recorded func() error) (Publication, error)
 
 	// sendTo copies a stored stage into dst under the same tag, by asking
 	// dst to receive it from where this storage keeps it.
@@ -97,17 +99,25 @@ func (x *stageIndex) set(tags []string) {
 	x.stages, x.records, x.listed = stages, records, true
 }
 
-// missing answers the records among names that the index lacks.
+// missing answers the records among names that the index lacks, each
+// once.
 func (x *stageIndex) missing(names []string) []string {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	var out []string
 	for _, n := range names {
-		if !x.records[n] {
+		if !x.records[n] && !slices.Contains(out, n) {
 			out = append(out, n)
 		}
 	}
 	return out
+}
+
+// hasRecords tells whether the storage has any record.
+func (x *stageIndex) hasRecords() bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return len(x.records) > 0
 }
 
 func (x *stageIndex) addRecord(name string) {
