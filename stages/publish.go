@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"golang.org/x/sync/errgroup"
 
+	"gitlab.com/stagehand/stagehand/config"
 	"gitlab.com/stagehand/stagehand/fault"
 	"gitlab.com/stagehand/stagehand/gitlab"
 	"gitlab.com/stagehand/stagehand/plan"
@@ -21,10 +22,16 @@ import (
 // PublishTags are the tags an image is published under: the strategy's,
 // then the commit's.
 func PublishTags(req request.Build, final *plan.Stage) ([]string, error) {
+	return publishTags(req, final.Signature)
+}
+
+// publishTags are PublishTags with the final stage's signature; without
+// it (""), the tags known before the plan is made.
+func publishTags(req request.Build, signature string) ([]string, error) {
 	var first string
 	switch req.TagStrategy {
 	case "", gitlab.TagStagesSignature:
-		first = final.Signature
+		first = signature
 	case gitlab.TagOrBranch:
 		if req.RefSlug == "" {
 			return nil, fault.Jobf("tag strategy %s needs a branch or a git tag (CI_COMMIT_REF_NAME is empty)", gitlab.TagOrBranch)
@@ -33,14 +40,16 @@ func PublishTags(req request.Build, final *plan.Stage) ([]string, error) {
 	default:
 		return nil, fault.Jobf("%s=%q: use %s or %s", gitlab.VarTagStrategy, req.TagStrategy, gitlab.TagStagesSignature, gitlab.TagOrBranch)
 	}
-	tags := []string{first}
+	var tags []string
+	if first != "" {
+		tags = append(tags, first)
+	}
 	if req.Commit != "" && req.Commit != first {
 		tags = append(tags, req.Commit)
 	}
 	return tags, nil
 }
 
-// publicationKind is the kind of the i-th of PublishTags' tags.
 func publicationKind(req request.Build, i int) stagesrepo.PublicationKind {
 	switch {
 	case i > 0:
@@ -60,6 +69,31 @@ func imagesRepo(base, image string) string {
 		return base
 	}
 	return base + "/" + image
+}
+
+// publicationRefs are the tags images are published under, each image's
+// final stage given by final (nil: the tags known before the plan is
+// made); those that cannot be named are left to publish, which says why.
+func publicationRefs(req request.Build, images []*config.Image, final func(image string) *plan.Stage) []name.Tag {
+	var refs []name.Tag
+	for _, img := range images {
+		if img.Artifact || img.NotFinal {
+			continue
+		}
+		sig := ""
+		if final != nil {
+			sig = final(img.Name).Signature
+		}
+		tags, err := publishTags(req, sig)
+		repo, rerr := name.NewRepository(imagesRepo(req.ImagesRepo, img.Name))
+		if err != nil || rerr != nil {
+			continue
+		}
+		for _, t := range tags {
+			refs = append(refs, repo.Tag(t))
+		}
+	}
+	return refs
 }
 
 // publish gives an image its tags, each after its publication record, so

@@ -122,6 +122,12 @@ func Build(ctx context.Context, req request.Build, trace io.Writer, opts ...Opti
 		openings <- opened{src, err}
 	}()
 	cfg, err := config.LoadConfig(req.Dir, req.Vars)
+	if err == nil && storage != nil {
+		// The tags the plan does not decide (the commit's, the
+		// branch's) are asked now; the others, on the same connection
+		// set up by then, once the plan is made.
+		storage.HeadAhead(ctx, publicationRefs(req, cfg.Images, nil))
+	}
 	opening := <-openings
 	if opening.err == nil {
 		defer opening.src.Close()
@@ -194,6 +200,7 @@ func Build(ctx context.Context, req request.Build, trace io.Writer, opts ...Opti
 		b.Storage = NewLocalStorage(e, req.Project, regOpts)
 	} else {
 		b.Storage = storage
+		storage.HeadAhead(ctx, publicationRefs(req, cfg.Images, func(image string) *plan.Stage { return pl.Image(image).Final }))
 	}
 	fmt.Fprintf(trace, "Stages storage %s; %d images, %d stages in %s\n", b.Storage, len(pl.Images), countStages(pl), cfg.File)
 

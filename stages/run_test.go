@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
+
+	"gitlab.com/stagehand/stagehand/config"
 	"gitlab.com/stagehand/stagehand/fault"
 	"gitlab.com/stagehand/stagehand/gitlab"
 	"gitlab.com/stagehand/stagehand/plan"
@@ -41,6 +44,39 @@ func TestPublishTags(t *testing.T) {
 		if err != nil || !reflect.DeepEqual(got, c.want) {
 			t.Errorf("%s: PublishTags = %v, %v; want %v", c.name, got, err, c.want)
 		}
+	}
+}
+
+// TestPublicationRefs: the tags asked ahead are those the strategy gives
+// without the plan (the commit's, the branch's), then, with it, every tag
+// of every published image; artifacts are not published.
+func TestPublicationRefs(t *testing.T) {
+	commit := strings.Repeat("c", 40)
+	images := []*config.Image{{Name: ""}, {Name: "backend"}, {Name: "assets", Artifact: true}}
+	final := func(image string) *plan.Stage { return &plan.Stage{Signature: image + strings.Repeat("a", 50)} }
+	str := func(refs []name.Tag) []string {
+		var out []string
+		for _, r := range refs {
+			out = append(out, r.String())
+		}
+		return out
+	}
+	sigReq := request.Build{ImagesRepo: "reg.example/g/p", Commit: commit}
+	if got, want := str(publicationRefs(sigReq, images, nil)), []string{"reg.example/g/p:" + commit, "reg.example/g/p/backend:" + commit}; !reflect.DeepEqual(got, want) {
+		t.Errorf("before the plan, stages-signature: %v, want %v", got, want)
+	}
+	if got, want := str(publicationRefs(sigReq, images, final)), []string{
+		"reg.example/g/p:" + strings.Repeat("a", 50), "reg.example/g/p:" + commit,
+		"reg.example/g/p/backend:backend" + strings.Repeat("a", 50), "reg.example/g/p/backend:" + commit,
+	}; !reflect.DeepEqual(got, want) {
+		t.Errorf("with the plan, stages-signature: %v, want %v", got, want)
+	}
+	branchReq := request.Build{ImagesRepo: "reg.example/g/p", Commit: commit, TagStrategy: gitlab.TagOrBranch, RefSlug: "main"}
+	if got, want := str(publicationRefs(branchReq, images[:1], nil)), []string{"reg.example/g/p:main", "reg.example/g/p:" + commit}; !reflect.DeepEqual(got, want) {
+		t.Errorf("before the plan, tag-or-branch: %v, want %v", got, want)
+	}
+	if got := publicationRefs(request.Build{ImagesRepo: "reg.example/g/p", TagStrategy: "latest"}, images, nil); len(got) != 0 {
+		t.Errorf("an unknown strategy asks %v, want nothing (publish reports it)", got)
 	}
 }
 

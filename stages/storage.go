@@ -41,6 +41,9 @@ type Storage struct {
 	// ahead is a listing started before it was needed (ListAhead), which
 	// the next Refresh takes instead of listing again.
 	ahead chan error
+	// tagsAhead are what publication tags point at, asked as the build
+	// began (HeadAhead); each answer is taken once.
+	tagsAhead map[string]chan tagNow
 
 	mu       sync.Mutex
 	fetching sync.Mutex // one read of a manifest at a time
@@ -89,6 +92,55 @@ func (s *Storage) ListAhead(ctx context.Context) {
 	s.ahead = done
 	s.mu.Unlock()
 	go func() { done <- s.list(ctx) }()
+}
+
+// tagNow is what a tag pointed at when asked.
+type tagNow struct {
+	desc *v1.Descriptor
+	err  error
+}
+
+// HeadAhead asks now what the tags an image is published under point at,
+// while the build goes on: an idle build's publication then only checks
+// that they have its manifest already. An answer stands for the first
+// publication of its tag: when it says the tag had exactly the manifest
+// to publish, leaving the tag alone is the same as having published it at
+// that moment; any other answer leads to the write, which does not depend
+// on it.
+func (s *Storage) HeadAhead(ctx context.Context, tags []name.Tag) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tagsAhead == nil {
+		s.tagsAhead = map[string]chan tagNow{}
+	}
+	for _, t := range tags {
+		if _, ok := s.tagsAhead[t.String()]; ok {
+			continue
+		}
+		now := make(chan tagNow, 1)
+		s.tagsAhead[t.String()] = now
+		go func() {
+			d, err := remote.Head(t, s.calls(ctx)...)
+			now <- tagNow{d, err}
+		}()
+	}
+}
+
+// headTag asks what dst points at, or takes the answer HeadAhead got.
+func (s *Storage) headTag(ctx context.Context, dst name.Tag) <-chan tagNow {
+	s.mu.Lock()
+	now, ok := s.tagsAhead[dst.String()]
+	delete(s.tagsAhead, dst.String())
+	s.mu.Unlock()
+	if ok {
+		return now
+	}
+	now = make(chan tagNow, 1)
+	go func() {
+		d, err := remote.Head(dst, s.calls(ctx)...)
+		now <- tagNow{d, err}
+	}()
+	return now
 }
 
 // Refresh lists the storage's tags again.
@@ -352,16 +404,9 @@ func (s *Storage) publish(ctx context.Context, st stagesrepo.StageTag, repo name
 	src := s.Ref(st)
 	dst := repo.Tag(tag)
 	// What the tag has now is asked at the same time as the stage's
-	// manifest: an idle build's publication is these two requests.
-	type current struct {
-		desc *v1.Descriptor
-		err  error
-	}
-	cur := make(chan current, 1)
-	go func() {
-		d, err := remote.Head(dst, opts...)
-		cur <- current{d, err}
-	}()
+	// manifest (or was, as the build began): an idle build's publication
+	// is these two requests.
+	cur := s.headTag(ctx, dst)
 	desc, err := s.manifest(ctx, st)
 	if err != nil {
 		return Publication{}, err

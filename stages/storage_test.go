@@ -284,6 +284,48 @@ func TestAStageOfStoredLayersIsItsConfigAndManifest(t *testing.T) {
 	}
 }
 
+// TestHeadAheadIsTheFirstPublicationsAnswer: what a tag points at is
+// asked once when asked ahead: the publication of that tag takes the
+// answer; a later one asks again.
+func TestHeadAheadIsTheFirstPublicationsAnswer(t *testing.T) {
+	ctx := context.Background()
+	m := newMemRegistry(t)
+	s := m.storage(t, "p/stages")
+	st, err := s.put(ctx, sig(8), built{image: randomImage(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, _ := name.NewRepository(m.host + "/p/app")
+	var heads atomic.Int64
+	watch := func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method == http.MethodHead && r.URL.Path == "/v2/p/app/manifests/main" {
+			heads.Add(1)
+		}
+		return false
+	}
+	m.answer.Store(&watch)
+	s.HeadAhead(ctx, []name.Tag{repo.Tag("main")})
+	first, err := s.publish(ctx, st, repo, "main", nil, recordedNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if heads.Load() != 1 {
+		t.Errorf("the first publication asked what main points at %d times, want once (the answer asked ahead)", heads.Load())
+	}
+	// The answer ahead said main had nothing: main was written.
+	if d, err := remote.Head(repo.Tag("main")); err != nil || d.Digest != first.Digest {
+		t.Fatalf("main after publishing: %v %v, want %s", d, err, first.Digest)
+	}
+	heads.Store(0)
+	puts := m.count(http.MethodPut)
+	if _, err := s.publish(ctx, st, repo, "main", nil, recordedNow); err != nil {
+		t.Fatal(err)
+	}
+	if heads.Load() != 1 || m.count(http.MethodPut) != puts {
+		t.Errorf("publishing again: %d questions (want 1, the answer ahead is used once) and %d puts (want none)", heads.Load(), m.count(http.MethodPut)-puts)
+	}
+}
+
 // recordedNow: the publication's records are already written.
 func recordedNow() error { return nil }
 
