@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
@@ -58,11 +59,10 @@ type Container struct {
 }
 
 // Create creates a container; a container of the same name left by an
-// earlier attempt is removed first.
+// earlier attempt is removed, and the container created again. (Asking
+// the engine to remove it first would cost every container one more
+// call, for a name that is almost always free.)
 func (e *Engine) Create(ctx context.Context, s ContainerSpec) (*Container, error) {
-	if s.Name != "" {
-		_, _ = e.cli.ContainerRemove(context.WithoutCancel(ctx), s.Name, client.ContainerRemoveOptions{Force: true})
-	}
 	cfg := &container.Config{
 		Image:        s.Image,
 		Cmd:          s.Cmd,
@@ -76,11 +76,16 @@ func (e *Engine) Create(ctx context.Context, s ContainerSpec) (*Container, error
 	if s.Entrypoint != nil {
 		cfg.Entrypoint = s.Entrypoint
 	}
-	created, err := e.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
+	opts := client.ContainerCreateOptions{
 		Name:       s.Name,
 		Config:     cfg,
 		HostConfig: &container.HostConfig{Binds: s.Binds, NetworkMode: container.NetworkMode(s.Network), ExtraHosts: s.ExtraHosts},
-	})
+	}
+	created, err := e.cli.ContainerCreate(ctx, opts)
+	if s.Name != "" && errdefs.IsConflict(err) {
+		_, _ = e.cli.ContainerRemove(context.WithoutCancel(ctx), s.Name, client.ContainerRemoveOptions{Force: true})
+		created, err = e.cli.ContainerCreate(ctx, opts)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("create container %s from %s: %w", s.Name, s.Image, err)
 	}
