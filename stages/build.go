@@ -78,6 +78,9 @@ type Builder struct {
 	Sections bool
 
 	engine *Engine
+	// removals are the stages' containers being removed, once
+	// committed, while the build goes on; Build waits for them.
+	removals sync.WaitGroup
 	// tmp holds this build's tmp_dir mounts.
 	tmp string
 	// keepEngine: the engine belongs to the caller (:local storage).
@@ -117,6 +120,7 @@ func (b *Builder) Build(ctx context.Context) (map[*plan.Stage]stagesrepo.StageTa
 	b.Trace = trace.Synced(b.Trace)
 	b.projectCtx, b.releaseProject = nil, func() {}
 	defer func() {
+		b.removals.Wait()
 		if b.engine != nil && !b.keepEngine {
 			b.engine.Close()
 		}

@@ -451,3 +451,48 @@ func TestEdgeRecordsAreWrittenAhead(t *testing.T) {
 		t.Errorf("%d stage locks taken; stages without their edge records when their lock was taken: %v", l.taken, l.missing)
 	}
 }
+
+// TestBuildLeavesNoStageContainer: the containers of shell stages are
+// removed while the build goes on, and all of them before Build returns,
+// whether the build succeeds or a stage fails.
+func TestBuildLeavesNoStageContainer(t *testing.T) {
+	c := needComponents(t)
+	host := c.engines[0].Host
+	for _, tc := range []struct {
+		name, setup string
+		fails       bool
+	}{
+		{"success", "echo built", false},
+		{"failure", "exit 3", true},
+	} {
+		dir := t.TempDir()
+		werf := "project: sample\nconfigVersion: 1\n---\nimage: ~\nfrom: {{ env \"BASE_IMAGE\" }}\nshell:\n  install:\n  - echo " + fmt.Sprint(time.Now().UnixNano()) + "\n  setup:\n  - " + tc.setup + "\n"
+		if err := os.WriteFile(filepath.Join(dir, "werf.yaml"), []byte(werf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		gitRun(t, dir, "init", "-q", "-b", "main")
+		gitRun(t, dir, "add", ".")
+		gitRun(t, dir, "commit", "-q", "-m", tc.name)
+		repo := fmt.Sprintf("%s/stagehand-test/containers-%d", c.registry, time.Now().UnixNano())
+		var trace syncBuffer
+		res, err := stages.Build(context.Background(), buildRequest(t, c, dir, repo, host), &trace)
+		if (err != nil) != tc.fails {
+			t.Fatalf("%s: build: %v\n%s", tc.name, err, trace.String())
+		}
+		// Each stage built says "Building stage <name> (<signature's
+		// first 12>)", which starts its container's name.
+		built := regexp.MustCompile(`Building stage (\S+) \(([0-9a-f]{12})\)`).FindAllStringSubmatch(trace.String(), -1)
+		if res == nil || len(built) != 3 {
+			t.Fatalf("%s: want from, install and setup built, got %q\n%s", tc.name, built, trace.String())
+		}
+		for _, m := range built {
+			out, err := exec.Command("docker", "-H", host, "ps", "-aq", "--filter", "name=stagehand-stage-"+m[2]).CombinedOutput()
+			if err != nil {
+				t.Fatalf("docker ps: %v\n%s", err, out)
+			}
+			if ids := strings.TrimSpace(string(out)); ids != "" {
+				t.Errorf("%s: containers of stage %s left: %s", tc.name, m[1], ids)
+			}
+		}
+	}
+}

@@ -134,7 +134,15 @@ func (b *Builder) runStage(ctx context.Context, e *Engine, s *plan.Stage, parent
 	if err != nil {
 		return built{}, fault.System(err)
 	}
-	defer c.Remove(ctx)
+	// The container is removed while the build goes on (the engine takes
+	// tens of milliseconds); Build waits for it.
+	b.removals.Add(1)
+	defer func() {
+		go func() {
+			defer b.removals.Done()
+			c.Remove(ctx)
+		}()
+	}()
 	if gitFiles != nil {
 		r, err := gitFiles.Reader()
 		if err != nil {
