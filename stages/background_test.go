@@ -3,6 +3,7 @@ package stages
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -158,4 +159,41 @@ func (f *fakeFind) Find(_ context.Context, sig string) (stagesrepo.StageTag, boo
 		return stagesrepo.StageTag{Signature: sig, Millis: 1}, true, nil
 	}
 	return stagesrepo.StageTag{}, false, nil
+}
+
+// TestLastEngineStage: the stage whose blobs are mounted ahead of the
+// publication is the last one the engine builds, or the first when the
+// engine builds none.
+func TestLastEngineStage(t *testing.T) {
+	st := func(names string) []*plan.Stage {
+		var out []*plan.Stage
+		kinds := map[byte]plan.StageKind{'b': plan.KindBase, 's': plan.KindShell, 'g': plan.KindGitArchive, 'd': plan.KindDocker, 'f': plan.KindDockerfile, 'i': plan.KindImports}
+		for i := range names {
+			out = append(out, &plan.Stage{Name: plan.StageName(fmt.Sprint(i)), Kind: kinds[names[i]]})
+		}
+		return out
+	}
+	for _, c := range []struct {
+		kinds string
+		want  int // index, -1: none
+	}{
+		{"bgssgd", 3},
+		{"bgd", 0},
+		{"f", 0},
+		{"fd", 0},
+		{"bsgis", 4},
+		{"", -1},
+	} {
+		stages := st(c.kinds)
+		got := lastEngineStage(stages)
+		if c.want < 0 {
+			if got != nil {
+				t.Errorf("%q: %s, want none", c.kinds, got.Name)
+			}
+			continue
+		}
+		if got != stages[c.want] {
+			t.Errorf("%q: stage %v, want %d", c.kinds, got, c.want)
+		}
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"gitlab.com/stagehand/stagehand/config"
@@ -76,11 +77,19 @@ type Builder struct {
 	// Sections puts each stage's output in a collapsed section of the
 	// job log.
 	Sections bool
+	// PublishRepo, when set, names the repository an image is published
+	// to: the blobs of its last stage built in the engine are mounted
+	// there while the stages after it are made (see mountAhead).
+	PublishRepo func(image string) (name.Repository, bool)
 
 	engine *Engine
-	// removals are the stages' containers being removed, once
-	// committed, while the build goes on; Build waits for them.
-	removals sync.WaitGroup
+	// background is work the build does beside its stages (removing
+	// committed containers, mounting blobs ahead); Build waits for it.
+	background sync.WaitGroup
+	// ctx is Build's; mountedAhead, the images whose blobs were mounted
+	// ahead.
+	ctx          context.Context
+	mountedAhead map[*plan.ImagePlan]bool
 	// tmp holds this build's tmp_dir mounts.
 	tmp string
 	// keepEngine: the engine belongs to the caller (:local storage).
@@ -119,8 +128,9 @@ func (b *Builder) Build(ctx context.Context) (map[*plan.Stage]stagesrepo.StageTa
 	b.pushed = map[*plan.Stage]<-chan struct{}{}
 	b.Trace = trace.Synced(b.Trace)
 	b.projectCtx, b.releaseProject = nil, func() {}
+	b.ctx, b.mountedAhead = ctx, map[*plan.ImagePlan]bool{}
 	defer func() {
-		b.removals.Wait()
+		b.background.Wait()
 		if b.engine != nil && !b.keepEngine {
 			b.engine.Close()
 		}
@@ -372,6 +382,9 @@ func (b *Builder) stage(ctx context.Context, s *plan.Stage) error {
 	if err != nil {
 		return lost(err)
 	}
+	if outcome == OutcomeBuilt {
+		b.mountAhead(s, st)
+	}
 	b.stored[s] = st
 	b.report(StageReport{Stage: s, Stored: st, Outcome: outcome, Pulled: pulled, Waited: waited, Duration: time.Since(start)})
 	return nil
@@ -405,9 +418,56 @@ func (b *Builder) pushInBackground(ctx context.Context, s *plan.Stage, img built
 			return lost(fault.System(fmt.Errorf("stage %s: %w", s, err)))
 		}
 		fmt.Fprintf(b.Trace, "%-32s stored (%s) %s\n", s.String(), time.Since(start).Round(time.Millisecond), st)
+		b.mountAhead(s, st)
 		return nil
 	})
 	return st, true, nil
+}
+
+// mountAhead starts mounting the blobs of stage s, just stored, into the
+// repository its image is published to, when s is the last stage of the
+// image the engine builds (or the first, when the engine builds none):
+// the stages after it are made in the registry on top of its layers, and
+// the publication, which mounts the final stage's blobs, then finds all
+// but a few mounted. Once per image; a failure is left to the
+// publication, which mounts what is missing.
+func (b *Builder) mountAhead(s *plan.Stage, st stagesrepo.StageTag) {
+	storage, ok := b.Storage.(*Storage)
+	if !ok || b.PublishRepo == nil || s.Image.Artifact || s.Image.NotFinal {
+		return
+	}
+	ip := b.Plan.Image(s.Image.Name)
+	if ip == nil || lastEngineStage(ip.Stages) != s {
+		return
+	}
+	repo, ok := b.PublishRepo(s.Image.Name)
+	b.mu.Lock()
+	done := b.mountedAhead[ip]
+	b.mountedAhead[ip] = true
+	b.mu.Unlock()
+	if !ok || done {
+		return
+	}
+	b.background.Add(1)
+	go func() {
+		defer b.background.Done()
+		_ = storage.mountStage(b.ctx, repo, st)
+	}()
+}
+
+// lastEngineStage is the last of stages the engine builds (shell,
+// Dockerfile), or the first stage when it builds none.
+func lastEngineStage(stages []*plan.Stage) *plan.Stage {
+	var last *plan.Stage
+	for _, s := range stages {
+		if s.Kind == plan.KindShell || s.Kind == plan.KindDockerfile {
+			last = s
+		}
+	}
+	if last == nil && len(stages) > 0 {
+		last = stages[0]
+	}
+	return last
 }
 
 // tempLayer makes a temporary layer file that lives until the build ends

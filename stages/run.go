@@ -186,6 +186,10 @@ func Build(ctx context.Context, req request.Build, trace io.Writer, opts ...Opti
 		Project: req.Project, Commit: req.Commit, Trace: trace, Mounts: req.Mounts, Debug: req.Debug, Sections: req.Sections,
 		Remotes: sources(remotes),
 		Engine:  func(ctx context.Context) (*Engine, error) { return NewEngine(ctx, req.Engine, trace) },
+		PublishRepo: func(image string) (name.Repository, bool) {
+			r, err := name.NewRepository(imagesRepo(req.ImagesRepo, image))
+			return r, err == nil
+		},
 	}
 	if req.StagesStorage == LocalStorageName {
 		if err := (SwitchBlock{Dir: req.BlockDir, Project: req.Project}).Check(); err != nil {

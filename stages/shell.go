@@ -136,10 +136,10 @@ func (b *Builder) runStage(ctx context.Context, e *Engine, s *plan.Stage, parent
 	}
 	// The container is removed while the build goes on (the engine takes
 	// tens of milliseconds); Build waits for it.
-	b.removals.Add(1)
+	b.background.Add(1)
 	defer func() {
 		go func() {
-			defer b.removals.Done()
+			defer b.background.Done()
 			c.Remove(ctx)
 		}()
 	}()

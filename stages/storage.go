@@ -463,6 +463,20 @@ func (s *Storage) manifest(ctx context.Context, st stagesrepo.StageTag) (*remote
 	return desc, nil
 }
 
+// mountStage mounts the blobs of a stored stage (config and layers) into
+// repo, as publish does (see mount).
+func (s *Storage) mountStage(ctx context.Context, repo name.Repository, st stagesrepo.StageTag) error {
+	desc, err := s.manifest(ctx, st)
+	if err != nil {
+		return err
+	}
+	m, err := v1.ParseManifest(strings.NewReader(string(desc.Manifest)))
+	if err != nil {
+		return fmt.Errorf("parse manifest of %s: %w", s.Ref(st), err)
+	}
+	return s.mount(ctx, repo, append([]v1.Descriptor{m.Config}, m.Layers...))
+}
+
 // mount makes the blobs of the stages repository available in repo, all
 // at once: the registry mounts them across repositories (a blob repo has
 // is left alone), nothing is downloaded. Blobs this process mounted

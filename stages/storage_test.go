@@ -326,6 +326,68 @@ func TestHeadAheadIsTheFirstPublicationsAnswer(t *testing.T) {
 	}
 }
 
+// TestPublishAfterMountAheadMountsOnlyWhatIsNew: once the blobs of a
+// stage are mounted ahead into the images repository, publishing a stage
+// made on it mounts only the blobs that stage added (here its config).
+func TestPublishAfterMountAheadMountsOnlyWhatIsNew(t *testing.T) {
+	ctx := context.Background()
+	m := newMemRegistry(t)
+	s := m.storage(t, "p/stages")
+	parentTag, err := s.put(ctx, sig(9), built{image: randomImage(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent, err := s.Image(ctx, parentTag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, _ := parent.ConfigFile()
+	cf = cf.DeepCopy()
+	cf.Config.Env = append(cf.Config.Env, "STAGE=child")
+	child, err := mutate.ConfigFile(parent, cf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	childTag, err := s.put(ctx, sig(10), built{image: child})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, _ := name.NewRepository(m.host + "/p/app")
+	if err := s.mountStage(ctx, repo, parentTag); err != nil {
+		t.Fatal(err)
+	}
+	var asked []string
+	var mu sync.Mutex
+	watch := func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.HasPrefix(r.URL.Path, "/v2/p/app/blobs/") {
+			mu.Lock()
+			asked = append(asked, r.Method+" "+r.URL.Path)
+			mu.Unlock()
+		}
+		return false
+	}
+	m.answer.Store(&watch)
+	if _, err := s.publish(ctx, childTag, repo, "main", nil, recordedNow); err != nil {
+		t.Fatal(err)
+	}
+	childConfig, _ := child.ConfigName()
+	if len(asked) != 1 || !strings.HasSuffix(asked[0], childConfig.String()) {
+		t.Errorf("publishing after the parent's blobs were mounted asked %v, want only the child's config %s", asked, childConfig)
+	}
+	if err := validate.Image(mustImage(t, repo.Tag("main"))); err != nil {
+		t.Errorf("the published image does not read back whole: %v", err)
+	}
+}
+
+func mustImage(t *testing.T, ref name.Reference) v1.Image {
+	t.Helper()
+	img, err := remote.Image(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
 // recordedNow: the publication's records are already written.
 func recordedNow() error { return nil }
 
