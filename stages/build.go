@@ -318,7 +318,16 @@ func (b *Builder) stage(ctx context.Context, s *plan.Stage) error {
 			cancel(nil)
 			lease.Release()
 		}
-		defer func() { release() }()
+		// The lock is given back (a write to the API server) while the
+		// next stage starts; Build waits for it.
+		defer func() {
+			give := release
+			b.background.Add(1)
+			go func() {
+				defer b.background.Done()
+				give()
+			}()
+		}()
 		parent := ctx
 		ctx = lctx
 		lost = func(err error) error {

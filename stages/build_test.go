@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -166,9 +167,18 @@ type losingLocker struct{ lose string }
 type testLease struct {
 	lost chan struct{}
 	err  error
+	// released, when set, counts the releases, each taking a moment as
+	// a write to the API server does.
+	released *atomic.Int64
 }
 
-func (l *testLease) Release() error        { return nil }
+func (l *testLease) Release() error {
+	if l.released != nil {
+		time.Sleep(20 * time.Millisecond)
+		l.released.Add(1)
+	}
+	return nil
+}
 func (l *testLease) Lost() <-chan struct{} { return l.lost }
 func (l *testLease) Err() error            { return l.err }
 
@@ -236,6 +246,7 @@ type countingLocker struct {
 	mu             sync.Mutex
 	project, stage int
 	onProject      func()
+	released       atomic.Int64
 }
 
 func (l *countingLocker) Take(_ context.Context, name string, _ bool, _ func(string)) (lock.Held, error) {
@@ -249,7 +260,7 @@ func (l *countingLocker) Take(_ context.Context, name string, _ bool, _ func(str
 	} else {
 		l.stage++
 	}
-	return &testLease{lost: make(chan struct{})}, nil
+	return &testLease{lost: make(chan struct{}), released: &l.released}, nil
 }
 
 // TestOnlyBuildsThatBuildTakeTheProjectLock: a cold build takes the
@@ -275,6 +286,11 @@ func TestOnlyBuildsThatBuildTakeTheProjectLock(t *testing.T) {
 	first, _ := build(cold)
 	if cold.project != 1 || cold.stage == 0 {
 		t.Errorf("the cold build took the project lock %d times and %d stage locks, want once and some", cold.project, cold.stage)
+	}
+	// Stage locks are given back in the background: every lock taken is
+	// given back by the time the build has returned.
+	if got := cold.released.Load(); got != int64(cold.project+cold.stage) {
+		t.Errorf("when the cold build returned, %d of its %d locks were given back", got, cold.project+cold.stage)
 	}
 	idle := &countingLocker{}
 	build(idle)
