@@ -212,15 +212,13 @@ func TestPublishCopiesTheManifestWithAnnotations(t *testing.T) {
 	}
 }
 
-// TestAStageOfStoredLayersIsItsConfigAndManifest: a stage made on its
-// stored parent without a layer of its own (a docker: stage) is stored
-// with its config and its manifest alone: no question about the parent's
-// layers, no connection set up again; and it reads back whole.
-func TestAStageOfStoredLayersIsItsConfigAndManifest(t *testing.T) {
+// storedParentAndChild stores a random image as a copy of stage
+// parentSig and answers it, read back, with a child made on it without a
+// layer of its own (as a docker: stage is: its config changed).
+func storedParentAndChild(t *testing.T, s *Storage, parentSig string) (stagesrepo.StageTag, v1.Image, v1.Image) {
+	t.Helper()
 	ctx := context.Background()
-	m := newMemRegistry(t)
-	s := m.storage(t, "p/stages")
-	parentTag, err := s.put(ctx, sig(6), built{image: randomImage(t)})
+	parentTag, err := s.put(ctx, parentSig, built{image: randomImage(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,6 +236,18 @@ func TestAStageOfStoredLayersIsItsConfigAndManifest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return parentTag, parent, child
+}
+
+// TestAStageOfStoredLayersIsItsConfigAndManifest: a stage made on its
+// stored parent without a layer of its own (a docker: stage) is stored
+// with its config and its manifest alone: no question about the parent's
+// layers, no connection set up again; and it reads back whole.
+func TestAStageOfStoredLayersIsItsConfigAndManifest(t *testing.T) {
+	ctx := context.Background()
+	m := newMemRegistry(t)
+	s := m.storage(t, "p/stages")
+	_, parent, child := storedParentAndChild(t, s, sig(6))
 	if !s.hasAllLayers(child) {
 		t.Fatal("the child of a stored stage is not seen as made of stored layers")
 	}
@@ -333,21 +343,7 @@ func TestPublishAfterMountAheadMountsOnlyWhatIsNew(t *testing.T) {
 	ctx := context.Background()
 	m := newMemRegistry(t)
 	s := m.storage(t, "p/stages")
-	parentTag, err := s.put(ctx, sig(9), built{image: randomImage(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	parent, err := s.Image(ctx, parentTag)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf, _ := parent.ConfigFile()
-	cf = cf.DeepCopy()
-	cf.Config.Env = append(cf.Config.Env, "STAGE=child")
-	child, err := mutate.ConfigFile(parent, cf)
-	if err != nil {
-		t.Fatal(err)
-	}
+	parentTag, _, child := storedParentAndChild(t, s, sig(9))
 	childTag, err := s.put(ctx, sig(10), built{image: child})
 	if err != nil {
 		t.Fatal(err)
