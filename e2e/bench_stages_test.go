@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -98,7 +100,8 @@ func (r *benchRun) plainBuild(dir, repo string, e harness.Engine) (build, push t
 // BenchmarkStages compares stagehand with the anchor on one project and
 // a fresh host: P1 idle build, P2 last-stage change, P3 four concurrent
 // builders on a cold commit, P8 a cold build against a plain docker
-// build. It runs once whatever b.N is and prints a table; the goals are
+// build. It runs once whatever b.N is and prints a table (P1 the median of
+// several runs, P8 of three rounds); the goals are
 // in the issues (P1 ≤ 0.05×, P2 ≤ 0.2× the anchor's wall time, P3 ≤ 1.15×
 // one builder's, P8 ≤ 1.1× the plain docker build's).
 func BenchmarkStages(b *testing.B) {
@@ -127,14 +130,25 @@ func BenchmarkStages(b *testing.B) {
 		}
 	}
 	var rows []measurement
-	measure := func(name string, f func() (time.Duration, string, error)) measurement {
-		emptyEngine(b, fresh)
-		proxy.Reset()
-		wall, trace, err := f()
-		if err != nil {
-			b.Fatalf("%s: %v\n%s", name, err, trace)
+	// measure runs f n times on an emptied fresh engine and keeps the run
+	// of the median wall time: an idle build is a tenth of a second, which
+	// one busy moment of a two-core machine moves by a tenth.
+	measure := func(name string, n int, f func() (time.Duration, string, error)) measurement {
+		var runs []measurement
+		for range n {
+			emptyEngine(b, fresh)
+			proxy.Reset()
+			wall, trace, err := f()
+			if err != nil {
+				b.Fatalf("%s: %v\n%s", name, err, trace)
+			}
+			runs = append(runs, measurement{name: name, wall: wall, stats: proxy.Stats(), built: len(builtStages(trace))})
 		}
-		m := measurement{name: name, wall: wall, stats: proxy.Stats(), built: len(builtStages(trace))}
+		slices.SortFunc(runs, func(a, b measurement) int { return cmp.Compare(a.wall, b.wall) })
+		m := runs[len(runs)/2]
+		if n > 1 {
+			m.name = fmt.Sprintf("%s (median of %d)", name, n)
+		}
 		rows = append(rows, m)
 		return m
 	}
@@ -155,13 +169,13 @@ func BenchmarkStages(b *testing.B) {
 	_, err = r.anchorBuild(v1, anchor, "v1", h1)
 	must(err)
 
-	p1 := measure("P1 idle build, stagehand", oursRun(v1))
-	p1a := measure("P1 idle build, anchor", anchorRun(v1, "v1"))
+	p1 := measure("P1 idle build, stagehand", 5, oursRun(v1))
+	p1a := measure("P1 idle build, anchor", 3, anchorRun(v1, "v1"))
 
 	files["static/index.html"] = "<h1>v2</h1>\n"
 	v2 := checkout(b, files)
-	p2 := measure("P2 last-stage change, stagehand", oursRun(v2))
-	p2a := measure("P2 last-stage change, anchor", anchorRun(v2, "v2"))
+	p2 := measure("P2 last-stage change, stagehand", 1, oursRun(v2))
+	p2a := measure("P2 last-stage change, anchor", 1, anchorRun(v2, "v2"))
 
 	// P3: a commit nobody built, one builder, then four at once (another
 	// cold repository, same content).
@@ -216,21 +230,54 @@ func BenchmarkStages(b *testing.B) {
 	// P8: a cold build on an empty engine against a plain docker build of
 	// the Dockerfile twin (same base, same steps) on another empty
 	// engine; and that docker build followed by its push, which a build
-	// job also needs.
-	files["deps.txt"] = fmt.Sprintf("dep p8 %d\n", id)
-	v8 := checkout(b, files)
-	emptyEngine(b, h.Engines[0])
-	emptyEngine(b, h.Engines[1])
-	proxy.Reset()
-	cold, trace, err := r.stagehandBuild(v8, ours+"-p8", h.Engines[0])
-	if err != nil {
-		b.Fatalf("P8 stagehand: %v\n%s", err, trace)
+	// job also needs. Three rounds, each of a commit of its own, the
+	// order alternating; the round of the median ratio is the figure (one
+	// pair on two cores swings by several percent with what the machine
+	// did just before).
+	type p8Round struct {
+		cold, plain, pushed   time.Duration
+		coldStats, plainStats registryproxy.Stats
+		built                 int
 	}
-	rows = append(rows, measurement{name: "P8 cold build, stagehand", wall: cold, stats: proxy.Stats(), built: len(builtStages(trace))})
-	proxy.Reset()
-	plain, pushed, err := r.plainBuild(v8, anchor+"-p8", h.Engines[1])
-	must(err)
-	rows = append(rows, measurement{name: "P8 cold build, plain docker build", wall: plain, stats: proxy.Stats()})
+	var p8 []p8Round
+	for i := range 3 {
+		files["deps.txt"] = fmt.Sprintf("dep p8 %d %d\n", id, i)
+		v8 := checkout(b, files)
+		emptyEngine(b, h.Engines[0])
+		emptyEngine(b, h.Engines[1])
+		var round p8Round
+		coldBuild := func() {
+			proxy.Reset()
+			wall, trace, err := r.stagehandBuild(v8, fmt.Sprintf("%s-p8-%d", ours, i), h.Engines[0])
+			if err != nil {
+				b.Fatalf("P8 stagehand: %v\n%s", err, trace)
+			}
+			round.cold, round.coldStats, round.built = wall, proxy.Stats(), len(builtStages(trace))
+		}
+		plainBuild := func() {
+			proxy.Reset()
+			var err error
+			round.plain, round.pushed, err = r.plainBuild(v8, fmt.Sprintf("%s-p8-%d", anchor, i), h.Engines[1])
+			must(err)
+			round.plainStats = proxy.Stats()
+		}
+		if i%2 == 0 {
+			coldBuild()
+			plainBuild()
+		} else {
+			plainBuild()
+			coldBuild()
+		}
+		fmt.Printf("P8 round %d: stagehand %s, docker build %s: %.3f×\n", i+1, round.cold.Round(time.Millisecond), round.plain.Round(time.Millisecond), float64(round.cold)/float64(round.plain))
+		p8 = append(p8, round)
+	}
+	slices.SortFunc(p8, func(a, b p8Round) int {
+		return cmp.Compare(float64(a.cold)/float64(a.plain), float64(b.cold)/float64(b.plain))
+	})
+	mid := p8[len(p8)/2]
+	cold, plain, pushed := mid.cold, mid.plain, mid.pushed
+	rows = append(rows, measurement{name: "P8 cold build, stagehand (round of the median ratio)", wall: cold, stats: mid.coldStats, built: mid.built})
+	rows = append(rows, measurement{name: "P8 cold build, plain docker build", wall: plain, stats: mid.plainStats})
 	rows = append(rows, measurement{name: "P8 cold build, plain docker build + push", wall: plain + pushed})
 
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
@@ -243,7 +290,7 @@ func BenchmarkStages(b *testing.B) {
 	fmt.Printf("P1 idle: %.3f× the anchor's wall time (goal ≤ 0.05×), %d blob bytes (goal 0)\n", ratio(p1.wall, p1a.wall), p1.stats.BlobBytes)
 	fmt.Printf("P2 last-stage change: %.3f× the anchor's wall time (goal ≤ 0.2×)\n", ratio(p2.wall, p2a.wall))
 	fmt.Printf("P3 four builders: %.3f× one builder's wall time (goal ≤ 1.15×), stages built twice: %d (goal 0)\n", ratio(four, one), twice)
-	fmt.Printf("P8 cold build: %.3f× a plain docker build's wall time (goal ≤ 1.1×); %.3f× docker build + push\n", ratio(cold, plain), ratio(cold, plain+pushed))
+	fmt.Printf("P8 cold build: %.3f× a plain docker build's wall time (median of %d rounds; goal ≤ 1.1×); %.3f× docker build + push\n", ratio(cold, plain), len(p8), ratio(cold, plain+pushed))
 	b.ReportMetric(ratio(cold, plain), "P8-ratio")
 	b.ReportMetric(ratio(p1.wall, p1a.wall), "P1-ratio")
 	b.ReportMetric(ratio(p2.wall, p2a.wall), "P2-ratio")
