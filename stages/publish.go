@@ -146,14 +146,14 @@ func publish(ctx context.Context, req request.Build, storage Store, st stagesrep
 	one := func(i int) error {
 		tag := tags[i]
 		err := registry.Retry(ctx, trace, "publishing "+repo.Tag(tag).String(), func() (err error) {
-			if recordsFailed(written, recordsErr) {
+			if recordsFailed(written, &recordsErr) {
 				// Already retried: not the tag's to try again.
 				return errRecordsFailed
 			}
 			pubs[i], err = storage.publish(ctx, st, repo, tag, ann, recorded)
 			return err
 		})
-		if errors.Is(err, errRecordsFailed) || (err != nil && recordsFailed(written, recordsErr)) {
+		if errors.Is(err, errRecordsFailed) || (err != nil && recordsFailed(written, &recordsErr)) {
 			err = recordsErr
 		}
 		if err != nil {
@@ -177,11 +177,12 @@ func publish(ctx context.Context, req request.Build, storage Store, st stagesrep
 var errRecordsFailed = errors.New("the publication records could not be written")
 
 // recordsFailed tells, without waiting, that the records being written
-// (written closes when done) failed.
-func recordsFailed(written <-chan struct{}, err error) bool {
+// (written closes when done, err set before) failed. err is read only once
+// written is closed: before, the writer may be setting it.
+func recordsFailed(written <-chan struct{}, err *error) bool {
 	select {
 	case <-written:
-		return err != nil
+		return *err != nil
 	default:
 		return false
 	}
