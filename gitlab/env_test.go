@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/spaolacci/murmur3"
+	"github.com/twmb/murmur3"
 )
 
 const sha = "0123456789abcdef0123456789abcdef01234567"
@@ -47,7 +47,7 @@ func defaultAnnotations() []Annotation {
 }
 
 // werfHash is werf's hash suffix: murmur3 in hex, no leading zeros.
-func werfHash(s string) string { return fmt.Sprintf("%x", murmur3.Sum32([]byte(s))) }
+func werfHash(s string) string { return fmt.Sprintf("%x", murmur3.StringSum32(s)) }
 
 func baseEnv() Env {
 	return Env{

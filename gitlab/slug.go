@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/spaolacci/murmur3"
+	"github.com/twmb/murmur3"
 )
 
 // Length limits of the names stagehand derives.
@@ -36,7 +36,7 @@ func Slug(s string, limit int) string {
 	if clean != "" && clean == s && len(clean) <= limit {
 		return clean
 	}
-	hash := fmt.Sprintf("%08x", murmur3.Sum32([]byte(s)))
+	hash := fmt.Sprintf("%08x", murmur3.StringSum32(s))
 	crop := clean
 	if len(crop) > limit-hashSuffixLen {
 		crop = strings.TrimRight(crop[:limit-hashSuffixLen], "-")

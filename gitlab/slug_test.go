@@ -5,10 +5,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/spaolacci/murmur3"
+	"github.com/twmb/murmur3"
 )
 
-func hashOf(s string) string { return fmt.Sprintf("%08x", murmur3.Sum32([]byte(s))) }
+func hashOf(s string) string { return fmt.Sprintf("%08x", murmur3.StringSum32(s)) }
 
 func TestSlug(t *testing.T) {
 	long := strings.Repeat("a", 70)
@@ -88,4 +88,19 @@ func FuzzSlug(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The slugs' hash is werf's: MurmurHash3 x86_32 with seed 0. Literal
+// values, so that the hash cannot drift with the library computing it.
+func TestSlugHashIsMurmur3(t *testing.T) {
+	for in, want := range map[string]string{
+		"":              "00000000",
+		"hello":         "248bfa47",
+		"Hello, world!": "c0363e43",
+		"The quick brown fox jumps over the lazy dog": "2e4ff723",
+	} {
+		if got := hashOf(in); got != want {
+			t.Errorf("murmur3(%q) = %s, want %s", in, got, want)
+		}
+	}
 }

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/spaolacci/murmur3"
+	"github.com/twmb/murmur3"
 )
 
 // werf 1.1's names (its pkg/slug), which a project moving from werf must
@@ -74,7 +74,7 @@ func dnsName(s string, limit int) string {
 // at the crop stays.
 func slugWithHash(s string, limit int) string {
 	slug := werfSlugify(s)
-	hash := fmt.Sprintf("%x", murmur3.Sum32([]byte(s)))
+	hash := fmt.Sprintf("%x", murmur3.StringSum32(s))
 	if slug == "" {
 		return hash
 	}
