@@ -14,9 +14,12 @@ build:
 	CGO_ENABLED=0 $(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/ . ./cmd/stagehand-worker ./cmd/stagehand-config ./cmd/stagehand-deploy
 
 # Starts (installing what is missing) the real components, then runs every
-# test against them.
+# test against them: the packages' own tests under the race detector (a
+# build is goroutines around an engine, a registry and the API server),
+# then the end-to-end tests, which run the built binaries.
 test: harness vet
-	$(GO) test -count=1 -timeout 30m ./...
+	$(GO) test -count=1 -race -timeout 30m $$($(GO) list ./... | grep -v /e2e)
+	$(GO) test -count=1 -timeout 30m ./e2e/...
 	$(MAKE) fuzz
 
 # A short run of every fuzz target (the seeds in testdata/ run with the

@@ -53,6 +53,7 @@ install_packages() {
 	command -v ss >/dev/null || missing+=(iproute2)
 	command -v openssl >/dev/null || missing+=(openssl)
 	command -v bc >/dev/null || missing+=(bc) # the Kubernetes recipe times its start with it
+	{ command -v gcc >/dev/null && [ -e /usr/include/stdlib.h ]; } || missing+=(gcc libc6-dev) # go test -race needs cgo
 	[ ${#missing[@]} -eq 0 ] && return
 	log "installing ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
